@@ -1,0 +1,72 @@
+"""One settings object, read from ``STILLHOUSE_*`` environment variables once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var")
+
+    # Empty means "the embedded default under data_dir" (SQLite / filesystem broker).
+    database_url: str = ""
+    broker_url: str = ""
+
+    bootstrap_api_key: str | None = None
+
+    max_upload_bytes: int = 4 * 1024**3
+    allow_torchscript: bool = False
+
+    # Archive and image caps (DESIGN.md, "Untrusted files").
+    max_archive_entries: int = 100_000
+    max_unpacked_bytes: int = 8 * 1024**3
+    max_image_pixels: int = 4096 * 4096
+
+    # Jobs.
+    lease_seconds: int = 60
+    heartbeat_seconds: int = 10
+    max_attempts: int = 3
+    sweep_seconds: int = 15
+    job_soft_time_limit_s: int = 6 * 3600
+    job_hard_time_limit_s: int = 6 * 3600 + 300
+    checkpoint_every_steps: int = 200
+
+    # Sandbox for teacher code.
+    sandbox_memory_bytes: int = 16 * 1024**3
+    sandbox_cpu_seconds: int = 6 * 3600
+    torch_threads: int = Field(default=0, description="0: let the worker pick (cores / workers)")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'stillhouse.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def storage_dir(self) -> Path:
+        return (self.data_dir / "files").resolve()
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

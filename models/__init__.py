@@ -1,0 +1,27 @@
+"""SQLAlchemy ORM classes (the database models) and the repositories that hold every query."""
+
+from models.base import Base, new_id, utcnow
+from models.tables import (
+    ApiKey,
+    Dataset,
+    Job,
+    JobDataset,
+    JobTeacher,
+    StoredFile,
+    Teacher,
+    Tenant,
+)
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Dataset",
+    "Job",
+    "JobDataset",
+    "JobTeacher",
+    "StoredFile",
+    "Teacher",
+    "Tenant",
+    "new_id",
+    "utcnow",
+]
