@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
 
+    # Prefix of every Redis key the broker writes (several deployments can share one Redis).
+    broker_key_prefix: str = ""
+
     bootstrap_api_key: str | None = None
 
     max_upload_bytes: int = 4 * 1024**3

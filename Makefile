@@ -1,0 +1,54 @@
+# Stillhouse. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP_RUN): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[api,worker]'
+	touch $@
+
+$(STAMP_DEV): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $@ $(STAMP_RUN)
+
+install: $(STAMP_RUN) ## Create the virtual environment and install the service
+
+run: $(STAMP_RUN) ## Serve the API and a worker on the embedded default (SQLite, no servers)
+	$(VENV)/bin/stillhouse run
+
+services: ## Start local Postgres and Redis when installed but not running
+	@bash .ci/ensure-services.sh
+
+test: $(STAMP_DEV) services ## Run every test against real Postgres and Redis (and SQLite)
+	@bash .ci/ensure-chromium.sh
+	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
+		$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP_DEV) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP_DEV) ## Run the benchmarks (prints ratios against their anchors)
+	$(PY) -m bench.run_all
+
+clean: ## Remove the virtual environment and local data
+	rm -rf $(VENV) var
+
+.PHONY: help install run services test lint bench clean

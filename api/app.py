@@ -1,0 +1,58 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.docs import install_docs
+from api.errors import install_error_handlers
+from api.routes import health, jobs, students, uploads
+from core.db import session_scope
+from core.keys import ensure_bootstrap_key
+from core.settings import get_settings
+
+DESCRIPTION = """
+Stillhouse turns a big classifier into a small one that agrees with it.
+
+1. Upload a **teacher** (ONNX or torch.export `.pt2`) and an unlabeled **transfer set**.
+2. Submit a **job**; a GPU worker computes the teacher's soft labels and trains a student.
+3. Poll the job (or stream its events), read the **report**, download the **student**.
+
+Authenticate with `Authorization: Bearer <api key>` (the *Authorize* button).
+"""
+
+
+def _bootstrap() -> None:
+    key = get_settings().bootstrap_api_key
+    if key:
+        with session_scope() as session:
+            ensure_bootstrap_key(session, key)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(_bootstrap)
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Stillhouse",
+        version="1.0.0",
+        summary="Knowledge distillation as a service",
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_docs(app)
+    app.include_router(health.router)
+    app.include_router(uploads.router)
+    app.include_router(jobs.router)
+    app.include_router(students.router)
+    return app

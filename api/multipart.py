@@ -1,0 +1,139 @@
+"""Stream a ``multipart/form-data`` body: the ``file`` part goes straight to storage.
+
+Starlette's ``request.form()`` spools the file to a temporary file first (one more full copy
+on disk); here each chunk is hashed and written once, and memory stays flat whatever the size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from api.errors import BadRequest, TooLarge
+from core import storage as st
+
+MAX_FIELD_BYTES = 4096
+
+
+@dataclass
+class ParsedUpload:
+    result: st.PutResult | None = None
+    filename: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _State:
+    def __init__(self, storage: st.Storage, key: str, max_bytes: int) -> None:
+        self.storage, self.key, self.max_bytes = storage, key, max_bytes
+        self.out = ParsedUpload()
+        self.header_field = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.writer: st.Writer | None = None
+        self.field_name: str | None = None
+        self.field_value = bytearray()
+        self.error: Exception | None = None
+
+    def part_begin(self) -> None:
+        self.headers = {}
+        self.writer = None
+        self.field_name = None
+        self.field_value = bytearray()
+
+    def header_end(self) -> None:
+        self.headers[self.header_field.lower()] = self.header_value
+        self.header_field = self.header_value = b""
+
+    def headers_finished(self) -> None:
+        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if name == "file":
+            if self.out.result is not None or self.writer is not None:
+                raise BadRequest("send exactly one 'file' part")
+            raw = params.get(b"filename", b"upload")
+            self.out.filename = _clean_filename(raw.decode("utf-8", "replace"))
+            self.writer = self.storage.writer(self.key, self.max_bytes)
+        else:
+            self.field_name = name
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.writer is not None:
+            try:
+                self.writer.write(chunk)
+            except st.TooLarge as exc:
+                raise TooLarge(f"the file is larger than the limit of {exc.limit} bytes") from exc
+        elif self.field_name is not None:
+            self.field_value += chunk
+            if len(self.field_value) > MAX_FIELD_BYTES:
+                raise BadRequest(f"form field {self.field_name!r} is too long")
+
+    def part_end(self) -> None:
+        if self.writer is not None:
+            self.out.result = self.writer.finish(self.key)
+            self.writer = None
+        elif self.field_name is not None:
+            self.out.fields[self.field_name] = self.field_value.decode("utf-8", "replace")
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+def _clean_filename(name: str) -> str:
+    """Metadata only, never a path: keep the last component and drop control characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
+
+
+async def stream_upload(
+    content_type: str,
+    body: AsyncIterator[bytes],
+    *,
+    storage: st.Storage,
+    key: str,
+    max_bytes: int,
+) -> ParsedUpload:
+    ctype, params = parse_options_header(content_type)
+    if ctype != b"multipart/form-data" or b"boundary" not in params:
+        raise BadRequest("send multipart/form-data with a 'file' part")
+    state = _State(storage, key, max_bytes)
+    parser = MultipartParser(
+        params[b"boundary"],
+        callbacks={
+            "on_part_begin": state.part_begin,
+            "on_part_data": state.part_data,
+            "on_part_end": state.part_end,
+            "on_header_field": lambda d, s, e: setattr(
+                state, "header_field", state.header_field + d[s:e]
+            ),
+            "on_header_value": lambda d, s, e: setattr(
+                state, "header_value", state.header_value + d[s:e]
+            ),
+            "on_header_end": state.header_end,
+            "on_headers_finished": state.headers_finished,
+        },
+    )
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        state.abort()
+        storage.delete(key)
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    except BaseException:
+        state.abort()
+        if state.out.result is not None:
+            storage.delete(key)
+        raise
+    if state.writer is not None:  # the body ended inside the file part
+        state.abort()
+        raise BadRequest("the multipart body ended before the file did")
+    if state.out.result is None:
+        raise BadRequest("the form has no 'file' part")
+    return state.out

@@ -1,0 +1,117 @@
+"""Request and response models (apart from the ORM classes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+UploadStatus = Literal["validating", "ready", "rejected"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Stage = Literal["soft_labeling", "training", "evaluating", "exporting"]
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class TeacherRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    filename: str
+    format: Literal["onnx", "torch_export", "torchscript"]
+    size_bytes: int
+    sha256: str
+    status: UploadStatus
+    input_shape: list[int | None] | None
+    input_dtype: str | None
+    num_classes: int | None
+    parameters: int | None
+    error: ErrorInfo | None
+    created_at: datetime
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    filename: str
+    format: Literal["npy", "npz", "csv", "parquet", "image_zip"]
+    size_bytes: int
+    sha256: str
+    status: UploadStatus
+    num_samples: int | None
+    sample_shape: list[int] | None
+    dtype: str | None
+    has_labels: bool
+    num_classes: int | None
+    error: ErrorInfo | None
+    created_at: datetime
+
+
+class ModelMeasure(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    parameters: int
+    size_bytes_fp32: int
+    size_bytes_fp16: int
+    latency_ms_batch1: float
+    throughput_per_s: float
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    teacher: ModelMeasure
+    student: ModelMeasure
+    compression_ratio: float
+    speedup: float
+    agreement_top1: float
+    kl_divergence: float
+    teacher_accuracy: float | None
+    student_accuracy: float | None
+    eval_samples: int
+    device: str
+    soft_labels: Literal["cached", "online"]
+    timings_s: dict[str, float]
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: JobStatus
+    stage: Stage | None
+    progress: float
+    epoch: int
+    epochs: int
+    metrics: dict[str, Any]
+    error: ErrorInfo | None
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    report: Report | None
+    attempt: int
+    student_formats: list[str]
+
+
+class StudentArchitecture(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str
+    input_ranks: list[int]
+    knobs: dict[str, Any]

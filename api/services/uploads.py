@@ -1,0 +1,163 @@
+"""Teacher and dataset uploads: stream to storage, recognise the format, record, validate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import UnitOfWork
+from api.errors import Conflict, NotFound, TooLarge, UnsupportedFormat
+from api.multipart import stream_upload
+from api.publisher import publish
+from core import formats
+from core.queue import TASK_VALIDATE_DATASET, TASK_VALIDATE_TEACHER
+from core.settings import get_settings
+from core.storage import Storage, new_key
+from models import Dataset, StoredFile, Teacher, new_id
+from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
+
+Kind = Literal["teacher", "dataset"]
+
+TEACHER_FORMATS = "ONNX or a torch.export .pt2 archive"
+DATASET_FORMATS = ".npy, .npz, CSV, Parquet or a ZIP of PNG/JPEG images"
+
+
+async def receive_upload(
+    uow: UnitOfWork,
+    *,
+    kind: Kind,
+    tenant_id: str,
+    content_type: str,
+    content_length: int | None,
+    body: AsyncIterator[bytes],
+    storage: Storage,
+) -> Teacher | Dataset:
+    limit = get_settings().max_upload_bytes
+    # The multipart framing adds a few hundred bytes around the file itself.
+    if content_length is not None and content_length > limit + 64 * 1024:
+        raise TooLarge(f"the upload is larger than the limit of {limit} bytes")
+    key = new_key(f"{kind}s")
+    parsed = await stream_upload(
+        content_type, body, storage=storage, key=key, max_bytes=limit
+    )
+    assert parsed.result is not None
+    fmt = await run_in_threadpool(_recognise, kind, storage, key)
+    filename = parsed.filename or "upload"
+    name = (parsed.fields.get("name") or "").strip()[:200] or filename
+    try:
+        row = await run_in_threadpool(
+            _record, uow, kind, tenant_id, fmt, filename, name, parsed.result
+        )
+    except BaseException:
+        storage.delete(key)
+        raise
+    return row
+
+
+def _recognise(kind: Kind, storage: Storage, key: str) -> str:
+    path = storage.local_path(key)
+    fmt = formats.sniff_teacher(path) if kind == "teacher" else formats.sniff_dataset(path)
+    if fmt is None:
+        storage.delete(key)
+        accepted = TEACHER_FORMATS if kind == "teacher" else DATASET_FORMATS
+        raise UnsupportedFormat(f"the file's content is not a supported {kind}: send {accepted}")
+    if fmt == "torchscript" and not get_settings().allow_torchscript:
+        storage.delete(key)
+        raise UnsupportedFormat(
+            "TorchScript has no safe loader and is disabled on this server: export the model "
+            "with torch.export (.pt2) or to ONNX"
+        )
+    return fmt
+
+
+def _record(
+    uow: UnitOfWork,
+    kind: Kind,
+    tenant_id: str,
+    fmt: str,
+    filename: str,
+    name: str,
+    put: object,
+) -> Teacher | Dataset:
+    from core.storage import PutResult
+
+    assert isinstance(put, PutResult)
+    session = uow.session
+    stored = StoredFileRepository(session).add(
+        StoredFile(
+            id=new_id("file"),
+            tenant_id=tenant_id,
+            key=put.key,
+            kind=kind,
+            filename=filename,
+            size_bytes=put.size_bytes,
+            sha256=put.sha256,
+        )
+    )
+    common = dict(
+        tenant_id=tenant_id,
+        file_id=stored.id,
+        name=name,
+        filename=filename,
+        format=fmt,
+        size_bytes=put.size_bytes,
+        sha256=put.sha256,
+        status="validating",
+    )
+    row: Teacher | Dataset
+    if kind == "teacher":
+        row = TeacherRepository(session).add(Teacher(id=new_id("tch"), **common))
+        task = TASK_VALIDATE_TEACHER
+    else:
+        row = DatasetRepository(session).add(Dataset(id=new_id("ds"), has_labels=False, **common))
+        task = TASK_VALIDATE_DATASET
+    row_id = row.id
+    uow.after_commit(lambda: publish(task, row_id))
+    uow.commit()
+    return row
+
+
+def get_teacher(session: Session, *, tenant_id: str, teacher_id: str) -> Teacher:
+    row = TeacherRepository(session).get_for_tenant(tenant_id, teacher_id)
+    if row is None:
+        raise NotFound(f"no teacher {teacher_id!r}")
+    return row
+
+
+def get_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset:
+    row = DatasetRepository(session).get_for_tenant(tenant_id, dataset_id)
+    if row is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
+    return row
+
+
+def delete_teacher(session: Session, storage: Storage, *, tenant_id: str, teacher_id: str) -> None:
+    repo = TeacherRepository(session)
+    row = get_teacher(session, tenant_id=tenant_id, teacher_id=teacher_id)
+    if repo.used_by_active_job(row.id):
+        raise Conflict("a queued or running job uses this teacher; cancel it or wait")
+    repo.detach_from_jobs(row.id)
+    _delete_upload(session, storage, row)
+
+
+def delete_dataset(session: Session, storage: Storage, *, tenant_id: str, dataset_id: str) -> None:
+    repo = DatasetRepository(session)
+    row = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    if repo.used_by_active_job(row.id):
+        raise Conflict("a queued or running job uses this dataset; cancel it or wait")
+    repo.detach_from_jobs(row.id)
+    _delete_upload(session, storage, row)
+
+
+def _delete_upload(session: Session, storage: Storage, row: Teacher | Dataset) -> None:
+    """Finished jobs keep the id in their spec; the row and the bytes go."""
+    files = StoredFileRepository(session)
+    stored = files.get(row.file_id)
+    session.delete(row)
+    session.flush()
+    if stored is not None:
+        files.delete(stored)
+        storage.delete(stored.key)

@@ -1,0 +1,44 @@
+"""API keys: random, shown once, stored as sha256. Tenants are made on first use."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy.orm import Session
+
+from models import ApiKey, Tenant, new_id
+from models.repositories import ApiKeyRepository, TenantRepository
+
+KEY_PREFIX = "sh_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def ensure_tenant(session: Session, name: str) -> Tenant:
+    tenants = TenantRepository(session)
+    return tenants.by_name(name) or tenants.add(Tenant(id=new_id("ten"), name=name))
+
+
+def create_key(session: Session, *, tenant_name: str, key: str | None = None) -> str:
+    """Store a key for the tenant (made if missing) and return the plain key, once."""
+    tenant = ensure_tenant(session, tenant_name)
+    plain = key or generate_key()
+    ApiKeyRepository(session).add(
+        ApiKey(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(plain), prefix=plain[:8])
+    )
+    return plain
+
+
+def ensure_bootstrap_key(session: Session, key: str, tenant_name: str = "default") -> bool:
+    """Make ``key`` a key of ``tenant_name``. Returns False when it already existed."""
+    if ApiKeyRepository(session).by_hash(hash_key(key)) is not None:
+        return False
+    create_key(session, tenant_name=tenant_name, key=key)
+    return True

@@ -1,0 +1,148 @@
+"""Every SQL statement outside jobs lives here. Repositories flush; the edge commits."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session
+
+from models.pagination import newest_first, page
+from models.tables import (
+    ApiKey,
+    Dataset,
+    Job,
+    JobDataset,
+    JobTeacher,
+    StoredFile,
+    Teacher,
+    Tenant,
+)
+
+ACTIVE_JOB_STATUSES = ("queued", "running")
+
+M = TypeVar("M", Teacher, Dataset)
+
+
+class TenantRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def by_name(self, name: str) -> Tenant | None:
+        return self.session.scalar(select(Tenant).where(Tenant.name == name))
+
+    def add(self, tenant: Tenant) -> Tenant:
+        self.session.add(tenant)
+        self.session.flush()
+        return tenant
+
+
+class ApiKeyRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def tenant_for_hash(self, key_hash: str) -> Tenant | None:
+        stmt = (
+            select(Tenant)
+            .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        )
+        return self.session.scalar(stmt)
+
+    def by_hash(self, key_hash: str) -> ApiKey | None:
+        return self.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+    def add(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+
+class StoredFileRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, stored: StoredFile) -> StoredFile:
+        self.session.add(stored)
+        self.session.flush()
+        return stored
+
+    def get(self, file_id: str) -> StoredFile | None:
+        return self.session.get(StoredFile, file_id)
+
+    def delete(self, stored: StoredFile) -> None:
+        self.session.delete(stored)
+        self.session.flush()
+
+
+class _UploadRepository(Generic[M]):
+    model: type[M]
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: M) -> M:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, id_: str) -> M | None:
+        return self.session.get(self.model, id_)
+
+    def get_for_tenant(self, tenant_id: str, id_: str) -> M | None:
+        stmt = select(self.model).where(self.model.id == id_, self.model.tenant_id == tenant_id)
+        return self.session.scalar(stmt)
+
+    def get_many_for_tenant(self, tenant_id: str, ids: list[str]) -> dict[str, M]:
+        stmt = select(self.model).where(self.model.id.in_(ids), self.model.tenant_id == tenant_id)
+        return {row.id: row for row in self.session.scalars(stmt)}
+
+    def list_for_tenant(
+        self, tenant_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[M], str | None]:
+        stmt = newest_first(
+            select(self.model).where(self.model.tenant_id == tenant_id), self.model, limit, cursor
+        )
+        return page(list(self.session.scalars(stmt)), limit)
+
+    def delete(self, row: M) -> None:
+        self.session.delete(row)
+        self.session.flush()
+
+    def update(self, row: M, **values: Any) -> M:
+        for name, value in values.items():
+            setattr(row, name, value)
+        self.session.flush()
+        return row
+
+
+class TeacherRepository(_UploadRepository[Teacher]):
+    model = Teacher
+
+    def used_by_active_job(self, teacher_id: str) -> bool:
+        stmt = select(
+            exists()
+            .where(JobTeacher.teacher_id == teacher_id)
+            .where(JobTeacher.job_id == Job.id)
+            .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+        )
+        return bool(self.session.scalar(stmt))
+
+    def detach_from_jobs(self, teacher_id: str) -> None:
+        self.session.execute(delete(JobTeacher).where(JobTeacher.teacher_id == teacher_id))
+
+
+class DatasetRepository(_UploadRepository[Dataset]):
+    model = Dataset
+
+    def used_by_active_job(self, dataset_id: str) -> bool:
+        stmt = select(
+            exists()
+            .where(JobDataset.dataset_id == dataset_id)
+            .where(JobDataset.job_id == Job.id)
+            .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+        )
+        return bool(self.session.scalar(stmt))
+
+    def detach_from_jobs(self, dataset_id: str) -> None:
+        self.session.execute(delete(JobDataset).where(JobDataset.dataset_id == dataset_id))

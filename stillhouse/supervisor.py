@@ -1,0 +1,163 @@
+"""``stillhouse run``: migrate, make sure a key exists, then serve the API with its workers.
+
+The embedded default needs no server: SQLite and kombu's filesystem transport under
+``STILLHOUSE_DATA_DIR``. Workers that die are restarted (their jobs resume from checkpoints);
+SIGINT or SIGTERM stops everything and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.settings import Settings
+
+RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+STOP_GRACE_S = 15
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    restart: bool = True
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.popen = subprocess.Popen(self.argv, env={**os.environ, **self.env})
+        self.started_at = time.monotonic()
+
+
+def worker_threads(settings: Settings) -> int:
+    return settings.torch_threads or max(1, os.cpu_count() or 1)
+
+
+def processes(settings: Settings) -> list[Proc]:
+    py = sys.executable
+    data = settings.data_dir.resolve()
+    celery = [py, "-m", "celery", "-A", "worker.celery_app"]
+    api = Proc(
+        "api",
+        [
+            py, "-m", "uvicorn", "api.app:create_app", "--factory",
+            "--host", settings.host, "--port", str(settings.port), "--log-level", "info",
+        ],
+    )
+    validate = Proc(
+        "worker-validate",
+        [
+            *celery, "worker", "-Q", "validate", "-c", "1", "-n", "validate@%h",
+            "-l", "INFO", "-B", "-s", str(data / "celerybeat-schedule"),
+        ],
+    )
+    gpu = Proc(
+        "worker-gpu",
+        [*celery, "worker", "-Q", "gpu", "-c", "1", "-n", "gpu@%h", "-l", "INFO"],
+        env={"STILLHOUSE_TORCH_THREADS": str(worker_threads(settings))},
+    )
+    return [api, validate, gpu]
+
+
+class Supervisor:
+    def __init__(self, procs: list[Proc]) -> None:
+        self.procs = procs
+        self.stopping = False
+
+    def _signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._signal)
+        signal.signal(signal.SIGTERM, self._signal)
+        for proc in self.procs:
+            proc.start()
+        while not self.stopping:
+            for proc in self.procs:
+                self._check(proc)
+            time.sleep(0.5)
+        self.stop()
+        return 0
+
+    def _check(self, proc: Proc) -> None:
+        now = time.monotonic()
+        if proc.popen is None:
+            if now >= proc.next_start:
+                print(f"stillhouse: restarting {proc.name}", file=sys.stderr, flush=True)
+                proc.start()
+            return
+        rc = proc.popen.poll()
+        if rc is None:
+            if now - proc.started_at > 60:
+                proc.restarts = 0
+            return
+        print(f"stillhouse: {proc.name} exited with {rc}", file=sys.stderr, flush=True)
+        proc.popen = None
+        delay = RESTART_BACKOFF_S[min(proc.restarts, len(RESTART_BACKOFF_S) - 1)]
+        proc.restarts += 1
+        proc.next_start = now + delay
+
+    def stop(self) -> None:
+        alive = [p.popen for p in self.procs if p.popen is not None and p.popen.poll() is None]
+        for popen in alive:
+            popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for popen in alive:
+            try:
+                popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+
+
+def prepare(settings: Settings) -> str | None:
+    """Create the data folder, migrate, and return a key to print (None if none is new)."""
+    from core.db import session_scope
+    from core.keys import create_key, ensure_bootstrap_key
+    from core.migrate import upgrade
+    from models.repositories import TenantRepository
+
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "files").mkdir(exist_ok=True)
+    upgrade()
+    with session_scope() as session:
+        if settings.bootstrap_api_key:
+            ensure_bootstrap_key(session, settings.bootstrap_api_key)
+            return settings.bootstrap_api_key
+        if TenantRepository(session).by_name("default") is not None:
+            return None
+        key = create_key(session, tenant_name="default")
+    dev_key = data / "dev-api-key"
+    dev_key.write_text(key + "\n")
+    dev_key.chmod(0o600)
+    return key
+
+
+def banner(settings: Settings, key: str | None) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    data = settings.data_dir.resolve()
+    if key is None:
+        key_line = (
+            f"API key: created on the first start (see {data / 'dev-api-key'}); "
+            "make another with `stillhouse keys create --tenant default`"
+        )
+    else:
+        key_line = f"API key (tenant default): {key}"
+    return "\n".join(
+        [
+            "",
+            f"Stillhouse is starting on {base}  (docs: {base}/docs)",
+            key_line,
+            f"Data: {data}  (SQLite + filesystem broker; Ctrl-C stops everything)",
+            "",
+        ]
+    )

@@ -1,0 +1,170 @@
+"""Shared fixtures. Real Postgres (a fresh database per test session, built by the Alembic
+migrations) and real Redis (its own key prefix); tables are emptied after each test.
+
+Everything is lazy: a test that asks for no database fixture touches no server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+DATA_DIR = Path(tempfile.mkdtemp(prefix=f"stillhouse-test-{RUN_ID}-"))
+BASE_PG_URL = os.environ.get(
+    "STILLHOUSE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("STILLHOUSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_DB_NAME = f"stillhouse_t_{RUN_ID}"
+PG_URL = BASE_PG_URL.rsplit("/", 1)[0] + "/" + PG_DB_NAME
+DEV_KEY = "sh_test_" + secrets.token_hex(16)
+
+# Settings are read once per process: set them before anything imports core.settings.
+os.environ.update(
+    STILLHOUSE_DATA_DIR=str(DATA_DIR),
+    STILLHOUSE_DATABASE_URL=PG_URL,
+    STILLHOUSE_BROKER_URL=REDIS_URL,
+    STILLHOUSE_BROKER_KEY_PREFIX=f"stillhouse-test-{RUN_ID}:",
+    STILLHOUSE_BOOTSTRAP_API_KEY=DEV_KEY,
+    STILLHOUSE_TORCH_THREADS="1",
+)
+
+
+def _admin_engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    return create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh Postgres database for this test session, migrated to head."""
+    from sqlalchemy import text
+
+    from core.migrate import upgrade
+
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{PG_DB_NAME}"'))
+    try:
+        upgrade(PG_URL)
+        yield PG_URL
+    finally:
+        from core.db import get_engine
+
+        get_engine().dispose()
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": PG_DB_NAME},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DB_NAME}"'))
+        admin.dispose()
+
+
+def _truncate() -> None:
+    from sqlalchemy import text
+
+    from core.db import get_engine
+    from models import Base
+
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} CASCADE"))
+
+
+@pytest.fixture
+def db(pg_database: str) -> Iterator[str]:
+    """The migrated Postgres database, emptied after the test."""
+    yield pg_database
+    _truncate()
+
+
+@pytest.fixture
+def session(db: str) -> Iterator[object]:
+    from core.db import get_sessionmaker
+
+    s = get_sessionmaker()()
+    try:
+        yield s
+    finally:
+        s.rollback()
+        s.close()
+
+
+@pytest.fixture
+def client(db: str) -> Iterator[object]:
+    """The real app in-process; the bootstrap key exists (lifespan)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {DEV_KEY}"}) as c:
+        yield c
+
+
+def _celery_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture(scope="session")
+def worker_process(pg_database: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process consuming both queues, for the whole session."""
+    log = open(DATA_DIR / "worker.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", "validate,gpu", "-c", "2", "-n", f"test-{RUN_ID}@%h", "-l", "INFO",
+        ],
+        cwd=ROOT,
+        env=_celery_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(0.5)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def worker(worker_process: subprocess.Popen[bytes], db: str) -> subprocess.Popen[bytes]:
+    assert worker_process.poll() is None, (DATA_DIR / "worker.log").read_text()[-3000:]
+    return worker_process
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(DATA_DIR, ignore_errors=True)

@@ -1,0 +1,21 @@
+"""The Celery application of the workers. JSON messages carrying ids; queues validate and gpu."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.queue import TASK_REQUEUE_STALE, celery_config
+from core.settings import get_settings
+
+
+def create_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("stillhouse", include=["worker.tasks"])
+    app.conf.update(celery_config(settings))
+    app.conf.beat_schedule = {
+        "requeue-stale-jobs": {"task": TASK_REQUEUE_STALE, "schedule": settings.sweep_seconds}
+    }
+    return app
+
+
+app = create_celery()

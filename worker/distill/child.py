@@ -1,0 +1,64 @@
+"""Entry point of the sandboxed child process (see ``worker/sandbox.py`` for the protocol)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from worker.distill.errors import UserError
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _handle(request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    if op == "inspect_teacher":
+        from worker.distill.teachers import inspect_teacher
+
+        return inspect_teacher(
+            request["path"], request["format"], allow_torchscript=bool(request.get("allow_torchscript"))
+        )
+    if op == "inspect_dataset":
+        from worker.distill.data import inspect_dataset
+
+        return inspect_dataset(request["path"], request["format"])
+    if op == "distill":
+        from worker.distill.job import run_from_request
+
+        return run_from_request(request, emit=_emit)
+    raise UserError("bad_request", f"unknown operation {op!r}")
+
+
+def main() -> int:
+    threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    except ImportError:
+        pass
+    try:
+        request = json.loads(sys.stdin.read())
+        result = _handle(request)
+        _emit({"event": "result", **result})
+        return 0
+    except UserError as exc:
+        _emit({"event": "error", "code": exc.code, "message": exc.message})
+        return 0
+    except MemoryError:
+        _emit({"event": "error", "code": "out_of_memory", "message": "the worker ran out of memory"})
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        _emit({"event": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Run teacher code in a child process: scrubbed environment, resource limits, private folder.
+
+The child is ``python -m worker.distill.child``. It reads one JSON request on stdin and writes
+JSON lines on stdout: ``{"event": "progress", ...}`` any number of times, then exactly one
+``{"event": "result", ...}`` or ``{"event": "error", "code", "message"}``. It never sees the
+database or broker credentials, and it dies with its parent (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import worker
+
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+PR_SET_PDEATHSIG = 1
+
+
+class SandboxError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _project_root() -> str:
+    return str(Path(worker.__file__).resolve().parent.parent)
+
+
+def child_env(workdir: Path, threads: int) -> dict[str, str]:
+    env = {name: os.environ[name] for name in KEEP_ENV if name in os.environ}
+    env.update(
+        HOME=str(workdir),
+        TMPDIR=str(workdir),
+        PYTHONPATH=_project_root(),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        STILLHOUSE_CHILD_THREADS=str(threads),
+    )
+    return env
+
+
+def _limits(memory_bytes: int, cpu_seconds: int) -> Callable[[], None]:
+    def apply() -> None:
+        os.setsid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        if memory_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return apply
+
+
+class Child:
+    """A running sandboxed child. ``events()`` yields its JSON lines as they come."""
+
+    def __init__(
+        self,
+        request: dict[str, Any],
+        *,
+        workdir: Path,
+        threads: int,
+        memory_bytes: int,
+        cpu_seconds: int,
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.distill.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=child_env(workdir, threads),
+            preexec_fn=_limits(memory_bytes, cpu_seconds),  # noqa: PLW1509 - needed for rlimits
+            text=True,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request))
+        self.proc.stdin.close()
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line.rstrip())
+
+    def lines(self) -> Any:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def crash_message(self) -> str:
+        rc = self.proc.wait()
+        tail = "\n".join(list(self.stderr_tail)[-8:])
+        if rc < 0:
+            reason = f"killed by signal {signal.Signals(-rc).name}"
+            if -rc in (signal.SIGKILL, signal.SIGXCPU):
+                reason += " (a resource limit, or the worker stopped it)"
+        else:
+            reason = f"exited with status {rc}"
+        return f"the teacher process {reason}" + (f": {tail}" if tail else "")
+
+
+def run_once(
+    request: dict[str, Any],
+    *,
+    threads: int = 1,
+    memory_bytes: int,
+    cpu_seconds: int,
+    timeout_s: float,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one request to completion and return its result, or raise ``SandboxError``."""
+    with tempfile.TemporaryDirectory(prefix="stillhouse-child-") as tmp:
+        child = Child(
+            request,
+            workdir=Path(tmp),
+            threads=threads,
+            memory_bytes=memory_bytes,
+            cpu_seconds=cpu_seconds,
+        )
+        timer = threading.Timer(timeout_s, child.kill)
+        timer.start()
+        try:
+            for event in child.lines():
+                kind = event.get("event")
+                if kind == "progress" and on_progress is not None:
+                    on_progress(event)
+                elif kind == "result":
+                    return dict(event)
+                elif kind == "error":
+                    raise SandboxError(str(event.get("code")), str(event.get("message")))
+            raise SandboxError("teacher_crashed", child.crash_message())
+        finally:
+            timer.cancel()
+            child.kill()
