@@ -1,0 +1,1 @@
+"""The engine: pure PyTorch knowledge distillation (no database, no Celery, no HTTP)."""
