@@ -34,10 +34,34 @@ FAVICON = "favicon.png"
 # Swagger UI's online validator badge would call validator.swagger.io: keep it off.
 _SWAGGER_UI_PARAMETERS: dict[str, object] = {"validatorUrl": None}
 
+# The docs pages may load and call only their own origin. This is what keeps them from
+# reaching out even where the bundles hard-code a URL (ReDoc 2's side-menu logo is
+# https://cdn.redoc.ly/redoc/logo-mini.svg): the browser blocks such requests before sending
+# them. Inline script and styles stay allowed: FastAPI's Swagger UI page starts the UI with an
+# inline script, and ReDoc injects its styles.
+DOCS_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "worker-src 'self' blob:",
+        "connect-src 'self'",
+        "base-uri 'self'",
+        "form-action 'self'",
+    ]
+)
+
 
 def _root_path(request: Request) -> str:
     root_path: str = request.scope.get("root_path", "")
     return root_path.rstrip("/")
+
+
+def _with_csp(response: HTMLResponse) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    return response
 
 
 def install_docs(app: FastAPI) -> None:
@@ -57,28 +81,35 @@ def install_docs(app: FastAPI) -> None:
 
     async def swagger_ui_html(request: Request) -> HTMLResponse:
         root = _root_path(request)
-        return get_swagger_ui_html(
-            openapi_url=root + openapi_url,
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}{STATIC_PATH}/{SWAGGER_JS}",
-            swagger_css_url=f"{root}{STATIC_PATH}/{SWAGGER_CSS}",
-            swagger_favicon_url=f"{root}{STATIC_PATH}/{FAVICON}",
-            oauth2_redirect_url=root + OAUTH2_REDIRECT_PATH,
-            init_oauth=app.swagger_ui_init_oauth,
-            swagger_ui_parameters={**_SWAGGER_UI_PARAMETERS, **(app.swagger_ui_parameters or {})},
+        return _with_csp(
+            get_swagger_ui_html(
+                openapi_url=root + openapi_url,
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{STATIC_PATH}/{SWAGGER_JS}",
+                swagger_css_url=f"{root}{STATIC_PATH}/{SWAGGER_CSS}",
+                swagger_favicon_url=f"{root}{STATIC_PATH}/{FAVICON}",
+                oauth2_redirect_url=root + OAUTH2_REDIRECT_PATH,
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_ui_parameters={
+                    **_SWAGGER_UI_PARAMETERS,
+                    **(app.swagger_ui_parameters or {}),
+                },
+            )
         )
 
     async def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
+        return _with_csp(get_swagger_ui_oauth2_redirect_html())
 
     async def redoc_html(request: Request) -> HTMLResponse:
         root = _root_path(request)
-        return get_redoc_html(
-            openapi_url=root + openapi_url,
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{STATIC_PATH}/{REDOC_JS}",
-            redoc_favicon_url=f"{root}{STATIC_PATH}/{FAVICON}",
-            with_google_fonts=False,
+        return _with_csp(
+            get_redoc_html(
+                openapi_url=root + openapi_url,
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{STATIC_PATH}/{REDOC_JS}",
+                redoc_favicon_url=f"{root}{STATIC_PATH}/{FAVICON}",
+                with_google_fonts=False,
+            )
         )
 
     app.add_api_route(DOCS_PATH, swagger_ui_html, methods=["GET"], include_in_schema=False)
