@@ -1,0 +1,250 @@
+"""Build real teachers and hostile uploads at test time (no binary blobs in the repository).
+
+Hostile pickles carry `MarkerPayload`: unpickling it calls open(marker, "w"), so a test
+proves a payload never ran by checking that the marker file does not exist.
+"""
+
+import io
+import json
+import stat
+import struct
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class MarkerPayload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+# --- real teachers ----------------------------------------------------------------------
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, features: int = 64, classes: int = 10) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(features, 32), torch.nn.ReLU(), torch.nn.Linear(32, classes)
+        )
+        self.norm = torch.nn.BatchNorm1d(classes)  # a buffer-carrying layer, counted too
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(x))
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, kernel_size=3, padding=1)
+        self.head = torch.nn.Linear(4 * 4 * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.head(x.flatten(1))
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() for t in tensors if t.is_floating_point())
+
+
+def save_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool) -> Path:
+    module.eval()
+    dynamic_shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic else None
+    program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
+    torch.export.save(program, str(path))
+    return path
+
+
+def save_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+    module.eval()
+    with warnings.catch_warnings():
+        # torch 2.13's exporter trips its own pytree deprecation (LeafSpec) internally.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            external_data=False,
+            verbose=False,
+        )
+    return path
+
+
+# --- hostile .pt2 archives --------------------------------------------------------------
+
+
+def rewrite_zip(
+    source: Path,
+    target: Path,
+    change: Callable[[str, bytes], bytes | None],
+    extra: dict[str, bytes] | None = None,
+) -> Path:
+    """Copy a zip, passing each member through `change` (None drops it), then add `extra`."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        root = old.namelist()[0].split("/", 1)[0]
+        for name in old.namelist():
+            data = change(name.split("/", 1)[1], old.read(name))
+            if data is not None:
+                new.writestr(name, data)
+        for record, data in (extra or {}).items():
+            new.writestr(f"{root}/{record}", data)
+    return target
+
+
+def torch_blob(value: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def pt2_with_pickled_weight(source: Path, target: Path, marker: Path) -> Path:
+    """Flag the first weight use_pickle, so torch.load(weights_only=False) would run it."""
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/weights/model_weights_config.json":
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(config).encode()
+        if record == "data/weights/weight_0":
+            return torch_blob(MarkerPayload(marker))
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+def pt2_with_pickled_sample_inputs(source: Path, target: Path, marker: Path) -> Path:
+    """torch retries a failed weights_only load of sample inputs without weights_only."""
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/sample_inputs/model.pt":
+            return torch_blob(((MarkerPayload(marker),), {}))
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+def pt2_with_sympy_payload(source: Path, target: Path, marker: Path) -> Path:
+    """Symbolic shapes are parsed with sympy.sympify, i.e. Python eval."""
+    code = f"__import__('builtins').open({str(marker)!r}, 'w') and "
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "models/model.json":
+            text = data.decode()
+            assert '"expr_str": "' in text, "needs a dynamic-batch export"
+            return text.replace('"expr_str": "', f'"expr_str": "{code}', 1).encode()
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+def pt2_with_opaque_constant(source: Path, target: Path, marker: Path) -> Path:
+    """torch.export.load unpickles opaque_obj_* constants with plain pickle.loads."""
+    import pickle
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/constants/model_constants_config.json":
+            entry = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True}
+            return json.dumps({"config": {"evil": {**entry, "tensor_meta": None}}}).encode()
+        return data
+
+    extra = {"data/constants/opaque_obj_0": pickle.dumps(MarkerPayload(marker))}
+    return rewrite_zip(source, target, change, extra)
+
+
+def pt2_with_extra_member(source: Path, target: Path, record: str) -> Path:
+    return rewrite_zip(source, target, lambda _, data: data, {record: b"\x7fELF not really"})
+
+
+def pt2_with_graph_target(source: Path, target: Path, operator_name: str) -> Path:
+    def change(record: str, data: bytes) -> bytes:
+        if record == "models/model.json":
+            model = json.loads(data)
+            model["graph_module"]["graph"]["nodes"][0]["target"] = operator_name
+            return json.dumps(model).encode()
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+# --- hostile archives and files -------------------------------------------------------
+
+
+def zip_with_entries(path: Path, entries: dict[str, bytes], *, links: tuple[str, ...] = ()) -> Path:
+    """Write a zip whose names are taken verbatim (zipfile would not sanitise them)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name)
+            if name in links:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, data)
+    return path
+
+
+def onnx_with_external_data(path: Path, location: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = TensorProto()
+    weight.name = "w"
+    weight.data_type = TensorProto.FLOAT
+    weight.dims.extend([4, 3])
+    weight.data_location = TensorProto.EXTERNAL
+    entry = weight.external_data.add()
+    entry.key, entry.value = "location", location
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def npy_with_lying_header(path: Path, claimed_elements: int = 10**12) -> Path:
+    with open(path, "wb") as file:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (claimed_elements,)}
+        np.lib.format.write_array_header_1_0(file, header)
+        file.write(b"\0" * 1024)
+    return path
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width×height grey pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (width + 1) * 4, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def image_bytes(mode: str, size: tuple[int, int], image_format: str, value: int = 128) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, color=value if mode == "L" else (value, 0, 255 - value)).save(
+        buffer, format=image_format
+    )
+    return buffer.getvalue()
