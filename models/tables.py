@@ -135,9 +135,7 @@ class JobTeacher(Base):
 
     __tablename__ = "job_teachers"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     teacher_id: Mapped[str] = mapped_column(ForeignKey("teachers.id"), index=True)
 
@@ -145,8 +143,6 @@ class JobTeacher(Base):
 class JobDataset(Base):
     __tablename__ = "job_datasets"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[str] = mapped_column(String(16), primary_key=True)  # "transfer" | "eval"
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)

@@ -37,6 +37,11 @@ os.environ.update(
     STILLHOUSE_BROKER_KEY_PREFIX=f"stillhouse-test-{RUN_ID}:",
     STILLHOUSE_BOOTSTRAP_API_KEY=DEV_KEY,
     STILLHOUSE_TORCH_THREADS="1",
+    # Short leases so that a killed worker's job is taken over within seconds.
+    STILLHOUSE_LEASE_SECONDS="4",
+    STILLHOUSE_HEARTBEAT_SECONDS="1",
+    STILLHOUSE_SWEEP_SECONDS="2",
+    STILLHOUSE_CHECKPOINT_EVERY_STEPS="5",
 )
 
 
@@ -122,37 +127,68 @@ def _celery_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def worker_process(pg_database: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process consuming both queues, for the whole session."""
-    log = open(DATA_DIR / "worker.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", "validate,gpu", "-c", "2", "-n", f"test-{RUN_ID}@%h", "-l", "INFO",
-        ],
-        cwd=ROOT,
-        env=_celery_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    time.sleep(0.5)
-    try:
-        yield proc
-    finally:
+def start_worker(queues: str, name: str, log_name: str, *extra: str) -> subprocess.Popen[bytes]:
+    with open(DATA_DIR / log_name, "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "1",
+                "-n",
+                f"{name}-{RUN_ID}@%h",
+                "-l",
+                "INFO",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=_celery_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+@pytest.fixture(scope="session")
+def worker_process(pg_database: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker for the validate queue, with the periodic sweep (beat) inside."""
+    beat = str(DATA_DIR / "celerybeat-schedule")
+    proc = start_worker("validate", "validate", "worker-validate.log", "-B", "-s", beat)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture
 def worker(worker_process: subprocess.Popen[bytes], db: str) -> subprocess.Popen[bytes]:
-    assert worker_process.poll() is None, (DATA_DIR / "worker.log").read_text()[-3000:]
+    assert worker_process.poll() is None, (DATA_DIR / "worker-validate.log").read_text()[-3000:]
     return worker_process
+
+
+@pytest.fixture
+def gpu_worker(worker: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker for the gpu queue (jobs), stopped after the test."""
+    proc = start_worker("gpu", "gpu", "worker-gpu.log")
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):  # type: ignore[no-untyped-def]

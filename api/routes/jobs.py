@@ -1,5 +1,179 @@
+"""Jobs: submit, list, read, cancel, events (SSE), report, student download."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import TenantId, UoW, get_uow
+from api.downloads import file_response
+from api.errors import BadRequest, NotFound
+from api.schemas import JobRead, JobStatus, Page, Report
+from api.services import jobs as service
+from models.job_repository import TERMINAL, JobRepository
+from models.pagination import BadCursor
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+
+EXAMPLE_JOB = {
+    "teacher_ids": ["tch_..."],
+    "dataset_id": "ds_...",
+    "eval_dataset_id": None,
+    "student": {"architecture": "auto", "size_ratio": 0.1, "max_parameters": None},
+    "distillation": {"temperature": 4.0, "alpha": 0.1, "soft_labels": "cached", "loss": "kd"},
+    "preprocessing": {"mean": None, "std": None},
+    "training": {"epochs": 20, "batch_size": 128, "learning_rate": 0.001, "seed": 0},
+    "export_formats": ["torch_export", "onnx", "safetensors"],
+}
+SSE_POLL_S = 0.5
+SSE_KEEPALIVE_S = 15.0
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobRead,
+    summary="Submit a distillation job",
+    responses={200: {"model": JobRead, "description": "Idempotency-Key replay"}},
+)
+def submit_job(
+    uow: UoW,
+    tenant_id: TenantId,
+    response: Response,
+    body: Annotated[dict[str, Any], Body(examples=[EXAMPLE_JOB])],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    job, created = service.submit(
+        uow, tenant_id=tenant_id, body=body, idempotency_key=idempotency_key
+    )
+    response.status_code = 201 if created else 200
+    return service.job_view(job)
+
+
+@router.get("/jobs", response_model=Page[JobRead], summary="List jobs, newest first")
+def list_jobs(
+    uow: UoW,
+    tenant_id: TenantId,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Any:
+    try:
+        items, nxt = JobRepository(uow.session).list_for_tenant(
+            tenant_id, status=status, limit=limit, cursor=cursor
+        )
+    except BadCursor as exc:
+        raise BadRequest(str(exc)) from exc
+    return {"items": [service.job_view(j) for j in items], "next_cursor": nxt}
+
+
+@router.get("/jobs/{job_id}", response_model=JobRead)
+def get_job(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
+    return service.job_view(service.get_job(uow, tenant_id=tenant_id, job_id=job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobRead)
+def cancel_job(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
+    return service.job_view(service.cancel(uow, tenant_id=tenant_id, job_id=job_id))
+
+
+@router.get("/jobs/{job_id}/report", response_model=Report)
+def get_report(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
+    job = service.get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    if job.status != "succeeded" or job.report is None:
+        raise NotFound(f"job {job_id!r} has no report yet ({job.status})")
+    return job.report
+
+
+@router.get(
+    "/jobs/{job_id}/student",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 416: {}},
+    summary="Download the student (ETag = sha256, Range supported)",
+)
+def download_student(
+    job_id: str,
+    request: Request,
+    uow: UoW,
+    tenant_id: TenantId,
+    format: Literal["torch_export", "onnx", "safetensors"] = "onnx",
+) -> Response:
+    job = service.get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    artifact = (job.artifacts or {}).get(format) if job.status == "succeeded" else None
+    if artifact is None:
+        raise NotFound(f"job {job_id!r} has no {format} student ({job.status})")
+    return file_response(request, artifact)
+
+
+def _snapshot(tenant_id: str, job_id: str) -> dict[str, Any] | None:
+    gen = get_uow()
+    uow = next(gen)
+    try:
+        job = JobRepository(uow.session).get_for_tenant(tenant_id, job_id)
+        if job is None:
+            return None
+        view = JobRead.model_validate(service.job_view(job)).model_dump(mode="json")
+        return {"revision": job.revision, "job": view}
+    finally:
+        gen.close()
+
+
+def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
+    return f"event: {event}\nid: {event_id}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+    summary="Server-sent events: progress on every change, then a final status",
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    tenant_id: TenantId,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    first = await run_in_threadpool(_snapshot, tenant_id, job_id)
+    if first is None:
+        raise NotFound(f"no job {job_id!r}")
+    last = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+
+    async def stream() -> Any:
+        nonlocal last
+        snap: dict[str, Any] | None = first
+        idle = 0.0
+        yield "retry: 2000\n\n"
+        while snap is not None:
+            job = snap["job"]
+            if job["status"] in TERMINAL:
+                yield _sse("status", snap["revision"], job)
+                return
+            if snap["revision"] > last:
+                last = snap["revision"]
+                idle = 0.0
+                yield _sse("progress", last, _progress(job))
+            elif idle >= SSE_KEEPALIVE_S:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_S)
+            idle += SSE_POLL_S
+            snap = await run_in_threadpool(_snapshot, tenant_id, job_id)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _progress(job: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "status", "stage", "progress", "epoch", "epochs", "metrics", "attempt")
+    return {k: job[k] for k in keys}

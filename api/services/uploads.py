@@ -40,9 +40,7 @@ async def receive_upload(
     if content_length is not None and content_length > limit + 64 * 1024:
         raise TooLarge(f"the upload is larger than the limit of {limit} bytes")
     key = new_key(f"{kind}s")
-    parsed = await stream_upload(
-        content_type, body, storage=storage, key=key, max_bytes=limit
-    )
+    parsed = await stream_upload(content_type, body, storage=storage, key=key, max_bytes=limit)
     assert parsed.result is not None
     fmt = await run_in_threadpool(_recognise, kind, storage, key)
     filename = parsed.filename or "upload"

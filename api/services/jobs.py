@@ -1,0 +1,214 @@
+"""Job submission (validated against the teachers and datasets before anything is queued),
+reading, cancelling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from core.students import fits_input
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import UnitOfWork
+from api.errors import Conflict, Invalid, NotFound
+from api.publisher import publish
+from core.queue import TASK_RUN_JOB
+from core.spec import JobSpec
+from models import Dataset, Job, Teacher, new_id
+from models.job_repository import TERMINAL, JobRepository
+from models.repositories import DatasetRepository, TeacherRepository
+
+
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def parse_spec(body: Any) -> JobSpec:
+    try:
+        return JobSpec.model_validate(body)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Invalid(detail, errors=errors) from exc
+
+
+def _teachers(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> list[Teacher]:
+    found = TeacherRepository(uow.session).get_many_for_tenant(tenant_id, spec.teacher_ids)
+    teachers = []
+    for i, teacher_id in enumerate(spec.teacher_ids):
+        field = f"teacher_ids[{i}]"
+        teacher = found.get(teacher_id)
+        if teacher is None:
+            raise _invalid(field, f"no teacher {teacher_id!r}")
+        if teacher.status != "ready":
+            raise _invalid(field, f"teacher {teacher_id!r} is {teacher.status}, not ready")
+        if teacher.input_dtype and not teacher.input_dtype.startswith(("float", "bfloat")):
+            raise _invalid(field, f"teacher takes {teacher.input_dtype} inputs; only float inputs")
+        teachers.append(teacher)
+    first = teachers[0]
+    for i, teacher in enumerate(teachers[1:], start=1):
+        if teacher.num_classes != first.num_classes:
+            raise _invalid(
+                f"teacher_ids[{i}]",
+                f"an ensemble needs one class count: {teacher.num_classes} != {first.num_classes}",
+            )
+        if (teacher.input_shape or [])[1:] != (first.input_shape or [])[1:]:
+            raise _invalid(
+                f"teacher_ids[{i}]",
+                f"an ensemble needs one input shape: {teacher.input_shape} != {first.input_shape}",
+            )
+    return teachers
+
+
+def _dataset(uow: UnitOfWork, tenant_id: str, field: str, dataset_id: str) -> Dataset:
+    dataset = DatasetRepository(uow.session).get_for_tenant(tenant_id, dataset_id)
+    if dataset is None:
+        raise _invalid(field, f"no dataset {dataset_id!r}")
+    if dataset.status != "ready":
+        raise _invalid(field, f"dataset {dataset_id!r} is {dataset.status}, not ready")
+    return dataset
+
+
+def _check_shapes(field: str, teacher: Teacher, dataset: Dataset) -> None:
+    want = list((teacher.input_shape or [None])[1:])
+    have = list(dataset.sample_shape or [])
+    if dataset.format == "image_zip" and len(want) == 3 and len(have) == 3:
+        # Images are resized to the teacher's H x W; only the channel count must agree.
+        if want[0] is not None and want[0] != have[0]:
+            raise _invalid(field, f"images have {have[0]} channels, the teacher takes {want[0]}")
+        return
+    if len(want) != len(have) or any(
+        w is not None and w != h for w, h in zip(want, have, strict=True)
+    ):
+        raise _invalid(
+            field,
+            f"samples of shape {have} do not fit the teacher's input "
+            f"{['N', *['*' if w is None else w for w in want]]}",
+        )
+
+
+def _check_labels(field: str, teacher: Teacher, dataset: Dataset) -> None:
+    labels, classes = dataset.num_classes, teacher.num_classes
+    if dataset.has_labels and labels and classes and labels > classes:
+        raise _invalid(
+            field, f"labels go up to class {labels - 1}, the teacher has {classes} classes"
+        )
+
+
+def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[Teacher], Dataset]:
+    teachers = _teachers(uow, tenant_id, spec)
+    transfer = _dataset(uow, tenant_id, "dataset_id", spec.dataset_id)
+    _check_shapes("dataset_id", teachers[0], transfer)
+    _check_labels("dataset_id", teachers[0], transfer)
+    if spec.eval_dataset_id is not None:
+        evalset = _dataset(uow, tenant_id, "eval_dataset_id", spec.eval_dataset_id)
+        _check_shapes("eval_dataset_id", teachers[0], evalset)
+        _check_labels("eval_dataset_id", teachers[0], evalset)
+    teacher_sample = list((teachers[0].input_shape or [None])[1:])
+    shape = (
+        [int(d) for d in teacher_sample]
+        if all(d is not None for d in teacher_sample)
+        else list(transfer.sample_shape or [])
+    )
+    if not fits_input(spec.student.architecture, shape):
+        raise _invalid(
+            "student.architecture",
+            f"{spec.student.architecture!r} does not fit inputs of shape {shape}",
+        )
+    mean = spec.preprocessing.mean
+    channels = shape[0] if shape else 1
+    if mean is not None and len(mean) not in (1, channels):
+        raise _invalid("preprocessing.mean", f"give 1 or {channels} values (one per channel)")
+    return teachers, transfer
+
+
+def _request_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit(
+    uow: UnitOfWork, *, tenant_id: str, body: Any, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Returns (job, created). The same key with the same body returns the first job."""
+    spec = parse_spec(body)
+    digest = _request_hash(spec)
+    jobs = JobRepository(uow.session)
+    if idempotency_key:
+        existing = jobs.by_idempotency_key(tenant_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    validate_spec(uow, tenant_id, spec)
+    job = Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        status="queued",
+        epochs=spec.training.epochs,
+        spec=spec.model_dump(mode="json"),
+        metrics={},
+        artifacts={},
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    datasets = {"transfer": spec.dataset_id}
+    if spec.eval_dataset_id is not None:
+        datasets["eval"] = spec.eval_dataset_id
+    try:
+        jobs.add(job, spec.teacher_ids, datasets)
+    except IntegrityError:
+        uow.session.rollback()
+        existing = jobs.by_idempotency_key(tenant_id, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    job_id = job.id
+    uow.after_commit(lambda: publish(TASK_RUN_JOB, job_id))
+    uow.commit()
+    return job, True
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.request_hash != digest:
+        raise Conflict("this Idempotency-Key was used with another request body")
+    return existing
+
+
+def get_job(uow: UnitOfWork, *, tenant_id: str, job_id: str) -> Job:
+    job = JobRepository(uow.session).get_for_tenant(tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def cancel(uow: UnitOfWork, *, tenant_id: str, job_id: str) -> Job:
+    job = get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    if job.status in TERMINAL:
+        raise Conflict(f"the job already ended ({job.status})")
+    JobRepository(uow.session).request_cancel(job)
+    uow.commit()
+    return job
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": job.progress,
+        "epoch": job.epoch,
+        "epochs": job.epochs,
+        "metrics": job.metrics or {},
+        "error": job.error,
+        "spec": job.spec,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "report": job.report if job.status == "succeeded" else None,
+        "attempt": job.attempt,
+        "student_formats": sorted(job.artifacts or {}),
+    }

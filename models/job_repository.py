@@ -1,0 +1,203 @@
+"""Every statement about jobs. Writes by a worker are fenced by ``attempt``: a worker whose
+lease was taken over matches no row, so it can no longer write progress or results."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.pagination import newest_first, page
+from models.tables import Job, JobDataset, JobTeacher
+
+ACTIVE = ("queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job: Job, teacher_ids: list[str], datasets: dict[str, str]) -> Job:
+        self.session.add(job)
+        self.session.flush()
+        for position, teacher_id in enumerate(teacher_ids):
+            self.session.add(JobTeacher(job_id=job.id, position=position, teacher_id=teacher_id))
+        for role, dataset_id in datasets.items():
+            self.session.add(JobDataset(job_id=job.id, role=role, dataset_id=dataset_id))
+        self.session.flush()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.session.get(Job, job_id)
+
+    def get_for_tenant(self, tenant_id: str, job_id: str) -> Job | None:
+        return self.session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+    def by_idempotency_key(self, tenant_id: str, key: str) -> Job | None:
+        stmt = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
+        return self.session.scalar(stmt)
+
+    def list_for_tenant(
+        self, tenant_id: str, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Job], str | None]:
+        stmt = select(Job).where(Job.tenant_id == tenant_id)
+        if status:
+            stmt = stmt.where(Job.status == status)
+        return page(list(self.session.scalars(newest_first(stmt, Job, limit, cursor))), limit)
+
+    def revision(self, job_id: str) -> int | None:
+        return self.session.scalar(select(Job.revision).where(Job.id == job_id))
+
+    # worker side -------------------------------------------------------------------------
+    def claim(self, job_id: str, *, worker: str, lease: timedelta, max_attempts: int) -> int | None:
+        """Take the job if it is queued, or running with an expired lease. Returns the attempt.
+
+        One conditional UPDATE: of two deliveries of the same message, one matches the row and
+        the other finds it claimed (lease in the future) and does nothing.
+        """
+        now = utcnow()
+        stmt = (
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.cancel_requested.is_(False),
+                Job.attempt < max_attempts,
+                or_(
+                    Job.status == "queued",
+                    (Job.status == "running") & (Job.lease_expires_at < now),
+                ),
+            )
+            .values(
+                status="running",
+                attempt=Job.attempt + 1,
+                lease_expires_at=now + lease,
+                worker=worker,
+                started_at=func.coalesce(Job.started_at, now),
+                revision=Job.revision + 1,
+                updated_at=now,
+            )
+            .returning(Job.attempt)
+        )
+        attempt = self.session.scalar(stmt)
+        self.session.flush()
+        return attempt
+
+    def _fenced(self, job_id: str, attempt: int, **values: Any) -> bool:
+        values.setdefault("updated_at", utcnow())
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+            .values(revision=Job.revision + 1, **values)
+        )
+        result = self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
+
+    def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+            .values(lease_expires_at=utcnow() + lease)
+        )
+        return bool(getattr(self.session.execute(stmt), "rowcount", 0))
+
+    def progress(self, job_id: str, attempt: int, **values: Any) -> bool:
+        return self._fenced(job_id, attempt, **values)
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        report: dict[str, Any],
+        artifacts: dict[str, Any],
+        metrics: dict[str, Any],
+    ) -> bool:
+        return self._fenced(
+            job_id,
+            attempt,
+            metrics=metrics,
+            status="succeeded",
+            stage=None,
+            progress=1.0,
+            report=report,
+            artifacts=artifacts,
+            finished_at=utcnow(),
+            lease_expires_at=None,
+        )
+
+    def fail(self, job_id: str, attempt: int, *, code: str, message: str) -> bool:
+        return self._fenced(
+            job_id,
+            attempt,
+            status="failed",
+            error={"code": code, "message": message},
+            finished_at=utcnow(),
+            lease_expires_at=None,
+        )
+
+    def cancel_running(self, job_id: str, attempt: int) -> bool:
+        return self._fenced(
+            job_id, attempt, status="cancelled", finished_at=utcnow(), lease_expires_at=None
+        )
+
+    def release(self, job_id: str, attempt: int) -> bool:
+        """Give a job back (a transient fault): queued again, the next claim resumes it."""
+        return self._fenced(job_id, attempt, status="queued", lease_expires_at=None)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    # API side ----------------------------------------------------------------------------
+    def request_cancel(self, job: Job) -> None:
+        """Queued jobs end at once; running ones get the flag their worker reads every step."""
+        now = utcnow()
+        values: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
+        if job.status == "queued":
+            values.update(status="cancelled", finished_at=now)
+        self.session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status.in_(ACTIVE))
+            .values(revision=Job.revision + 1, **values)
+        )
+        self.session.flush()
+        self.session.refresh(job)
+
+    # sweep -------------------------------------------------------------------------------
+    def stale(self, now: datetime) -> list[Job]:
+        stmt = select(Job).where(Job.status == "running", Job.lease_expires_at < now)
+        return list(self.session.scalars(stmt))
+
+    def fail_exhausted(self, job: Job, max_attempts: int) -> bool:
+        stmt = (
+            update(Job)
+            .where(Job.id == job.id, Job.attempt == job.attempt, Job.status == "running")
+            .values(
+                status="failed",
+                error={
+                    "code": "worker_lost",
+                    "message": f"the worker running this job stopped {max_attempts} times; "
+                    "giving up",
+                },
+                finished_at=utcnow(),
+                lease_expires_at=None,
+                revision=Job.revision + 1,
+            )
+        )
+        return bool(getattr(self.session.execute(stmt), "rowcount", 0))
+
+    def stale_cancelled(self, now: datetime) -> list[Job]:
+        stmt = select(Job).where(
+            Job.status == "running", Job.cancel_requested.is_(True), Job.lease_expires_at < now
+        )
+        return list(self.session.scalars(stmt))
+
+    def touch(self, job_id: str) -> None:
+        self.session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+
+    def queued_older_than(self, cutoff: datetime) -> list[Job]:
+        stmt = select(Job).where(Job.status == "queued", Job.updated_at < cutoff)
+        return list(self.session.scalars(stmt))

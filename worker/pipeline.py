@@ -1,0 +1,282 @@
+"""One job, end to end: claim → run the engine in the sandbox → relay progress → publish
+the student and the report. The job row is the truth; every write is fenced by attempt."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from core.db import session_scope
+from core.settings import Settings, get_settings
+from core.storage import get_storage
+from models import StoredFile, new_id, utcnow
+from models.job_repository import JobRepository
+from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
+from models.tables import JobDataset, JobTeacher
+from worker.sandbox import Child
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors.zip"}
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass
+class Claimed:
+    job_id: str
+    attempt: int
+    tenant_id: str
+    request: dict[str, Any]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _lease(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.lease_seconds)
+
+
+def job_workdir(settings: Settings, job_id: str) -> Path:
+    return (settings.data_dir / "work" / job_id).resolve()
+
+
+def claim(job_id: str, settings: Settings) -> Claimed | None:
+    storage = get_storage()
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        attempt = jobs.claim(
+            job_id, worker=worker_name(), lease=_lease(settings), max_attempts=settings.max_attempts
+        )
+        if attempt is None:
+            return None
+        job = jobs.get(job_id)
+        assert job is not None
+        files = StoredFileRepository(session)
+
+        def source(row: Any) -> dict[str, Any]:
+            stored = files.get(row.file_id)
+            assert stored is not None
+            return {
+                "path": str(storage.local_path(stored.key)),
+                "format": row.format,
+                "sha256": row.sha256,
+            }
+
+        links = session.query(JobTeacher).filter_by(job_id=job_id).order_by(JobTeacher.position)
+        teachers = TeacherRepository(session)
+        teacher_sources = [source(teachers.get(link.teacher_id)) for link in links]
+        roles = {d.role: d.dataset_id for d in session.query(JobDataset).filter_by(job_id=job_id)}
+        datasets = DatasetRepository(session)
+        workdir = job_workdir(settings, job_id)
+        request = {
+            "op": "distill",
+            "teachers": teacher_sources,
+            "transfer": source(datasets.get(roles["transfer"])),
+            "eval": source(datasets.get(roles["eval"])) if "eval" in roles else None,
+            "spec": job.spec,
+            "workdir": str(workdir / "engine"),
+            "cache_dir": str(settings.storage_dir / "softlabels"),
+            "stop_file": str(workdir / "STOP"),
+            "checkpoint_every": settings.checkpoint_every_steps,
+            "allow_torchscript": settings.allow_torchscript,
+        }
+        return Claimed(job_id, attempt, job.tenant_id, request)
+
+
+class Run:
+    """Drive one claimed job's child process until it ends or we lose the lease."""
+
+    def __init__(self, claimed: Claimed, settings: Settings) -> None:
+        self.c = claimed
+        self.settings = settings
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.last_write = 0.0
+        self.last_beat = time.monotonic()
+        self.pending: dict[str, Any] | None = None
+        self.written_key: tuple[Any, ...] = ()
+
+    def _read(self, child: Child) -> None:
+        for event in child.lines():
+            self.events.put(event)
+        self.events.put(None)
+
+    def execute(self) -> None:
+        workdir = Path(self.c.request["workdir"]).parent
+        (workdir / "STOP").unlink(missing_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        threads = self.settings.torch_threads or (os.cpu_count() or 1)
+        child = Child(
+            self.c.request,
+            workdir=workdir / "child",
+            threads=threads,
+            memory_bytes=0,  # CUDA maps far more virtual memory than it uses: no RLIMIT_AS
+            cpu_seconds=self.settings.sandbox_cpu_seconds,
+        )
+        threading.Thread(target=self._read, args=(child,), daemon=True).start()
+        try:
+            self._loop(child, workdir)
+        finally:
+            child.kill()
+
+    def _loop(self, child: Child, workdir: Path) -> None:
+        while True:
+            try:
+                event = self.events.get(timeout=1.0)
+            except queue.Empty:
+                event = {"event": "tick"}
+            if not self._tick(workdir):
+                log.warning(
+                    "job %s: lease lost; stopping attempt %s", self.c.job_id, self.c.attempt
+                )
+                return
+            if event is None:
+                self._fail("worker_crashed", child.crash_message())
+                return
+            kind = event.get("event")
+            if kind == "progress":
+                self.pending = event
+                self._flush_progress()
+            elif kind == "result":
+                self._flush_progress(force=True)
+                self._publish(event)
+                return
+            elif kind == "error":
+                code, message = str(event.get("code")), str(event.get("message"))
+                if code == "cancelled":
+                    with session_scope() as session:
+                        JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
+                else:
+                    self._fail(code, message)
+                return
+
+    def _tick(self, workdir: Path) -> bool:
+        """Heartbeat and cancel check. False when the lease was taken over."""
+        now = time.monotonic()
+        if now - self.last_beat < self.settings.heartbeat_seconds:
+            return True
+        self.last_beat = now
+        with session_scope() as session:
+            jobs = JobRepository(session)
+            alive = jobs.heartbeat(self.c.job_id, self.c.attempt, _lease(self.settings))
+            cancel = jobs.cancel_requested(self.c.job_id)
+        if cancel:
+            (workdir / "STOP").touch()
+        return alive
+
+    def _flush_progress(self, force: bool = False) -> None:
+        event = self.pending
+        if event is None:
+            return
+        key = (event.get("stage"), event.get("epoch"))
+        now = time.monotonic()
+        if not force and key == self.written_key and now - self.last_write < PROGRESS_EVERY_S:
+            return
+        values: dict[str, Any] = {
+            "stage": event.get("stage"),
+            "progress": float(event.get("progress") or 0.0),
+            "epoch": int(event.get("epoch") or 0),
+        }
+        if event.get("metrics"):
+            values["metrics"] = event["metrics"]
+        with session_scope() as session:
+            JobRepository(session).progress(self.c.job_id, self.c.attempt, **values)
+        self.pending, self.written_key, self.last_write = None, key, now
+
+    def _fail(self, code: str, message: str) -> None:
+        with session_scope() as session:
+            JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
+
+    def _publish(self, result: dict[str, Any]) -> None:
+        """Store the students under keys derived from the job, then finish in one transaction."""
+        storage = get_storage()
+        artifacts: dict[str, Any] = {}
+        rows = []
+        for fmt, path in result["files"].items():
+            key = f"students/{self.c.job_id}/attempt-{self.c.attempt}/student.{EXTENSIONS[fmt]}"
+            put = storage.put_file(key, Path(path))
+            file_id = new_id("file")
+            filename = f"student-{self.c.job_id}.{EXTENSIONS[fmt]}"
+            rows.append(
+                StoredFile(
+                    id=file_id,
+                    tenant_id=self.c.tenant_id,
+                    key=key,
+                    kind="student",
+                    filename=filename,
+                    size_bytes=put.size_bytes,
+                    sha256=put.sha256,
+                    created_at=utcnow(),
+                )
+            )
+            artifacts[fmt] = {
+                "file_id": file_id,
+                "key": key,
+                "sha256": put.sha256,
+                "size_bytes": put.size_bytes,
+                "filename": filename,
+            }
+        report = dict(result["report"])
+        report.setdefault("student_files", {f: a["sha256"] for f, a in artifacts.items()})
+        with session_scope() as session:
+            finished = JobRepository(session).finish(
+                self.c.job_id,
+                self.c.attempt,
+                report=report,
+                artifacts=artifacts,
+                metrics=result.get("metrics") or {},
+            )
+            if finished:
+                for row in rows:
+                    StoredFileRepository(session).add(row)
+        if not finished:
+            for art in artifacts.values():
+                storage.delete(art["key"])
+            return
+        shutil.rmtree(Path(self.c.request["workdir"]).parent, ignore_errors=True)
+
+
+def run_job(job_id: str) -> None:
+    settings = get_settings()
+    claimed = claim(job_id, settings)
+    if claimed is None:
+        log.info("job %s: not claimable (taken, finished, cancelled or out of attempts)", job_id)
+        return
+    log.info("job %s: attempt %s on %s", job_id, claimed.attempt, worker_name())
+    Run(claimed, settings).execute()
+
+
+def requeue_stale(publish: Any) -> int:
+    """Re-publish jobs whose lease expired; fail those out of attempts. Returns how many."""
+    settings = get_settings()
+    now = utcnow()
+    count = 0
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        stale = jobs.stale(now)
+        for job in stale:
+            if job.cancel_requested:
+                jobs.cancel_running(job.id, job.attempt)
+            elif job.attempt >= settings.max_attempts:
+                jobs.fail_exhausted(job, settings.max_attempts)
+            else:
+                count += 1
+        ids = [j.id for j in stale if not j.cancel_requested and j.attempt < settings.max_attempts]
+        # A message can be lost between its delivery and the claim (a worker killed then):
+        # re-publish long-queued jobs, rarely, since a busy GPU also keeps jobs queued.
+        lost = jobs.queued_older_than(now - timedelta(seconds=10 * settings.lease_seconds))
+        for job in lost:
+            jobs.touch(job.id)
+        ids += [j.id for j in lost]
+    for job_id in ids:
+        publish(job_id)
+    return len(ids)
