@@ -1,0 +1,187 @@
+"""Export: the student alone (never a wrapper) as torch.export .pt2, ONNX and safetensors.
+
+Both graph formats take a dynamic batch dimension. safetensors comes with a JSON config
+(also embedded in the file's metadata) that rebuilds the module from the registry. Every
+file is written atomically and checked against the PyTorch student on a real batch before
+anything is published: logits within ``TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from worker.distill.evaluate import Predict
+from worker.distill.students import build_student, config_from_dict, config_to_dict
+
+TOLERANCE = 1e-4  # max |exported − PyTorch| logit difference (fp32 kernels differ ~1e-6)
+FILE_NAMES = {
+    "torch_export": "student.pt2",
+    "onnx": "student.onnx",
+    "safetensors": "student.safetensors",
+    "config": "student.json",
+}
+MAX_BATCH = 1 << 20
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class ExportError(RuntimeError):
+    """An exported file that does not reproduce the student: a bug, never published."""
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the known, harmless noise of the ONNX exporter, and only that.
+
+    - FutureWarning from torch's own pytree code (``LeafSpec`` deprecation, torch 2.13);
+    - log lines about torchvision ops it skips (we do not use torchvision).
+    """
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+            )
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def _dynamic_batch() -> tuple[dict[int, Any]]:
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def export_student(
+    model: nn.Module,
+    name: str,
+    config: Any,
+    example: torch.Tensor,
+    outdir: Path,
+    formats: Sequence[str],
+) -> dict[str, Path]:
+    """Write the asked formats (and the JSON config) into ``outdir``; return their paths.
+
+    ``example`` is a real batch of at least two samples (size 1 would be specialised).
+    """
+    model = model.cpu().float().eval()
+    example = example.cpu().float()
+    if len(example) < 2:
+        example = example.repeat(2, *([1] * (example.dim() - 1)))
+    outdir.mkdir(parents=True, exist_ok=True)
+    config_json = json.dumps(config_to_dict(name, config), sort_keys=True)
+    files: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(dir=outdir, prefix=".export-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        (tmp / FILE_NAMES["config"]).write_text(config_json)
+        staged = {"config": tmp / FILE_NAMES["config"]}
+        if "torch_export" in formats:
+            path = tmp / FILE_NAMES["torch_export"]
+            program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+            torch.export.save(program, path)
+            staged["torch_export"] = path
+        if "onnx" in formats:
+            path = tmp / FILE_NAMES["onnx"]
+            with _quiet_exporter():
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes=_dynamic_batch(),
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                )
+            staged["onnx"] = path
+        if "safetensors" in formats:
+            path = tmp / FILE_NAMES["safetensors"]
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(path), metadata={"stillhouse_student": config_json})
+            staged["safetensors"] = path
+        for key, path in staged.items():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            target = outdir / path.name
+            os.replace(path, target)
+            files[key] = target
+    return files
+
+
+def load_student_safetensors(path: Path, config_path: Path | None = None) -> nn.Module:
+    """Rebuild a student from its safetensors file (config from the JSON or the metadata)."""
+    if config_path is not None:
+        config_dict = json.loads(config_path.read_text())
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            config_dict = json.loads((f.metadata() or {})["stillhouse_student"])
+    name, config = config_from_dict(config_dict)
+    model = build_student(name, config)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+def runtime_for(fmt: str, path: Path, *, threads: int | None = None) -> Predict:
+    """A function that runs the exported file as an outside user would."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run_onnx(x: torch.Tensor) -> torch.Tensor:
+            array = np.ascontiguousarray(x.detach().cpu().float().numpy())
+            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+
+        return run_onnx
+    if fmt == "torch_export":
+        module = torch.export.load(str(path)).module()  # our own file, just written
+        return lambda x: module(x.cpu().float())
+    if fmt == "safetensors":
+        model = load_student_safetensors(path, path.with_name(FILE_NAMES["config"]))
+        return lambda x: model(x.cpu().float())
+    raise ValueError(f"unknown export format {fmt!r}")
+
+
+def verify_exports(
+    model: nn.Module, files: dict[str, Path], batch: torch.Tensor
+) -> dict[str, float]:
+    """Max |logit difference| of each exported file against ``model``, on ``batch`` and on
+    a batch of one (the dynamic dimension). Raises ``ExportError`` above ``TOLERANCE``."""
+    model = model.cpu().float().eval()
+    diffs: dict[str, float] = {}
+    with torch.inference_mode():
+        for fmt, path in files.items():
+            if fmt == "config":
+                continue
+            run = runtime_for(fmt, path)
+            diff = 0.0
+            for xb in (batch, batch[:1]):
+                expected = model(xb.cpu().float())
+                diff = max(diff, float((run(xb) - expected).abs().max()))
+            diffs[fmt] = diff
+            if not diff <= TOLERANCE:  # also catches NaN
+                raise ExportError(f"{fmt}: exported student differs by {diff:.3g} > {TOLERANCE}")
+    return diffs
+
+
+def remove_exports(outdir: Path) -> None:
+    shutil.rmtree(outdir, ignore_errors=True)

@@ -1,0 +1,25 @@
+"""Students: what the user gets back. Built from the registry by name and config."""
+
+from worker.distill.students.registry import (
+    REGISTRY,
+    StudentEntry,
+    build_student,
+    config_from_dict,
+    config_to_dict,
+    count_parameters,
+    size_student,
+    student_from_json,
+    student_target,
+)
+
+__all__ = [
+    "REGISTRY",
+    "StudentEntry",
+    "build_student",
+    "config_from_dict",
+    "config_to_dict",
+    "count_parameters",
+    "size_student",
+    "student_from_json",
+    "student_target",
+]

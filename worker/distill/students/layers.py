@@ -1,0 +1,43 @@
+"""Building blocks shared by the students."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Standardize(nn.Module):
+    """``(x - mean) * inv_std`` with fixed statistics stored as buffers.
+
+    The statistics come from the transfer set (``fit``) and travel inside the student's
+    weights, so the exported file takes the same raw inputs as the teacher: nobody has to
+    know how the student was normalised. ``stat_shape`` broadcasts against one sample,
+    e.g. ``(D,)`` for vectors or ``(C, 1, 1)`` for images.
+    """
+
+    def __init__(self, stat_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(stat_shape))
+        self.register_buffer("inv_std", torch.ones(stat_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.inv_std
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """Set the statistics from a batch of samples ``x`` of shape ``(N, *sample_shape)``.
+
+        Reduces over every axis where ``stat_shape`` has size 1 (and the batch axis), in
+        float64 so a large N does not lose digits. A feature that barely varies gets its
+        std floored at 10 % of the mean std: dividing a constant pixel by ~0 would turn
+        the smallest change at test time into a huge activation.
+        """
+        sample_shape = x.shape[1:]
+        stat_shape = self.mean.shape
+        dims = [0] + [i + 1 for i, s in enumerate(stat_shape) if s == 1 and sample_shape[i] != 1]
+        x64 = x.double()
+        mean = x64.mean(dim=dims, keepdim=True)[0]
+        std = x64.std(dim=dims, keepdim=True, correction=0)[0]
+        floor = max(0.1 * float(std.mean()), 1e-6)
+        self.mean.copy_(mean.reshape(stat_shape).float())
+        self.inv_std.copy_((1.0 / std.clamp_min(floor)).reshape(stat_shape).float())

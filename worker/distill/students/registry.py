@@ -1,0 +1,219 @@
+"""The student registry: a name, a config dataclass, a builder, which inputs fit.
+
+The job spec names an architecture from a closed list (core/spec.py); ``core/students.py``
+describes the same entries for the API, which cannot import torch (a test keeps the two
+in step). Auto sizing solves each architecture's width knob so that the parameter count
+lands within 25 % of the target, never above the hard cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from worker.distill.errors import UserError
+from worker.distill.students.cnn import CNNConfig, build_cnn, cnn_for_width, cnn_parameters
+from worker.distill.students.cnn1d import (
+    CNN1DConfig,
+    build_cnn1d,
+    cnn1d_for_width,
+    cnn1d_parameters,
+)
+from worker.distill.students.mlp import MLPConfig, build_mlp, mlp_for_width, mlp_parameters
+
+TOLERANCE = 0.25  # the student lands within ±25 % of its target parameter count
+MAX_WIDTH = 1 << 16
+
+
+@dataclass(frozen=True)
+class StudentEntry:
+    name: str
+    config_cls: type[Any]
+    build: Callable[[Any], nn.Module]
+    parameters: Callable[[Any], int]  # exact count, from the config alone
+    # One config per width; several sequences when the architecture has other shapes
+    # worth trying (e.g. MLP depth 2, then depth 1 for very small targets).
+    families: tuple[Callable[[tuple[int, ...], int, int], Any], ...]
+    input_ranks: tuple[int, ...] | None  # ranks of one sample that fit; None = any
+    description: str
+
+    def fits(self, sample_shape: Sequence[int]) -> bool:
+        return self.input_ranks is None or len(sample_shape) in self.input_ranks
+
+
+REGISTRY: dict[str, StudentEntry] = {
+    "mlp": StudentEntry(
+        "mlp",
+        MLPConfig,
+        build_mlp,
+        mlp_parameters,
+        (
+            lambda s, c, w: mlp_for_width(s, c, w, depth=2),
+            lambda s, c, w: mlp_for_width(s, c, w, depth=1),
+        ),
+        None,
+        "Multi-layer perceptron over the flattened input (ReLU, two hidden layers).",
+    ),
+    "cnn": StudentEntry(
+        "cnn",
+        CNNConfig,
+        build_cnn,
+        cnn_parameters,
+        (cnn_for_width,),
+        (3,),
+        "2-D CNN for images (C, H, W): conv3x3-ReLU-maxpool stages, global average pool.",
+    ),
+    "cnn1d": StudentEntry(
+        "cnn1d",
+        CNN1DConfig,
+        build_cnn1d,
+        cnn1d_parameters,
+        (cnn1d_for_width,),
+        (2,),
+        "1-D CNN for signals (C, L): conv5-ReLU-maxpool stages, global average pool.",
+    ),
+}
+
+_AUTO_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn"}
+
+
+def build_student(name: str, config: Any) -> nn.Module:
+    return REGISTRY[name].build(config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def config_to_dict(name: str, config: Any) -> dict[str, Any]:
+    """The JSON that rebuilds the student from the registry (no code, no import paths)."""
+    return {"architecture": name, "config": dataclasses.asdict(config)}
+
+
+def config_from_dict(data: dict[str, Any]) -> tuple[str, Any]:
+    name = data["architecture"]
+    if name not in REGISTRY:
+        raise UserError("bad_student_config", f"unknown architecture {name!r}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data["config"]).items()}
+    return name, REGISTRY[name].config_cls(**fields)
+
+
+def student_from_json(text: str) -> tuple[str, Any, nn.Module]:
+    name, config = config_from_dict(json.loads(text))
+    return name, config, build_student(name, config)
+
+
+def _solve_family(
+    entry: StudentEntry,
+    family: Callable[[tuple[int, ...], int, int], Any],
+    sample_shape: tuple[int, ...],
+    num_classes: int,
+    target: float,
+    cap: int,
+) -> Any | None:
+    """The config of this family whose parameter count is closest to ``target``, ≤ cap.
+
+    The count grows with the width, so a binary search finds the widest config at or
+    under the target; it or the next width up is the closest.
+    """
+
+    def size(w: int) -> int:
+        return entry.parameters(family(sample_shape, num_classes, w))
+
+    lo, hi = 1, MAX_WIDTH
+    if size(lo) > target:
+        hi = lo
+    else:
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if size(mid) <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        hi = lo + 1
+    best = None
+    for w in sorted({lo, hi}):
+        p = size(w)
+        fits = p <= cap and abs(p - target) <= TOLERANCE * target
+        if fits and (best is None or abs(p - target) < abs(size(best) - target)):
+            best = w
+    return None if best is None else family(sample_shape, num_classes, best)
+
+
+def size_student(
+    architecture: str,
+    sample_shape: Sequence[int],
+    num_classes: int,
+    *,
+    target: float,
+    cap: int,
+) -> tuple[str, Any]:
+    """Pick (for ``auto``) and size a student to ``target`` parameters, at most ``cap``.
+
+    ``auto`` picks by the rank of one sample: vectors → mlp, (C, L) → cnn1d,
+    (C, H, W) → cnn; when the convolutional student cannot be made that small (a tiny
+    image), it falls back to an MLP on the flattened input. Raises ``UserError`` when no
+    student of the asked architecture lands within 25 % of the target.
+    """
+    shape = tuple(int(s) for s in sample_shape)
+    if architecture == "auto":
+        first = _AUTO_BY_RANK.get(len(shape), "mlp")
+        candidates = [first] if first == "mlp" else [first, "mlp"]
+    else:
+        if architecture not in REGISTRY:
+            raise UserError("bad_spec", f"student.architecture: unknown {architecture!r}")
+        if not REGISTRY[architecture].fits(shape):
+            raise UserError(
+                "bad_spec",
+                f"student.architecture: {architecture!r} does not fit samples of shape "
+                f"{list(shape)}",
+            )
+        candidates = [architecture]
+    for name in candidates:
+        entry = REGISTRY[name]
+        for family in entry.families:
+            config = _solve_family(entry, family, shape, num_classes, target, cap)
+            if config is not None:
+                return name, config
+    smallest = min(
+        REGISTRY[n].parameters(f(shape, num_classes, 1))
+        for n in candidates
+        for f in REGISTRY[n].families
+    )
+    raise UserError(
+        "student_size",
+        f"student: no {'/'.join(candidates)} student has about {math.floor(target)} "
+        f"parameters (±25 %, at most {cap}) for samples of shape {list(shape)}; the "
+        f"smallest has {smallest}. Raise student.size_ratio or student.max_parameters.",
+    )
+
+
+def student_target(
+    teacher_parameters: int | None, size_ratio: float, max_parameters: int | None
+) -> tuple[float, int]:
+    """(target, hard cap) in parameters.
+
+    target = size_ratio × teacher parameters (for an ensemble, all teachers together),
+    lowered to max_parameters when that is smaller. The cap is max_parameters and the
+    teacher's own size: a student is never bigger than what it replaces.
+    """
+    if teacher_parameters is None:
+        if max_parameters is None:
+            raise UserError(
+                "bad_spec",
+                "student.max_parameters: the teacher's parameter count is unknown, so "
+                "give the student's size as max_parameters",
+            )
+        return float(max_parameters), max_parameters
+    target = size_ratio * teacher_parameters
+    cap = teacher_parameters
+    if max_parameters is not None:
+        target = min(target, float(max_parameters))
+        cap = min(cap, max_parameters)
+    return target, cap
