@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ def _load_arrays(path: Path, fmt: str, limits: DataLimits) -> tuple[np.ndarray, 
 
 
 def _read_npy_header(
-    file: BinaryIO, stored_bytes: int, what: str
+    file: IO[bytes], stored_bytes: int, what: str
 ) -> tuple[tuple[int, ...], np.dtype]:
     """Parse an .npy header and prove the data that follows has exactly the declared size."""
     try:
@@ -151,7 +151,8 @@ def _load_npy(path: Path) -> np.ndarray:
         _read_npy_header(file, path.stat().st_size, "The .npy file")
     # "c" (copy-on-write) rather than "r": torch refuses read-only buffers with a warning,
     # and pages are still only read when used.
-    return np.load(path, mmap_mode="c", allow_pickle=False)
+    array: np.ndarray = np.load(path, mmap_mode="c", allow_pickle=False)
+    return array
 
 
 def _load_npz(path: Path, limits: DataLimits) -> tuple[np.ndarray, np.ndarray | None]:

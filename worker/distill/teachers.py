@@ -167,7 +167,7 @@ def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
             "upload a torch.export (.pt2) or ONNX file instead.",
         )
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise UserError("bad_teacher", f"TorchScript load failed: {_first_line(exc)}") from exc
     inputs = list(module.graph.inputs())[1:]  # the first input is `self`
