@@ -233,8 +233,8 @@ def verify_pt2(path: str, limits: ArchiveLimits) -> None:
     if reader.get_record("archive_format") != b"pt2":
         raise UserError("bad_archive", f"{_PT2} is not in the torch.export 'pt2' format.")
 
-    payloads = _check_payload_config(reader, "weights", "weight_", limits)
-    payloads |= _check_payload_config(reader, "constants", "tensor_", limits)
+    payloads = _check_payload_config(reader, records, "weights", "weight_", limits)
+    payloads |= _check_payload_config(reader, records, "constants", "tensor_", limits)
     unknown = records - _PT2_FIXED_RECORDS - payloads
     if unknown:
         raise UserError(
@@ -268,14 +268,18 @@ def _pt2_zip_sizes(path: str, limits: ArchiveLimits) -> dict[str, int]:
 
 
 def _check_payload_config(
-    reader: torch._C.PyTorchFileReader, kind: str, prefix: str, limits: ArchiveLimits
+    reader: torch._C.PyTorchFileReader,
+    records: set[str],
+    kind: str,
+    prefix: str,
+    limits: ArchiveLimits,
 ) -> set[str]:
     """Validate data/<kind>/model_<kind>_config.json; return the payload records it names."""
     config = _load_json(reader.get_record(f"data/{kind}/model_{kind}_config.json"), kind)
     entries = config.get("config") if isinstance(config, dict) else None
     if not isinstance(entries, dict):
         raise UserError("bad_archive", f"The {kind} config of the .pt2 archive is malformed.")
-    records: set[str] = set()
+    referenced: set[str] = set()
     for fqn, meta in entries.items():
         path_name = meta.get("path_name") if isinstance(meta, dict) else None
         if not isinstance(path_name, str) or not path_name.startswith(prefix):
@@ -289,15 +293,15 @@ def _check_payload_config(
         if not suffix.isdigit():
             raise UserError("bad_archive", f"{kind} entry names an odd record {path_name!r}.")
         record = f"data/{kind}/{path_name}"
-        if record not in reader.get_all_records():
+        if record not in records:
             raise UserError("bad_archive", f"{kind} entry points to missing {path_name!r}.")
         if meta.get("use_pickle") is not False:
             blob = reader.get_record(record)
             value = load_torch_blob(blob, limits, what=f"{kind} entry {str(fqn)[:80]!r}")
             if type(value) not in (torch.Tensor, torch.nn.Parameter):
                 raise UserError("unsafe_pickle", f"{kind} entry {str(fqn)[:80]!r} is not a tensor.")
-        records.add(record)
-    return records
+        referenced.add(record)
+    return referenced
 
 
 def _load_json(data: bytes, what: str) -> object:

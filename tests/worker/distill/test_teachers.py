@@ -87,3 +87,24 @@ def test_unknown_teacher_format_is_refused(folder: Path) -> None:
     with pytest.raises(UserError) as caught:
         load_teacher(folder / "missing.bin", "keras")
     assert caught.value.code == "unsupported_format"
+
+
+class ScaledLinear(torch.nn.Module):
+    """Carries a non-persistent buffer and a lifted tensor constant: data/constants records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self.register_buffer("scale", torch.full((3,), 2.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.scale + torch.tensor([1.0, 2.0, 3.0])
+
+
+def test_pt2_with_tensor_constants_is_accepted(folder: Path) -> None:
+    module = ScaledLinear().eval()
+    path = save_pt2(module, torch.zeros(2, 4), folder / "constants.pt2", dynamic=True)
+    teacher = load_teacher(path, "torch_export")
+    assert teacher.num_classes == 3 and teacher.parameters == 4 * 3 + 3
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(teacher(x), module(x).detach())
