@@ -322,6 +322,7 @@ def distill(
     student = student.cpu()
     files = export_student(student, name, config, sample, workdir / "export", spec.export_formats)
     export_diffs = verify_exports(student, files, sample)
+    published = {k: v for k, v in files.items() if k in spec.export_formats}
     timings["exporting"] = time.perf_counter() - started
     if should_stop():
         raise Cancelled()
@@ -342,7 +343,7 @@ def distill(
     s_params = count_parameters(student)
     report = build_report(
         teacher=model_section(t_params, teacher_speed, teacher_runtime),
-        student=model_section(s_params, student_speed, runtime, files),
+        student=model_section(s_params, student_speed, runtime, published),
         metrics=metrics,
         device=dev,
         soft_labels=dist.soft_labels,
@@ -351,6 +352,7 @@ def distill(
             "metrics_source": source,
             "metrics_by_format": by_format,
             "export_max_abs_diff": export_diffs,
+            # Rebuilds the student from the registry (also in the safetensors metadata).
             "student_architecture": config_to_dict(name, config),
             "student_target_parameters": round(target),
             "teachers": len(teachers),
@@ -364,7 +366,7 @@ def distill(
         },
     )
     _emit(on_progress, "exporting", 1.0, epochs, epoch=epochs, step=result.steps, metrics=metrics)
-    return DistillResult(files={k: v for k, v in files.items()}, report=report, metrics=metrics)
+    return DistillResult(files=published, report=report, metrics=metrics)
 
 
 def ev_rows(n: int) -> int:

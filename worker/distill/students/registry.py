@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from core.students import AUTO_BY_RANK
 from worker.distill.errors import UserError
 from worker.distill.students.cnn import CNNConfig, build_cnn, cnn_for_width, cnn_parameters
 from worker.distill.students.cnn1d import (
@@ -57,7 +58,7 @@ REGISTRY: dict[str, StudentEntry] = {
             lambda s, c, w: mlp_for_width(s, c, w, depth=2),
             lambda s, c, w: mlp_for_width(s, c, w, depth=1),
         ),
-        None,
+        (1, 2, 3),
         "Multi-layer perceptron over the flattened input (ReLU, two hidden layers).",
     ),
     "cnn": StudentEntry(
@@ -80,7 +81,6 @@ REGISTRY: dict[str, StudentEntry] = {
     ),
 }
 
-_AUTO_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn"}
 
 
 def build_student(name: str, config: Any) -> nn.Module:
@@ -163,7 +163,7 @@ def size_student(
     """
     shape = tuple(int(s) for s in sample_shape)
     if architecture == "auto":
-        first = _AUTO_BY_RANK.get(len(shape), "mlp")
+        first = AUTO_BY_RANK.get(len(shape), "mlp")
         candidates = [first] if first == "mlp" else [first, "mlp"]
     else:
         if architecture not in REGISTRY:

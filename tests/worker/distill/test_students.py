@@ -1,0 +1,104 @@
+"""The registry: builders, exact parameter counts, auto sizing, the API's catalog."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.spec import ARCHITECTURES
+from core.students import catalog
+from worker.distill.errors import UserError
+from worker.distill.students import (
+    REGISTRY,
+    build_student,
+    config_from_dict,
+    config_to_dict,
+    count_parameters,
+    size_student,
+    student_target,
+)
+from worker.distill.students.layers import Standardize
+
+SHAPES = {"mlp": (64,), "cnn": (3, 16, 16), "cnn1d": (2, 40)}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("width", [1, 7, 32])
+def test_built_student_has_the_counted_parameters_and_output_shape(name: str, width: int) -> None:
+    entry = REGISTRY[name]
+    config = entry.families[0](SHAPES[name], 7, width)
+    model = build_student(name, config)
+    assert count_parameters(model) == entry.parameters(config)
+    assert model(torch.randn(5, *SHAPES[name])).shape == (5, 7)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [((64,), "mlp"), ((1, 8, 8), "cnn"), ((3, 100), "cnn1d"), ((2, 3, 4, 5), "mlp")],
+)
+def test_auto_picks_by_input_rank_and_lands_within_25_percent(
+    shape: tuple[int, ...], expected: str
+) -> None:
+    name, config = size_student("auto", shape, 10, target=20_000, cap=200_000)
+    assert name == expected
+    assert abs(REGISTRY[name].parameters(config) - 20_000) <= 0.25 * 20_000
+
+
+def test_auto_falls_back_to_mlp_when_a_cnn_cannot_be_that_small() -> None:
+    name, config = size_student("auto", (1, 2, 2), 3, target=30, cap=40)
+    assert name == "mlp"
+    assert REGISTRY["mlp"].parameters(config) <= 40
+
+
+def test_target_is_size_ratio_of_teacher_capped_by_max_parameters_and_teacher() -> None:
+    assert student_target(1_000_000, 0.1, None) == (100_000.0, 1_000_000)
+    assert student_target(1_000_000, 0.1, 50_000) == (50_000.0, 50_000)
+    assert student_target(None, 0.1, 5_000) == (5_000.0, 5_000)
+    with pytest.raises(UserError):
+        student_target(None, 0.1, None)
+
+
+def test_student_never_exceeds_the_cap() -> None:
+    for target in (1_000, 10_000, 100_000, 1_500_000):
+        name, config = size_student("auto", (64,), 10, target=target, cap=int(target * 1.01))
+        assert REGISTRY[name].parameters(config) <= int(target * 1.01)
+
+
+def test_impossible_size_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="smallest"):
+        size_student("cnn", (3, 32, 32), 10, target=10, cap=10)
+    with pytest.raises(UserError, match="does not fit"):
+        size_student("cnn", (64,), 10, target=10_000, cap=100_000)
+
+
+def test_config_json_rebuilds_the_same_module() -> None:
+    name, config = size_student("auto", (1, 8, 8), 10, target=5_000, cap=50_000)
+    same_name, same = config_from_dict(config_to_dict(name, config))
+    assert (same_name, same) == (name, config)
+    a, b = build_student(name, config), build_student(same_name, same)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
+
+
+def test_standardize_fits_per_channel_and_floors_constant_features() -> None:
+    layer = Standardize((2, 1, 1))
+    x = (
+        torch.stack([torch.full((4, 4), 3.0), torch.randn(4, 4) * 5])
+        .unsqueeze(0)
+        .repeat(16, 1, 1, 1)
+    )
+    x[:, 1] += torch.randn(16, 1, 1) * 5
+    layer.fit(x)
+    assert layer.mean[0].item() == pytest.approx(3.0)
+    assert torch.isfinite(layer.inv_std).all()
+    assert layer.inv_std[0].item() < 1e3  # a constant channel is not divided by ~0
+
+
+def test_catalog_lists_exactly_the_registry() -> None:
+    listed = {e["name"]: e for e in catalog()}
+    assert set(listed) == {"auto", *REGISTRY}
+    assert set(listed) == set(ARCHITECTURES)
+    for name, entry in REGISTRY.items():
+        assert listed[name]["input_ranks"] == list(entry.input_ranks or [])
+        assert listed[name]["description"] == entry.description

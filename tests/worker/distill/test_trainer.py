@@ -1,0 +1,145 @@
+"""The training loop: schedule, learning, determinism, the stop probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save
+from torch import nn
+
+from worker.distill.errors import Cancelled
+from worker.distill.losses import soft_targets
+from worker.distill.trainer import TrainConfig, lr_at, train
+
+CPU = torch.device("cpu")
+
+
+def problem(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 6, generator=generator)
+    teacher = torch.randn(6, 4, generator=generator) * 2
+    return x, (x @ teacher).unsqueeze(0)  # logits [1, N, C]
+
+
+def config(**overrides: object) -> TrainConfig:
+    base = dict(
+        epochs=4,
+        batch_size=16,
+        learning_rate=1e-2,
+        weight_decay=0.0,
+        warmup_fraction=0.1,
+        temperature=2.0,
+        alpha=0.1,
+        seed=3,
+        checkpoint_every=5,
+    )
+    return TrainConfig(**(base | overrides))  # type: ignore[arg-type]
+
+
+def student(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def run(tmp: Path, cfg: TrainConfig, **kwargs: object) -> bytes:
+    x, t = problem()
+    model = student()
+    train(
+        model,
+        x,
+        None,
+        lambda idx, xb: t[:, idx],
+        cfg,
+        device=CPU,
+        workdir=tmp,
+        fingerprint="job",
+        **kwargs,
+    )  # type: ignore[arg-type]
+    return save(model.state_dict())
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
+    lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5, abs=1e-9)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0)
+
+
+def test_training_brings_the_student_to_the_teacher(tmp_path: Path) -> None:
+    x, t = problem()
+    model = student()
+    before = nn.functional.kl_div(
+        model(x).log_softmax(-1), soft_targets(t, 1.0), reduction="batchmean"
+    )
+    train(
+        model,
+        x,
+        None,
+        lambda idx, xb: t[:, idx],
+        config(epochs=30),
+        device=CPU,
+        workdir=tmp_path,
+        fingerprint="job",
+    )
+    after = nn.functional.kl_div(
+        model(x).log_softmax(-1), soft_targets(t, 1.0), reduction="batchmean"
+    )
+    assert after < 0.2 * before
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
+    assert run(tmp_path / "a", config()) == run(tmp_path / "b", config())
+    assert run(tmp_path / "c", config()) != run(tmp_path / "d", config(seed=4))
+
+
+def test_stop_probe_is_read_every_step_and_leaves_a_checkpoint(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        run(tmp_path, config(), should_stop=should_stop)
+    assert calls["n"] == 4
+    assert (tmp_path / "checkpoint.json").exists()
+
+
+def test_progress_is_reported_per_step_and_per_epoch(tmp_path: Path) -> None:
+    steps: list[dict[str, object]] = []
+    epochs: list[int] = []
+    run(tmp_path, config(epochs=2), on_step=steps.append, on_epoch=lambda e, m: epochs.append(e))
+    assert [s["step"] for s in steps] == list(range(1, 13))
+    assert {"epoch", "step", "loss", "lr"} <= set(steps[0])
+    assert epochs == [0, 1]
+
+
+def test_labels_feed_the_hard_term(tmp_path: Path) -> None:
+    x, t = problem()
+    y = t[0].argmax(-1)
+    a, b = student(), student()
+    train(
+        a,
+        x,
+        y,
+        lambda idx, xb: t[:, idx],
+        config(alpha=0.9),
+        device=CPU,
+        workdir=tmp_path / "a",
+        fingerprint="j",
+    )
+    train(
+        b,
+        x,
+        None,
+        lambda idx, xb: t[:, idx],
+        config(alpha=0.9),
+        device=CPU,
+        workdir=tmp_path / "b",
+        fingerprint="j",
+    )
+    assert save(a.state_dict()) != save(b.state_dict())
