@@ -50,12 +50,15 @@ def teacher_logits(
 
     ONNX teachers run in ONNX Runtime on host tensors. Torch teachers run through the
     guarded loader's ``__call__``; in ``online`` mode the loaded module is called directly
-    (one call per training step, no wrapper overhead).
+    (one call per training step, no wrapper overhead) unless the teacher was exported with
+    a fixed batch size, which only ``__call__`` knows how to pad.
     """
     with torch.inference_mode():
         if teacher.format == "onnx":
             out = teacher(x.cpu())
-        elif online and teacher.module is not None:
+        elif (
+            online and teacher.module is not None and getattr(teacher, "static_batch", None) is None
+        ):
             out = teacher.module(x.to(device))
         else:
             out = teacher(x.to(device))
