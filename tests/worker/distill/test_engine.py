@@ -260,6 +260,7 @@ def test_run_distillation_from_pt2_and_onnx_files(
             dynamic_shapes=({0: batch},),
             dynamo=True,
             verbose=False,
+            external_data=False,
         )
     np.savez(tmp_path / "train.npz", x=x.numpy())
     np.savez(tmp_path / "eval.npz", x=xe.numpy(), y=ye.numpy())
