@@ -23,7 +23,7 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
 
 
-def train_mlp_teacher(hidden: int = 256, epochs: int = 30, seed: int = 0):  # type: ignore[no-untyped-def]
+def train_mlp_teacher(hidden: int = 128, epochs: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
     import torch
     from torch import nn
 

@@ -26,7 +26,7 @@ from worker.sandbox import Child
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors.zip"}
+EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors"}
 PROGRESS_EVERY_S = 0.5
 
 

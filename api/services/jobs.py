@@ -7,7 +7,6 @@ import hashlib
 import json
 from typing import Any
 
-from core.students import fits_input
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
@@ -16,6 +15,7 @@ from api.errors import Conflict, Invalid, NotFound
 from api.publisher import publish
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec
+from core.students import fits_input
 from models import Dataset, Job, Teacher, new_id
 from models.job_repository import TERMINAL, JobRepository
 from models.repositories import DatasetRepository, TeacherRepository

@@ -43,7 +43,7 @@ def test_teacher_upload_is_hashed_and_validated(client: TestClient, worker: obje
     assert ready["input_shape"] == [None, 64]
     assert ready["num_classes"] == 10
     assert ready["input_dtype"] == "float32"
-    assert ready["parameters"] == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    assert ready["parameters"] == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
 
 
 def test_dataset_upload_reports_its_shape(client: TestClient, worker: object) -> None:

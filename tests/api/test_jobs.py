@@ -1,0 +1,235 @@
+"""Jobs through HTTP with real worker processes (validate + gpu queues) on Postgres and Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import wait_for
+from tests.factories import digits, npz_bytes, teacher_pt2_bytes
+
+FAST = {"training": {"epochs": 3, "batch_size": 64}}
+
+
+def _ready(client: TestClient, kind: str, name: str, data: bytes) -> str:
+    resp = client.post(f"/v1/{kind}", files={"file": (name, data)})
+    assert resp.status_code == 201, resp.text
+    obj_id = resp.json()["id"]
+
+    def ready() -> bool:
+        obj = client.get(f"/v1/{kind}/{obj_id}").json()
+        assert obj["status"] != "rejected", obj["error"]
+        return bool(obj["status"] == "ready")
+
+    wait_for(ready, timeout=90)
+    return str(obj_id)
+
+
+@pytest.fixture
+def inputs(client: TestClient, worker: object) -> dict[str, str]:
+    x, _, xe, ye = digits()
+    return {
+        "teacher": _ready(client, "teachers", "t.pt2", teacher_pt2_bytes()),
+        "transfer": _ready(client, "datasets", "transfer.npz", npz_bytes(x)),
+        "eval": _ready(client, "datasets", "eval.npz", npz_bytes(xe, ye)),
+    }
+
+
+def _body(inputs: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "teacher_ids": [inputs["teacher"]],
+        "dataset_id": inputs["transfer"],
+        "eval_dataset_id": inputs["eval"],
+        **FAST,
+        **extra,
+    }
+
+
+def _finished(client: TestClient, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return dict(wait_for(done, timeout=timeout, interval=0.5))
+
+
+def test_job_succeeds_and_its_report_matches_the_downloaded_student(
+    client: TestClient, inputs: dict[str, str], gpu_worker: object, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    resp = client.post("/v1/jobs", json=_body(inputs))
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert job["status"] == "queued" and job["spec"]["distillation"]["temperature"] == 4.0
+    job = _finished(client, job["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["stage"] is None
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report == job["report"]
+
+    students = {}
+    for fmt in ("onnx", "torch_export", "safetensors"):
+        resp = client.get(f"/v1/jobs/{job['id']}/student", params={"format": fmt})
+        assert resp.status_code == 200
+        assert resp.headers["etag"] == f'"{hashlib.sha256(resp.content).hexdigest()}"'
+        assert "attachment" in resp.headers["content-disposition"]
+        students[fmt] = resp.content
+    path = tmp_path / "student.onnx"
+    path.write_bytes(students["onnx"])
+
+    _, _, xe, ye = digits()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    student_logits = session.run(None, {session.get_inputs()[0].name: xe})[0]
+    teacher = _teacher_logits(xe)
+    agreement = float(np.mean(student_logits.argmax(1) == teacher.argmax(1)))
+    accuracy = float(np.mean(student_logits.argmax(1) == ye))
+    assert report["eval_samples"] == len(xe)
+    assert abs(report["agreement_top1"] - agreement) < 1e-6
+    assert abs(report["student_accuracy"] - accuracy) < 1e-6
+    weights = tmp_path / "student.safetensors"
+    weights.write_bytes(students["safetensors"])
+    assert report["student"]["parameters"] == _safetensors_parameters(weights)
+    assert report["compression_ratio"] >= 5
+
+
+def _teacher_logits(x: np.ndarray) -> np.ndarray:
+    import io
+
+    import torch
+
+    program = torch.export.load(io.BytesIO(teacher_pt2_bytes()))  # our own file, in a test
+    with torch.inference_mode():
+        return np.asarray(program.module()(torch.from_numpy(x)).numpy())
+
+
+def _safetensors_parameters(path: Path) -> int:
+    from safetensors.numpy import load_file
+
+    return sum(int(t.size) for t in load_file(str(path)).values())
+
+
+def test_shape_mismatch_is_422_naming_the_field(client: TestClient, inputs: dict[str, str]) -> None:
+    x, _, _, _ = digits()
+    narrow = _ready(client, "datasets", "narrow.npz", npz_bytes(x[:, :32]))
+    resp = client.post("/v1/jobs", json=_body(inputs, dataset_id=narrow))
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    problem = resp.json()
+    assert problem["errors"][0]["field"] == "dataset_id"
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_bad_spec_values_are_422(client: TestClient, inputs: dict[str, str]) -> None:
+    resp = client.post("/v1/jobs", json=_body(inputs, distillation={"temperature": 0}))
+    assert resp.status_code == 422
+    assert any("temperature" in e["field"] for e in resp.json()["errors"])
+    resp = client.post("/v1/jobs", json=_body(inputs, student={"architecture": "cnn"}))
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "student.architecture"
+
+
+def test_unknown_or_foreign_teacher_is_422(client: TestClient, inputs: dict[str, str]) -> None:
+    resp = client.post("/v1/jobs", json=_body(inputs, teacher_ids=["tch_nope"]))
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "teacher_ids[0]"
+
+
+def test_idempotency_key_replays_or_conflicts(client: TestClient, inputs: dict[str, str]) -> None:
+    headers = {"Idempotency-Key": "k-1"}
+    first = client.post("/v1/jobs", json=_body(inputs), headers=headers)
+    again = client.post("/v1/jobs", json=_body(inputs), headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    other = client.post("/v1/jobs", json=_body(inputs, training={"epochs": 4}), headers=headers)
+    assert other.status_code == 409
+    assert len(client.get("/v1/jobs").json()["items"]) == 1
+
+
+def test_cancel_stops_a_running_job_within_seconds(
+    client: TestClient, inputs: dict[str, str], gpu_worker: object
+) -> None:
+    body = _body(inputs, training={"epochs": 500, "batch_size": 16})
+    job = client.post("/v1/jobs", json=body).json()
+    wait_for(lambda: client.get(f"/v1/jobs/{job['id']}").json()["stage"] == "training", 120)
+    resp = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 202
+    started = time.monotonic()
+    job = _finished(client, job["id"], timeout=30)
+    assert job["status"] == "cancelled"
+    assert time.monotonic() - started < 15
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+    assert client.get(f"/v1/jobs/{job['id']}/student").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}/report").status_code == 404
+
+
+def test_cancel_of_a_queued_job_is_immediate(client: TestClient, inputs: dict[str, str]) -> None:
+    job = client.post("/v1/jobs", json=_body(inputs)).json()  # no gpu worker: stays queued
+    resp = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
+    listed = client.get("/v1/jobs", params={"status": "cancelled"}).json()["items"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    assert client.get("/v1/jobs", params={"status": "running"}).json()["items"] == []
+
+
+def test_events_stream_progress_then_status_and_resume(
+    client: TestClient, inputs: dict[str, str], gpu_worker: object
+) -> None:
+    body = _body(inputs, training={"epochs": 40, "batch_size": 32})
+    job = client.post("/v1/jobs", json=body).json()
+    events = _read_events(client, job["id"])
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "status" and events[-1]["data"]["status"] == "succeeded"
+    assert kinds.count("progress") >= 2
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+    stages = {e["data"]["stage"] for e in events if e["event"] == "progress"}
+    assert "training" in stages
+    # Reconnecting after the end gives the final status at once.
+    again = _read_events(client, job["id"], last_event_id=str(ids[-1]))
+    assert [e["event"] for e in again] == ["status"]
+
+
+def _read_events(
+    client: TestClient, job_id: str, last_event_id: str | None = None
+) -> list[dict[str, Any]]:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[dict[str, Any]] = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        current: dict[str, Any] = {}
+        for line in resp.iter_lines():
+            if not line:
+                if "data" in current:
+                    current["data"] = json.loads(current["data"])
+                    events.append(current)
+                current = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                current[name] = value.strip()
+    return events
+
+
+def test_download_supports_range_and_conditional_requests(
+    client: TestClient, inputs: dict[str, str], gpu_worker: object
+) -> None:
+    job = _finished(client, client.post("/v1/jobs", json=_body(inputs)).json()["id"])
+    url = f"/v1/jobs/{job['id']}/student?format=safetensors"
+    full = client.get(url)
+    etag, size = full.headers["etag"], len(full.content)
+    part = client.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == full.content[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{size}"
+    tail = client.get(url, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == full.content[-5:]
+    assert client.get(url, headers={"Range": f"bytes={size}-"}).status_code == 416
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert client.get(f"/v1/jobs/{job['id']}/student?format=pickle").status_code == 422
