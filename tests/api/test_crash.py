@@ -1,0 +1,53 @@
+"""kill -9 of the worker mid-training: a new worker resumes from the last checkpoint and the
+job ends with the same student bytes as an uninterrupted run (Postgres + Redis)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.api.test_jobs import _body, _finished, inputs  # noqa: F401 - the fixture
+from tests.conftest import start_worker, stop_process, wait_for
+
+LONG = {"training": {"epochs": 40, "batch_size": 32, "seed": 7}}
+
+
+def _student_sha(client: TestClient, job_id: str) -> str:
+    resp = client.get(f"/v1/jobs/{job_id}/student", params={"format": "safetensors"})
+    assert resp.status_code == 200
+    return str(resp.headers["etag"])
+
+
+def test_killed_worker_job_resumes_with_identical_student(
+    client: TestClient, inputs: dict[str, str], worker: subprocess.Popen[bytes]
+) -> None:  # noqa: F811
+    first = start_worker("gpu", "gpu-doomed", "worker-gpu-doomed.log")
+    job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
+
+    def mid_training() -> dict[str, Any] | None:
+        now = client.get(f"/v1/jobs/{job['id']}").json()
+        return now if now["stage"] == "training" and now["epoch"] >= 3 else None
+
+    before = wait_for(mid_training, timeout=180, interval=0.2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    second = start_worker("gpu", "gpu-rescue", "worker-gpu-rescue.log")
+    try:
+        resumed = _finished(client, job["id"], timeout=300)
+        assert resumed["status"] == "succeeded", resumed["error"]
+        assert resumed["attempt"] == 2
+        assert before["attempt"] == 1
+        interrupted_sha = _student_sha(client, job["id"])
+
+        clean = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
+        clean = _finished(client, clean["id"], timeout=300)
+        assert clean["status"] == "succeeded" and clean["attempt"] == 1
+        assert _student_sha(client, clean["id"]) == interrupted_sha
+        # The second job reused the first one's soft labels.
+        assert clean["report"]["timings_s"]["soft_labeling"] < 1.0
+    finally:
+        stop_process(second)
