@@ -80,13 +80,14 @@ def pg_database() -> Iterator[str]:
         admin.dispose()
 
 
-def _truncate() -> None:
+def truncate(only: tuple[str, ...] = ()) -> None:
     from sqlalchemy import text
 
     from core.db import get_engine
     from models import Base
 
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    tables = [t.name for t in Base.metadata.sorted_tables if not only or t.name in only]
+    names = ", ".join(f'"{name}"' for name in tables)
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {names} CASCADE"))
 
@@ -95,7 +96,7 @@ def _truncate() -> None:
 def db(pg_database: str) -> Iterator[str]:
     """The migrated Postgres database, emptied after the test."""
     yield pg_database
-    _truncate()
+    truncate()
 
 
 @pytest.fixture
@@ -182,7 +183,7 @@ def worker(worker_process: subprocess.Popen[bytes], db: str) -> subprocess.Popen
 
 
 @pytest.fixture
-def gpu_worker(worker: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+def gpu_worker(worker_process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker for the gpu queue (jobs), stopped after the test."""
     proc = start_worker("gpu", "gpu", "worker-gpu.log")
     try:

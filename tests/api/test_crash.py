@@ -8,9 +8,10 @@ import signal
 import subprocess
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_jobs import _body, _finished, inputs  # noqa: F401 - the fixture
+from tests.api.conftest import _body, _finished
 from tests.conftest import start_worker, stop_process, wait_for
 
 LONG = {"training": {"epochs": 40, "batch_size": 32, "seed": 7}}
@@ -22,9 +23,15 @@ def _student_sha(client: TestClient, job_id: str) -> str:
     return str(resp.headers["etag"])
 
 
+@pytest.fixture
+def client(jobs_client: TestClient) -> TestClient:
+    """This module shares its uploads across tests (see tests/api/conftest.py)."""
+    return jobs_client
+
+
 def test_killed_worker_job_resumes_with_identical_student(
     client: TestClient, inputs: dict[str, str], worker: subprocess.Popen[bytes]
-) -> None:  # noqa: F811
+) -> None:
     first = start_worker("gpu", "gpu-doomed", "worker-gpu-doomed.log")
     job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
 

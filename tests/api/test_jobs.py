@@ -12,52 +12,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api.conftest import _body, _finished, _ready
 from tests.conftest import wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
-FAST = {"training": {"epochs": 3, "batch_size": 64}}
-
-
-def _ready(client: TestClient, kind: str, name: str, data: bytes) -> str:
-    resp = client.post(f"/v1/{kind}", files={"file": (name, data)})
-    assert resp.status_code == 201, resp.text
-    obj_id = resp.json()["id"]
-
-    def ready() -> bool:
-        obj = client.get(f"/v1/{kind}/{obj_id}").json()
-        assert obj["status"] != "rejected", obj["error"]
-        return bool(obj["status"] == "ready")
-
-    wait_for(ready, timeout=90)
-    return str(obj_id)
-
 
 @pytest.fixture
-def inputs(client: TestClient, worker: object) -> dict[str, str]:
-    x, _, xe, ye = digits()
-    return {
-        "teacher": _ready(client, "teachers", "t.pt2", teacher_pt2_bytes()),
-        "transfer": _ready(client, "datasets", "transfer.npz", npz_bytes(x)),
-        "eval": _ready(client, "datasets", "eval.npz", npz_bytes(xe, ye)),
-    }
-
-
-def _body(inputs: dict[str, str], **extra: Any) -> dict[str, Any]:
-    return {
-        "teacher_ids": [inputs["teacher"]],
-        "dataset_id": inputs["transfer"],
-        "eval_dataset_id": inputs["eval"],
-        **FAST,
-        **extra,
-    }
-
-
-def _finished(client: TestClient, job_id: str, timeout: float = 240) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    return dict(wait_for(done, timeout=timeout, interval=0.5))
+def client(jobs_client: TestClient) -> TestClient:
+    """This module shares its uploads across tests (see tests/api/conftest.py)."""
+    return jobs_client
 
 
 def test_job_succeeds_and_its_report_matches_the_downloaded_student(
