@@ -17,15 +17,13 @@ _ENTRIES: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "cnn",
-        "description": "2-D CNN for images (C, H, W): conv3x3-ReLU-maxpool stages, global "
-        "average pool.",
+        "description": "2-D CNN for images (C, H, W): conv3x3-BN-ReLU-maxpool stages, linear head.",
         "input_ranks": [3],
         "knobs": {"width": "channels of the first stage, solved from size_ratio/max_parameters"},
     },
     {
         "name": "cnn1d",
-        "description": "1-D CNN for signals (C, L): conv5-ReLU-maxpool stages, global average "
-        "pool.",
+        "description": "1-D CNN for signals (C, L): conv5-BN-ReLU-maxpool stages, linear head.",
         "input_ranks": [2],
         "knobs": {"width": "channels of the first stage, solved from size_ratio/max_parameters"},
     },

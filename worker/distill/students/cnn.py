@@ -1,8 +1,11 @@
 """A small VGG-style 2-D CNN for images ``(N, C, H, W)``.
 
-Stages of conv3×3 → ReLU → 2×2 max-pool (while the map is at least 2 pixels wide), widths
-w, 2w, 4w, …, then a global average pool and one linear layer. ``width`` is the knob the
-auto sizing solves for.
+Stages of conv3×3 → batch norm → ReLU → 2×2 max-pool (while the map is at least 2 pixels
+wide), widths w, 2w, 4w, …, then one linear layer over the flattened final map (about 2×2
+to 7×7). On 8×8 digits with the default spec, a global average pool instead of the
+flattened map cost 8 points of agreement (keeping *where* a feature is matters on small
+images), and leaving out batch norm another 6 (0.93 against 0.99: 20 epochs at lr 1e-3
+are not enough without it). ``width`` is the knob the auto sizing solves for.
 """
 
 from __future__ import annotations
@@ -28,13 +31,24 @@ def build_cnn(cfg: CNNConfig) -> nn.Module:
     c_in = channels
     for stage in range(cfg.stages):
         c_out = cfg.width * 2**stage
-        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=height * width == 1))
+        if height * width > 1:  # batch norm needs more than one value per channel
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.ReLU())
         if min(height, width) >= 2:
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
         c_in = c_out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, cfg.num_classes)]
+    layers += [nn.Flatten(), nn.Linear(c_in * height * width, cfg.num_classes)]
     return nn.Sequential(*layers)
+
+
+def final_map(cfg: CNNConfig) -> tuple[int, int]:
+    _, height, width = cfg.input_shape
+    for _ in range(cfg.stages):
+        if min(height, width) >= 2:
+            height, width = height // 2, width // 2
+    return height, width
 
 
 def default_stages(height: int, width: int) -> int:
@@ -53,8 +67,12 @@ def cnn_for_width(input_shape: tuple[int, ...], num_classes: int, width: int) ->
 
 def cnn_parameters(cfg: CNNConfig) -> int:
     total, c_in = 0, cfg.input_shape[0]
+    _, height, width = cfg.input_shape
     for stage in range(cfg.stages):
         c_out = cfg.width * 2**stage
-        total += c_in * c_out * 9 + c_out
+        total += c_in * c_out * 9 + 2 * c_out if height * width > 1 else c_in * c_out * 9 + c_out
+        if min(height, width) >= 2:
+            height, width = height // 2, width // 2
         c_in = c_out
-    return total + c_in * cfg.num_classes + cfg.num_classes
+    height, width = final_map(cfg)
+    return total + c_in * height * width * cfg.num_classes + cfg.num_classes

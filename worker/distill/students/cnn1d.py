@@ -1,4 +1,8 @@
-"""A small 1-D CNN for signals ``(N, C, L)``: conv(k=5) → ReLU → pool stages, global pool."""
+"""A small 1-D CNN for signals ``(N, C, L)``.
+
+Stages of conv(k=5) → batch norm → ReLU → 2× max-pool, widths w, 2w, 4w, …, down to about
+4 steps, then one linear layer over the flattened final map (as in ``cnn.py``).
+"""
 
 from __future__ import annotations
 
@@ -25,12 +29,15 @@ def build_cnn1d(cfg: CNN1DConfig) -> nn.Module:
     c_in = channels
     for stage in range(cfg.stages):
         c_out = cfg.width * 2**stage
-        layers += [nn.Conv1d(c_in, c_out, KERNEL, padding=KERNEL // 2), nn.ReLU()]
+        layers.append(nn.Conv1d(c_in, c_out, KERNEL, padding=KERNEL // 2, bias=length == 1))
+        if length > 1:  # batch norm needs more than one value per channel
+            layers.append(nn.BatchNorm1d(c_out))
+        layers.append(nn.ReLU())
         if length >= 2:
             layers.append(nn.MaxPool1d(2))
             length //= 2
         c_in = c_out
-    layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c_in, cfg.num_classes)]
+    layers += [nn.Flatten(), nn.Linear(c_in * length, cfg.num_classes)]
     return nn.Sequential(*layers)
 
 
@@ -49,9 +56,11 @@ def cnn1d_for_width(input_shape: tuple[int, ...], num_classes: int, width: int) 
 
 
 def cnn1d_parameters(cfg: CNN1DConfig) -> int:
-    total, c_in = 0, cfg.input_shape[0]
+    total, (c_in, length) = 0, cfg.input_shape
     for stage in range(cfg.stages):
         c_out = cfg.width * 2**stage
-        total += c_in * c_out * KERNEL + c_out
+        total += c_in * c_out * KERNEL + (2 * c_out if length > 1 else c_out)
+        if length >= 2:
+            length //= 2
         c_in = c_out
-    return total + c_in * cfg.num_classes + cfg.num_classes
+    return total + c_in * length * cfg.num_classes + cfg.num_classes

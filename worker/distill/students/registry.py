@@ -68,7 +68,7 @@ REGISTRY: dict[str, StudentEntry] = {
         cnn_parameters,
         (cnn_for_width,),
         (3,),
-        "2-D CNN for images (C, H, W): conv3x3-ReLU-maxpool stages, global average pool.",
+        "2-D CNN for images (C, H, W): conv3x3-BN-ReLU-maxpool stages, linear head.",
     ),
     "cnn1d": StudentEntry(
         "cnn1d",
@@ -77,10 +77,9 @@ REGISTRY: dict[str, StudentEntry] = {
         cnn1d_parameters,
         (cnn1d_for_width,),
         (2,),
-        "1-D CNN for signals (C, L): conv5-ReLU-maxpool stages, global average pool.",
+        "1-D CNN for signals (C, L): conv5-BN-ReLU-maxpool stages, linear head.",
     ),
 }
-
 
 
 def build_student(name: str, config: Any) -> nn.Module:
