@@ -1,0 +1,105 @@
+"""Claims, leases and attempt fencing, on Postgres and on SQLite (the embedded default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine
+from core.keys import ensure_tenant
+from core.migrate import upgrade
+from models import Job, new_id, utcnow
+from models.job_repository import JobRepository
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("db")
+    else:
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        upgrade(url)
+    engine = make_engine(url)
+    s = sessionmaker(bind=engine, expire_on_commit=False)()
+    try:
+        yield s
+    finally:
+        s.rollback()
+        s.close()
+        engine.dispose()
+
+
+def _job(session: Session) -> str:
+    tenant = ensure_tenant(session, "t")
+    job = Job(id=new_id("job"), tenant_id=tenant.id, epochs=1, spec={}, metrics={}, artifacts={})
+    JobRepository(session).add(job, [], {})
+    session.commit()
+    return job.id
+
+
+def test_second_claim_of_a_leased_job_does_nothing(session: Session) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    assert jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3) == 1
+    assert jobs.claim(job_id, worker="b", lease=LEASE, max_attempts=3) is None
+    session.commit()
+    job = jobs.get(job_id)
+    assert job is not None and job.status == "running" and job.worker == "a"
+
+
+def test_expired_lease_is_taken_over_and_the_old_attempt_is_fenced(session: Session) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    assert jobs.claim(job_id, worker="a", lease=timedelta(seconds=-1), max_attempts=3) == 1
+    assert jobs.claim(job_id, worker="b", lease=LEASE, max_attempts=3) == 2
+    assert not jobs.progress(job_id, 1, stage="training", progress=0.5)
+    assert not jobs.heartbeat(job_id, 1, LEASE)
+    assert not jobs.finish(job_id, 1, report={"x": 1}, artifacts={}, metrics={})
+    assert jobs.progress(job_id, 2, stage="training", progress=0.5)
+    assert jobs.finish(job_id, 2, report={"x": 2}, artifacts={}, metrics={})
+    session.commit()
+    session.expire_all()
+    job = jobs.get(job_id)
+    assert job is not None and job.status == "succeeded" and job.report == {"x": 2}
+
+
+def test_no_claim_past_max_attempts_and_the_sweep_fails_the_job(session: Session) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    expired = timedelta(seconds=-1)
+    assert jobs.claim(job_id, worker="a", lease=expired, max_attempts=2) == 1
+    assert jobs.claim(job_id, worker="a", lease=expired, max_attempts=2) == 2
+    assert jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=2) is None
+    stale = jobs.stale(utcnow())
+    assert [j.id for j in stale] == [job_id]
+    assert jobs.fail_exhausted(stale[0], 2)
+    session.commit()
+    session.expire_all()
+    job = jobs.get(job_id)
+    assert job is not None and job.status == "failed" and job.error["code"] == "worker_lost"
+
+
+def test_cancel_of_a_queued_job_ends_it_and_blocks_claims(session: Session) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    job = jobs.get(job_id)
+    assert job is not None
+    jobs.request_cancel(job)
+    assert job.status == "cancelled" and job.finished_at is not None
+    assert jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3) is None
+
+
+def test_every_visible_change_bumps_the_revision(session: Session) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    start = jobs.revision(job_id)
+    assert start is not None
+    jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3)
+    jobs.progress(job_id, 1, stage="training", progress=0.2)
+    assert jobs.revision(job_id) == start + 2
