@@ -108,7 +108,7 @@ def train_classifier(
             idx = order[start : start + BATCH_SIZE]
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     return model.eval()
 
@@ -139,7 +139,8 @@ def _write_bytes(path: Path, write: Callable[[io.BufferedWriter], Any]) -> Path:
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
     # A file object, not a name: np.savez would append ".npz" to the temporary name.
-    return _write_bytes(path, lambda fh: np.savez(fh, **arrays))
+    members: dict[str, Any] = dict(arrays)
+    return _write_bytes(path, lambda fh: np.savez(fh, allow_pickle=False, **members))
 
 
 def _save_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
