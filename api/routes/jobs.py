@@ -10,11 +10,12 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import TenantId, UoW, get_uow
+from api.deps import TenantId, UoW
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
 from api.schemas import JobRead, JobStatus, Page, Report
 from api.services import jobs as service
+from core.db import get_sessionmaker
 from models.job_repository import TERMINAL, JobRepository
 from models.pagination import BadCursor
 
@@ -111,16 +112,16 @@ def download_student(
 
 
 def _snapshot(tenant_id: str, job_id: str) -> dict[str, Any] | None:
-    gen = get_uow()
-    uow = next(gen)
+    """A short session per poll: a long-lived stream must not hold a pooled connection."""
+    session = get_sessionmaker()()
     try:
-        job = JobRepository(uow.session).get_for_tenant(tenant_id, job_id)
+        job = JobRepository(session).get_for_tenant(tenant_id, job_id)
         if job is None:
             return None
         view = JobRead.model_validate(service.job_view(job)).model_dump(mode="json")
         return {"revision": job.revision, "job": view}
     finally:
-        gen.close()
+        session.close()
 
 
 def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:

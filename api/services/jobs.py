@@ -109,12 +109,9 @@ def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[
         evalset = _dataset(uow, tenant_id, "eval_dataset_id", spec.eval_dataset_id)
         _check_shapes("eval_dataset_id", teachers[0], evalset)
         _check_labels("eval_dataset_id", teachers[0], evalset)
-    teacher_sample = list((teachers[0].input_shape or [None])[1:])
-    shape = (
-        [int(d) for d in teacher_sample]
-        if all(d is not None for d in teacher_sample)
-        else list(transfer.sample_shape or [])
-    )
+    known = [d for d in (teachers[0].input_shape or [None])[1:] if d is not None]
+    teacher_rank = len(teachers[0].input_shape or [None]) - 1
+    shape = known if len(known) == teacher_rank else list(transfer.sample_shape or [])
     if not fits_input(spec.student.architecture, shape):
         raise _invalid(
             "student.architecture",
