@@ -311,8 +311,12 @@ def distill(
     _emit(on_progress, "evaluating", 0.0, epochs, epoch=epochs, step=result.steps)
     student = student.to(dev).eval()
     sample = eval_x[: ev_rows(len(eval_x))]
+    # Inputs already on the device for torch runtimes: the timing is the model, not a copy.
+    on_host = any(t.format == "onnx" for t in teachers)
     teacher_speed = measure_speed(
-        lambda xb: [teacher_logits(t, xb, dev, online=True) for t in teachers], sample, dev
+        lambda xb: [teacher_logits(t, xb, dev, online=True) for t in teachers],
+        sample if on_host else sample.to(dev),
+        dev,
     )
     eval_time += time.perf_counter() - started
 
@@ -336,10 +340,13 @@ def distill(
     source = next(f for f in METRICS_PREFERENCE if f in by_format)
     metrics = by_format[source]
     student_fn, runtime = _student_runtime(teachers, files, student, dev)
-    student_speed = measure_speed(student_fn, sample, dev)
+    student_speed = measure_speed(
+        student_fn, sample if runtime.endswith("cpu") else sample.to(dev), dev
+    )
     timings["evaluating"] = eval_time + time.perf_counter() - started
 
-    teacher_runtime = "onnxruntime-cpu" if teachers[0].format == "onnx" else f"torch-{dev.type}"
+    runtimes = {"onnxruntime-cpu" if t.format == "onnx" else f"torch-{dev.type}" for t in teachers}
+    teacher_runtime = "+".join(sorted(runtimes))
     s_params = count_parameters(student)
     report = build_report(
         teacher=model_section(t_params, teacher_speed, teacher_runtime),
