@@ -59,6 +59,8 @@ def file_response(request: Request, artifact: dict[str, Any]) -> Response:
         span = _parse_range(range_header, size)
     if span is None:
         headers["Content-Length"] = str(size)
+        if request.method == "HEAD":
+            return Response(status_code=200, headers=headers)
         return StreamingResponse(
             storage.read_range(key, 0, size - 1) if size else iter(()),
             media_type="application/octet-stream",
@@ -67,6 +69,8 @@ def file_response(request: Request, artifact: dict[str, Any]) -> Response:
     start, end = span
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
+    if request.method == "HEAD":
+        return Response(status_code=206, headers=headers)
     return StreamingResponse(
         storage.read_range(key, start, end),
         status_code=206,

@@ -30,9 +30,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.embedded_broker:
         folder = settings.broker_dir / "queue"
         folder.mkdir(parents=True, exist_ok=True)
+        control = settings.broker_dir / "control"  # kombu's default is ./control (the cwd)
+        control.mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
+            "control_folder": str(control),
             "store_processed": False,
         }
     else:

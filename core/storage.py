@@ -52,7 +52,9 @@ class Storage(Protocol):
         """A push-style writer: ``write`` chunks, then ``finish`` (atomic) or ``abort``."""
         ...
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> PutResult: ...
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None
+    ) -> PutResult: ...
 
     async def put_async_stream(
         self, key: str, chunks: AsyncIterator[bytes], max_bytes: int | None = None

@@ -189,6 +189,18 @@ class JobRepository:
         )
         return bool(getattr(self.session.execute(stmt), "rowcount", 0))
 
+    def running_on(self, worker_prefix: str) -> list[Job]:
+        stmt = select(Job).where(Job.status == "running", Job.worker.startswith(worker_prefix))
+        return list(self.session.scalars(stmt))
+
+    def expire_lease(self, job_id: str, attempt: int) -> bool:
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+        return bool(getattr(self.session.execute(stmt), "rowcount", 0))
+
     def stale_cancelled(self, now: datetime) -> list[Job]:
         stmt = select(Job).where(
             Job.status == "running", Job.cancel_requested.is_(True), Job.lease_expires_at < now

@@ -81,8 +81,10 @@ def demo_files(directory: Path) -> None:
 
 def _upload(kind: str, file: Path, name: str | None, wait: bool, url: str, key: str) -> None:
     with _client(url, key) as client:
-        obj = client.upload_teacher(file, name) if kind == "teachers" else client.upload_dataset(
-            file, name
+        obj = (
+            client.upload_teacher(file, name)
+            if kind == "teachers"
+            else client.upload_dataset(file, name)
         )
         if wait:
             obj = client.wait_ready(kind, obj["id"])

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from core.settings import Settings
 
@@ -48,15 +47,35 @@ def processes(settings: Settings) -> list[Proc]:
     api = Proc(
         "api",
         [
-            py, "-m", "uvicorn", "api.app:create_app", "--factory",
-            "--host", settings.host, "--port", str(settings.port), "--log-level", "info",
+            py,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+            "--log-level",
+            "info",
         ],
     )
     validate = Proc(
         "worker-validate",
         [
-            *celery, "worker", "-Q", "validate", "-c", "1", "-n", "validate@%h",
-            "-l", "INFO", "-B", "-s", str(data / "celerybeat-schedule"),
+            *celery,
+            "worker",
+            "-Q",
+            "validate",
+            "-c",
+            "1",
+            "-n",
+            "validate@%h",
+            "-l",
+            "INFO",
+            "-B",
+            "-s",
+            str(data / "celerybeat-schedule"),
         ],
     )
     gpu = Proc(

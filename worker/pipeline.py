@@ -255,6 +255,35 @@ def run_job(job_id: str) -> None:
     Run(claimed, settings).execute()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_orphans(publish: Any) -> int:
+    """At worker start: jobs of this host whose worker process is gone (a restart after a
+    crash or a stop) need not wait for their lease to run out. Returns how many."""
+    ids = []
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        for job in jobs.running_on(f"{socket.gethostname()}:"):
+            pid = (job.worker or "").rsplit(":", 1)[-1]
+            if (
+                pid.isdigit()
+                and not _pid_alive(int(pid))
+                and jobs.expire_lease(job.id, job.attempt)
+            ):
+                ids.append(job.id)
+    for job_id in ids:
+        publish(job_id)
+    return len(ids)
+
+
 def requeue_stale(publish: Any) -> int:
     """Re-publish jobs whose lease expired; fail those out of attempts. Returns how many."""
     settings = get_settings()

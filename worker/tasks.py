@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import signal
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from sqlalchemy.exc import OperationalError
 
 from core.queue import (
@@ -64,3 +64,8 @@ def _die_with_the_worker(**_: object) -> None:
     """A pool process must not outlive its worker: an orphan would keep a GPU busy and
     race the attempt that takes the job over."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@worker_ready.connect
+def _reclaim_orphans(**_: object) -> None:
+    pipeline.reclaim_orphans(lambda job_id: run_job.apply_async(args=[job_id]))

@@ -91,8 +91,9 @@ def get_report(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return job.report
 
 
-@router.get(
+@router.api_route(
     "/jobs/{job_id}/student",
+    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 416: {}},
     summary="Download the student (ETag = sha256, Range supported)",

@@ -195,4 +195,7 @@ def test_download_supports_range_and_conditional_requests(
     assert tail.status_code == 206 and tail.content == full.content[-5:]
     assert client.get(url, headers={"Range": f"bytes={size}-"}).status_code == 416
     assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(size) and head.headers["etag"] == etag
     assert client.get(f"/v1/jobs/{job['id']}/student?format=pickle").status_code == 422

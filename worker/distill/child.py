@@ -22,7 +22,9 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
         from worker.distill.teachers import inspect_teacher
 
         return inspect_teacher(
-            request["path"], request["format"], allow_torchscript=bool(request.get("allow_torchscript"))
+            request["path"],
+            request["format"],
+            allow_torchscript=bool(request.get("allow_torchscript")),
         )
     if op == "inspect_dataset":
         from worker.distill.data import inspect_dataset
@@ -52,7 +54,9 @@ def main() -> int:
         _emit({"event": "error", "code": exc.code, "message": exc.message})
         return 0
     except MemoryError:
-        _emit({"event": "error", "code": "out_of_memory", "message": "the worker ran out of memory"})
+        _emit(
+            {"event": "error", "code": "out_of_memory", "message": "the worker ran out of memory"}
+        )
         return 1
     except Exception as exc:
         traceback.print_exc()
