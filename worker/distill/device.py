@@ -50,3 +50,18 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
             x = x.pin_memory()
         return x.to(device, non_blocking=True)
     return x.to(device)
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Turn TF32 off on CUDA (cuDNN convolutions use it by default): numbers that go in the
+    report must match what a CPU or strict-fp32 run of the same model gives."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -27,7 +27,7 @@ from torch import nn
 
 from core.spec import JobSpec
 from worker.distill import evaluate as ev
-from worker.distill.device import resolve_device, set_threads
+from worker.distill.device import exact_fp32, resolve_device, set_threads
 from worker.distill.errors import Cancelled, UserError
 from worker.distill.export import export_student, runtime_for, verify_exports
 from worker.distill.report import build_report, measure_speed, model_section
@@ -104,7 +104,9 @@ def run_distillation(
         load_teacher(s.path, s.format, allow_torchscript=allow_torchscript, device=dev.type)
         for s in teachers
     ]
-    shape = [int(d) for d in loaded[0].input_shape[1:] if d is not None]
+    dims = loaded[0].input_shape[1:]
+    # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
+    shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]
     prep = spec.preprocessing
     data = load_dataset(
         transfer.path, transfer.format, sample_shape=shape, mean=prep.mean, std=prep.std
@@ -215,9 +217,13 @@ def distill(
     timings["soft_labeling"] = time.perf_counter() - started
 
     # 2. The student, sized from the teachers' parameters, its input statistics from x_train.
-    t_params_list = [t.parameters for t in teachers]
-    t_params = None if any(p is None for p in t_params_list) else sum(t_params_list)  # type: ignore[misc]
-    target, cap = student_target(t_params, spec.student.size_ratio, spec.student.max_parameters)
+    # The report's teacher is the whole ensemble (what the student replaces); sizing uses
+    # its largest member, so the student compresses every single teacher by 1/size_ratio.
+    sizes = [t.parameters for t in teachers]
+    known = [p for p in sizes if p is not None]
+    t_params = sum(known) if len(known) == len(sizes) else None
+    largest = max(known) if len(known) == len(sizes) else None
+    target, cap = student_target(largest, spec.student.size_ratio, spec.student.max_parameters)
     name, config = size_student(
         spec.student.architecture, sample_shape, num_classes, target=target, cap=cap
     )
@@ -231,12 +237,13 @@ def distill(
 
     started = time.perf_counter()
     inference_batch = max(1, min(8192, INFERENCE_ELEMENTS // max(1, math.prod(sample_shape))))
-    eval_teacher = torch.stack(
-        [
-            ev.predict(lambda xb, t=t: teacher_logits(t, xb, dev), eval_x, inference_batch)
-            for t in teachers
-        ]
-    )
+    with exact_fp32():  # the report's teacher numbers: what anyone gets running it in fp32
+        eval_teacher = torch.stack(
+            [
+                ev.predict(lambda xb, t=t: teacher_logits(t, xb, dev), eval_x, inference_batch)
+                for t in teachers
+            ]
+        )
     eval_time = time.perf_counter() - started
     p_eval = ev.teacher_probs(eval_teacher)
 
@@ -363,6 +370,7 @@ def distill(
             "student_architecture": config_to_dict(name, config),
             "student_target_parameters": round(target),
             "teachers": len(teachers),
+            "teacher_parameters_each": sizes,
             "eval_split": {"source": "eval_dataset"} if split is None else split.describe(),
             "train_samples": len(x_train),
             "steps": result.steps,

@@ -203,6 +203,9 @@ def test_online_mode_and_an_ensemble(
     assert result.report["soft_labels"] == "online"
     assert result.report["teachers"] == 2
     assert not (tmp_path / "cache").exists()
+    each = result.report["teacher_parameters_each"]
+    assert result.report["teacher"]["parameters"] == sum(each)
+    assert result.report["student_target_parameters"] == round(0.1 * max(each))
 
 
 def test_without_an_eval_set_a_reproducible_split_is_held_out(

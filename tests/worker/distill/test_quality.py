@@ -20,14 +20,14 @@ from tests.worker.distill.helpers import ModuleTeacher, cnn_teacher, digits_spli
 from worker.distill.engine import distill
 
 
-def _job(alpha: float = 0.1) -> JobSpec:
+def _job(alpha: float = 0.1, export: str = "onnx") -> JobSpec:
     return JobSpec.model_validate(
         {
             "teacher_ids": ["t"],
             "dataset_id": "d",
             "student": {"architecture": "auto", "size_ratio": 0.1},
             "distillation": {"alpha": alpha},
-            "export_formats": ["onnx"],
+            "export_formats": [export],
         }
     )
 
@@ -42,7 +42,16 @@ def _distil_and_baseline(
     wrapped = ModuleTeacher(teacher, 10, shape)
     distilled = distill([wrapped], x, None, xe, ye, _job(), workdir=tmp / "kd", cache_dir=None)
     # Baseline: the same student and loop, trained on the hard labels alone (alpha = 1).
-    hard = distill([wrapped], x, y, xe, ye, _job(alpha=1.0), workdir=tmp / "hard", cache_dir=None)
+    hard = distill(
+        [wrapped],
+        x,
+        y,
+        xe,
+        ye,
+        _job(alpha=1.0, export="safetensors"),
+        workdir=tmp / "hard",
+        cache_dir=None,
+    )
     kd, base = distilled.report, hard.report
     print(
         f"\n{'CNN' if images else 'MLP'} teacher {kd['teacher']['parameters']} params, "  # type: ignore[index]

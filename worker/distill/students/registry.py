@@ -198,9 +198,10 @@ def student_target(
 ) -> tuple[float, int]:
     """(target, hard cap) in parameters.
 
-    target = size_ratio × teacher parameters (for an ensemble, all teachers together),
-    lowered to max_parameters when that is smaller. The cap is max_parameters and the
-    teacher's own size: a student is never bigger than what it replaces.
+    target = size_ratio × teacher parameters, lowered to max_parameters when that is
+    smaller. The cap is max_parameters and the teacher's own size: a student is never
+    bigger than what it replaces. For an ensemble the engine passes its largest member, so
+    the student is size_ratio of any single teacher, not of the ensemble's sum.
     """
     if teacher_parameters is None:
         if max_parameters is None:
