@@ -91,9 +91,9 @@ def get_report(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return job.report
 
 
-@router.api_route(
+@router.head("/jobs/{job_id}/student", include_in_schema=False)
+@router.get(
     "/jobs/{job_id}/student",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 416: {}},
     summary="Download the student (ETag = sha256, Range supported)",
