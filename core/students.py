@@ -11,7 +11,7 @@ from typing import Any
 _ENTRIES: tuple[dict[str, Any], ...] = (
     {
         "name": "mlp",
-        "description": "Multi-layer perceptron over the flattened input (ReLU, two hidden layers).",
+        "description": "MLP over the flattened input: two hidden layers, each linear-BN-ReLU.",
         "input_ranks": [1, 2, 3],
         "knobs": {"hidden": "widths of the hidden layers, solved from size_ratio/max_parameters"},
     },

@@ -21,7 +21,7 @@ from torch import nn
 
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import autocast, to_device
-from worker.distill.errors import Cancelled
+from worker.distill.errors import Cancelled, UserError
 from worker.distill.losses import kd_loss, soft_targets
 
 GRAD_CLIP = 1.0  # max global L2 norm of the gradient (the usual value: timm, nanoGPT)
@@ -60,6 +60,16 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """ceil(n / batch_size), except that a last batch of one sample is skipped: batch norm
+    cannot train on a single sample (the skipped one differs each epoch)."""
+    if n < 2:
+        raise UserError("dataset_too_small", "dataset: training needs at least 2 samples")
+    if batch_size == 1:
+        raise UserError("bad_spec", "training.batch_size: batch norm needs at least 2")
+    return n // batch_size + (1 if n % batch_size > 1 else 0)
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=generator)
@@ -86,7 +96,7 @@ def train(
     Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns true.
     """
     n = len(x)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = batches_per_epoch(n, cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_fraction * total)
     model.to(device).train()

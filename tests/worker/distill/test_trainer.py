@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from worker.distill.errors import Cancelled
+from worker.distill.errors import Cancelled, UserError
 from worker.distill.losses import soft_targets
 from worker.distill.trainer import TrainConfig, lr_at, train
 
@@ -143,3 +143,13 @@ def test_labels_feed_the_hard_term(tmp_path: Path) -> None:
         fingerprint="j",
     )
     assert save(a.state_dict()) != save(b.state_dict())
+
+
+def test_a_last_batch_of_one_sample_is_skipped_for_batch_norm() -> None:
+    from worker.distill.trainer import batches_per_epoch
+
+    assert batches_per_epoch(96, 16) == 6
+    assert batches_per_epoch(97, 16) == 6
+    assert batches_per_epoch(98, 16) == 7
+    with pytest.raises(UserError):
+        batches_per_epoch(1, 16)

@@ -59,7 +59,7 @@ REGISTRY: dict[str, StudentEntry] = {
             lambda s, c, w: mlp_for_width(s, c, w, depth=1),
         ),
         (1, 2, 3),
-        "Multi-layer perceptron over the flattened input (ReLU, two hidden layers).",
+        "MLP over the flattened input: two hidden layers, each linear-BN-ReLU.",
     ),
     "cnn": StudentEntry(
         "cnn",
