@@ -35,21 +35,17 @@ from worker.distill.soft_labels import (
     SoftLabels,
     TeacherLike,
     cache_key,
-    compute_soft_labels,
-    load_soft_labels,
-    save_soft_labels,
-    soft_labels_path,
+    cached_soft_labels,
     teacher_logits,
 )
 from worker.distill.split import held_out_split
 from worker.distill.students import (
-    build_student,
     config_to_dict,
     count_parameters,
+    init_student,
     size_student,
     student_target,
 )
-from worker.distill.students.layers import Standardize
 from worker.distill.trainer import TrainConfig, train
 
 Progress = Callable[[dict[str, Any]], None]
@@ -198,6 +194,8 @@ def distill(
     num_classes = teachers[0].num_classes
     sample_shape = tuple(int(s) for s in x.shape[1:])
 
+    inference_batch = max(1, min(8192, INFERENCE_ELEMENTS // max(1, math.prod(sample_shape))))
+
     # Held-out split: only when there is no eval set (seeded, reproducible; see split.py).
     split = None
     train_idx = torch.arange(len(x))
@@ -213,7 +211,32 @@ def distill(
     _emit(on_progress, "soft_labeling", 0.0, epochs)
     soft: SoftLabels | None = None
     if dist.soft_labels == "cached":
-        soft = _soft_labels(teachers, x, spec, dev, cache_dir, identity, on_progress, should_stop)
+        key = None
+        if identity is not None:
+            key = cache_key(
+                identity["teachers"],
+                identity["dataset"],
+                sample_shape=sample_shape,
+                mean=spec.preprocessing.mean,
+                std=spec.preprocessing.std,
+                top_k=dist.top_k,
+            )
+
+        def on_fraction(done: float) -> None:
+            if should_stop():
+                raise Cancelled()
+            _emit(on_progress, "soft_labeling", done, epochs)
+
+        soft = cached_soft_labels(
+            teachers,
+            x,
+            dev,
+            top_k=dist.top_k,
+            cache_dir=cache_dir,
+            key=key,
+            batch_size=inference_batch,
+            on_fraction=on_fraction,
+        )
     timings["soft_labeling"] = time.perf_counter() - started
 
     # 2. The student, sized from the teachers' parameters, its input statistics from x_train.
@@ -227,16 +250,9 @@ def distill(
     name, config = size_student(
         spec.student.architecture, sample_shape, num_classes, target=target, cap=cap
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tr.seed)  # weight init: the only randomness outside the data order
-        student = build_student(name, config)
-    for module in student.modules():
-        if isinstance(module, Standardize):
-            module.fit(x_train)
-            break
+    student = init_student(name, config, seed=tr.seed, inputs=x_train)
 
     started = time.perf_counter()
-    inference_batch = max(1, min(8192, INFERENCE_ELEMENTS // max(1, math.prod(sample_shape))))
     with exact_fp32():  # the report's teacher numbers: what anyone gets running it in fp32
         eval_teacher = torch.stack(
             [
@@ -313,7 +329,7 @@ def distill(
     if should_stop():
         raise Cancelled()
 
-    # 3. Evaluate the PyTorch student (progress only) and time the teacher.
+    # 3. Time the teacher (its eval logits were computed before training, for progress).
     started = time.perf_counter()
     _emit(on_progress, "evaluating", 0.0, epochs, epoch=epochs, step=result.steps)
     student = student.to(dev).eval()
@@ -327,7 +343,8 @@ def distill(
     )
     eval_time += time.perf_counter() - started
 
-    # 4. Export, check each file against the PyTorch student, then measure the files.
+    # 4. Export, check each file against the PyTorch student, then evaluate and time the
+    #    files themselves: the report's student numbers are the downloaded files' numbers.
     started = time.perf_counter()
     _emit(on_progress, "exporting", 0.0, epochs, epoch=epochs, step=result.steps)
     student = student.cpu()
@@ -423,44 +440,3 @@ def _fingerprint(
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _soft_labels(
-    teachers: Sequence[TeacherLike],
-    x: torch.Tensor,
-    spec: JobSpec,
-    dev: torch.device,
-    cache_dir: Path | None,
-    identity: dict[str, Any] | None,
-    on_progress: Progress,
-    should_stop: Callable[[], bool],
-) -> SoftLabels:
-    epochs = spec.training.epochs
-    path = key = None
-    if cache_dir is not None and identity is not None:
-        key = cache_key(
-            identity["teachers"],
-            identity["dataset"],
-            sample_shape=x.shape[1:],
-            mean=spec.preprocessing.mean,
-            std=spec.preprocessing.std,
-            top_k=spec.distillation.top_k,
-        )
-        path = soft_labels_path(cache_dir, key)
-        stored = load_soft_labels(path, key, len(x))
-        if stored is not None:
-            _emit(on_progress, "soft_labeling", 1.0, epochs, metrics={"soft_labels_cache": "hit"})
-            return stored
-
-    def on_batch(done: int, total: int) -> None:
-        if should_stop():
-            raise Cancelled()
-        _emit(on_progress, "soft_labeling", done / total, epochs)
-
-    batch = max(1, min(8192, INFERENCE_ELEMENTS // max(1, math.prod(x.shape[1:]))))
-    labels = compute_soft_labels(
-        teachers, x, dev, top_k=spec.distillation.top_k, batch_size=batch, on_batch=on_batch
-    )
-    if path is not None and key is not None:
-        save_soft_labels(labels, path, key)
-    return labels

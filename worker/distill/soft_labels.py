@@ -193,3 +193,34 @@ def load_soft_labels(path: Path, key: str, num_samples: int) -> SoftLabels | Non
 
 def soft_labels_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"soft-labels-{key}.safetensors"
+
+
+def cached_soft_labels(
+    teachers: Sequence[TeacherLike],
+    x: torch.Tensor,
+    device: torch.device,
+    *,
+    top_k: int | None,
+    cache_dir: Path | None,
+    key: str | None,
+    batch_size: int,
+    on_fraction: Callable[[float], None] = lambda done: None,
+) -> SoftLabels:
+    """The stored labels for ``key`` when present, else computed once and stored."""
+    path = None if cache_dir is None or key is None else soft_labels_path(cache_dir, key)
+    if path is not None and key is not None:
+        stored = load_soft_labels(path, key, len(x))
+        if stored is not None:
+            on_fraction(1.0)
+            return stored
+    labels = compute_soft_labels(
+        teachers,
+        x,
+        device,
+        top_k=top_k,
+        batch_size=batch_size,
+        on_batch=lambda done, total: on_fraction(done / total),
+    )
+    if path is not None and key is not None:
+        save_soft_labels(labels, path, key)
+    return labels

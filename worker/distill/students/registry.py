@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from core.students import AUTO_BY_RANK
@@ -26,6 +27,7 @@ from worker.distill.students.cnn1d import (
     cnn1d_for_width,
     cnn1d_parameters,
 )
+from worker.distill.students.layers import Standardize
 from worker.distill.students.mlp import MLPConfig, build_mlp, mlp_for_width, mlp_parameters
 
 TOLERANCE = 0.25  # the student lands within ±25 % of its target parameter count
@@ -84,6 +86,19 @@ REGISTRY: dict[str, StudentEntry] = {
 
 def build_student(name: str, config: Any) -> nn.Module:
     return REGISTRY[name].build(config)
+
+
+def init_student(name: str, config: Any, *, seed: int, inputs: torch.Tensor) -> nn.Module:
+    """Build with weights drawn from ``seed`` (without touching the global RNG) and fit the
+    input standardisation to ``inputs`` (the training samples)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_student(name, config)
+    for module in model.modules():
+        if isinstance(module, Standardize):
+            module.fit(inputs)
+            break
+    return model
 
 
 def count_parameters(module: nn.Module) -> int:
