@@ -6,7 +6,7 @@ choices only: the spec picks students and formats by name, never by import path.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +23,18 @@ class StudentSpec(_Strict):
     architecture: Literal["auto", "mlp", "cnn", "cnn1d"] = "auto"
     size_ratio: float = Field(default=0.1, gt=0.0, le=1.0)
     max_parameters: int | None = Field(default=None, ge=16)
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="mlp only: the hidden widths, e.g. [800, 800]; replaces auto sizing",
+    )
+
+    @model_validator(mode="after")
+    def _hidden_is_mlp(self) -> StudentSpec:
+        if self.hidden is not None and self.architecture != "mlp":
+            raise ValueError('hidden is only valid with architecture "mlp"')
+        return self
 
 
 class DistillationSpec(_Strict):

@@ -248,7 +248,12 @@ def distill(
     largest = max(known) if len(known) == len(sizes) else None
     target, cap = student_target(largest, spec.student.size_ratio, spec.student.max_parameters)
     name, config = size_student(
-        spec.student.architecture, sample_shape, num_classes, target=target, cap=cap
+        spec.student.architecture,
+        sample_shape,
+        num_classes,
+        target=target,
+        cap=cap,
+        hidden=spec.student.hidden,
     )
     student = init_student(name, config, seed=tr.seed, inputs=x_train)
 

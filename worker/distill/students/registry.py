@@ -167,8 +167,11 @@ def size_student(
     *,
     target: float,
     cap: int,
+    hidden: Sequence[int] | None = None,
 ) -> tuple[str, Any]:
     """Pick (for ``auto``) and size a student to ``target`` parameters, at most ``cap``.
+
+    ``hidden`` (mlp only) gives the widths outright: no sizing, only the cap is checked.
 
     ``auto`` picks by the rank of one sample: vectors → mlp, (C, L) → cnn1d,
     (C, H, W) → cnn; when the convolutional student cannot be made that small (a tiny
@@ -176,6 +179,8 @@ def size_student(
     student of the asked architecture lands within 25 % of the target.
     """
     shape = tuple(int(s) for s in sample_shape)
+    if hidden is not None:
+        return "mlp", _explicit_mlp(architecture, shape, num_classes, hidden, cap)
     if architecture == "auto":
         first = AUTO_BY_RANK.get(len(shape), "mlp")
         candidates = [first] if first == "mlp" else [first, "mlp"]
@@ -206,6 +211,25 @@ def size_student(
         f"parameters (±25 %, at most {cap}) for samples of shape {list(shape)}; the "
         f"smallest has {smallest}. Raise student.size_ratio or student.max_parameters.",
     )
+
+
+def _explicit_mlp(
+    architecture: str,
+    shape: tuple[int, ...],
+    num_classes: int,
+    hidden: Sequence[int],
+    cap: int,
+) -> MLPConfig:
+    if architecture != "mlp":
+        raise UserError("bad_spec", 'student.hidden: only valid with architecture "mlp"')
+    config = MLPConfig(shape, num_classes, tuple(int(h) for h in hidden))
+    if mlp_parameters(config) > cap:
+        raise UserError(
+            "student_size",
+            f"student.hidden: {list(config.hidden)} gives {mlp_parameters(config)} "
+            f"parameters, more than the cap of {cap} (the teacher or max_parameters)",
+        )
+    return config
 
 
 def student_target(
