@@ -128,7 +128,9 @@ def _celery_env() -> dict[str, str]:
     return env
 
 
-def start_worker(queues: str, name: str, log_name: str, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    queues: str, name: str, log_name: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(DATA_DIR / log_name, "ab") as log:
         return subprocess.Popen(
             [
@@ -149,7 +151,7 @@ def start_worker(queues: str, name: str, log_name: str, *extra: str) -> subproce
                 *extra,
             ],
             cwd=ROOT,
-            env=_celery_env(),
+            env={**_celery_env(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -3,6 +3,7 @@ the student and the report. The job row is the truth; every write is fenced by a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
 
 from core.db import session_scope
 from core.settings import Settings, get_settings
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors"}
 PROGRESS_EVERY_S = 0.5
+# Faults worth a retry: the database, the broker or storage going away for a while.
+TRANSIENT = (OperationalError, OSError)
 
 
 @dataclass
@@ -252,7 +258,22 @@ def run_job(job_id: str) -> None:
         log.info("job %s: not claimable (taken, finished, cancelled or out of attempts)", job_id)
         return
     log.info("job %s: attempt %s on %s", job_id, claimed.attempt, worker_name())
-    Run(claimed, settings).execute()
+    try:
+        Run(claimed, settings).execute()
+    except SoftTimeLimitExceeded:
+        with session_scope() as session:
+            JobRepository(session).fail(
+                job_id,
+                claimed.attempt,
+                code="time_limit",
+                message=f"the job ran past the limit of {settings.job_soft_time_limit_s} s",
+            )
+    except TRANSIENT:
+        # Give the job back at once so that the retry (with backoff) can claim it again;
+        # if the database itself is down, the lease runs out and the sweep re-publishes it.
+        with contextlib.suppress(*TRANSIENT), session_scope() as session:
+            JobRepository(session).release(job_id, claimed.attempt)
+        raise
 
 
 def _pid_alive(pid: int) -> bool:

@@ -6,7 +6,6 @@ import ctypes
 import signal
 
 from celery.signals import worker_process_init, worker_ready
-from sqlalchemy.exc import OperationalError
 
 from core.queue import (
     TASK_REQUEUE_STALE,
@@ -18,7 +17,7 @@ from worker import pipeline, validation
 from worker.celery_app import app
 from worker.sandbox import PR_SET_PDEATHSIG
 
-TRANSIENT = (OperationalError, OSError)
+TRANSIENT = pipeline.TRANSIENT
 
 
 @app.task(

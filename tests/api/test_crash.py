@@ -58,3 +58,22 @@ def test_killed_worker_job_resumes_with_identical_student(
         assert clean["report"]["timings_s"]["soft_labeling"] < 1.0
     finally:
         stop_process(second)
+
+
+def test_job_past_its_time_limit_fails_with_a_reason(
+    client: TestClient, inputs: dict[str, str], worker: subprocess.Popen[bytes]
+) -> None:
+    limited = start_worker(
+        "gpu",
+        "gpu-limited",
+        "worker-gpu-limited.log",
+        env={"STILLHOUSE_JOB_SOFT_TIME_LIMIT_S": "6"},
+    )
+    try:
+        body = _body(inputs, training={"epochs": 500, "batch_size": 16})
+        job = _finished(client, client.post("/v1/jobs", json=body).json()["id"], timeout=120)
+    finally:
+        stop_process(limited)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "time_limit"
+    assert "6 s" in job["error"]["message"]
