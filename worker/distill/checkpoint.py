@@ -68,7 +68,7 @@ def save_checkpoint(
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors |= _optimizer_tensors(optimizer)
     tensors["rng.torch_cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
     blob = save_tensors(tensors)
     name = f"checkpoint-{int(train['step']):09d}.safetensors"

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +262,7 @@ def distill(
     with exact_fp32():  # the report's teacher numbers: what anyone gets running it in fp32
         eval_teacher = torch.stack(
             [
-                ev.predict(lambda xb, t=t: teacher_logits(t, xb, dev), eval_x, inference_batch)
+                ev.predict(partial(teacher_logits, t, device=dev), eval_x, inference_batch)
                 for t in teachers
             ]
         )
@@ -355,7 +356,7 @@ def distill(
     student = student.cpu()
     files = export_student(student, name, config, sample, workdir / "export", spec.export_formats)
     export_diffs = verify_exports(student, files, sample)
-    published = {k: v for k, v in files.items() if k in spec.export_formats}
+    published: dict[str, Path] = {k: v for k, v in files.items() if k in spec.export_formats}
     timings["exporting"] = time.perf_counter() - started
     if should_stop():
         raise Cancelled()

@@ -151,7 +151,7 @@ def train(
                 logits = model(xb)
             loss = kd_loss(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             optimizer.step()
             step += 1

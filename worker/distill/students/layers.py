@@ -15,6 +15,9 @@ class Standardize(nn.Module):
     e.g. ``(D,)`` for vectors or ``(C, 1, 1)`` for images.
     """
 
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
     def __init__(self, stat_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(stat_shape))
@@ -33,7 +36,7 @@ class Standardize(nn.Module):
         the smallest change at test time into a huge activation.
         """
         sample_shape = x.shape[1:]
-        stat_shape = self.mean.shape
+        stat_shape = tuple(self.mean.shape)
         dims = [0] + [i + 1 for i, s in enumerate(stat_shape) if s == 1 and sample_shape[i] != 1]
         x64 = x.double()
         mean = x64.mean(dim=dims, keepdim=True)[0]
