@@ -45,11 +45,11 @@ def synchronize(device: torch.device) -> None:
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host → device copy; from pinned memory it overlaps with compute (non_blocking)."""
-    if device.type == "cuda":
-        if not x.is_pinned():
-            x = x.pin_memory()
-        return x.to(device, non_blocking=True)
-    return x.to(device)
+    if x.device == device or device.type != "cuda":
+        return x.to(device)
+    if x.device.type == "cpu" and not x.is_pinned():
+        x = x.pin_memory()  # the caching host allocator keeps it alive until the copy ends
+    return x.to(device, non_blocking=True)
 
 
 @contextlib.contextmanager
