@@ -1,0 +1,1 @@
+"""Benchmarks: they print ratios against their anchors; they are not timed tests (`make bench`)."""
