@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from core.db import session_scope
@@ -14,10 +15,7 @@ from worker.sandbox import SandboxError, run_once
 log = logging.getLogger(__name__)
 VALIDATE_TIMEOUT_S = 600
 
-
-def _file_path(session: Any, file_id: str) -> str | None:
-    stored = StoredFileRepository(session).get(file_id)
-    return None if stored is None else str(get_storage().local_path(stored.key))
+Repository = type[TeacherRepository] | type[DatasetRepository]
 
 
 def _inspect(request: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
@@ -36,67 +34,65 @@ def _inspect(request: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, 
     return result, None
 
 
-def validate_teacher(teacher_id: str) -> None:
+def _validate(
+    repository: Repository,
+    row_id: str,
+    op: str,
+    metadata: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Read the row, inspect its file in the sandbox (no session held meanwhile), then write
+    ``ready`` with the metadata or ``rejected`` with the reason, unless the row moved on."""
     with session_scope() as session:
-        row = TeacherRepository(session).get(teacher_id)
+        row = repository(session).get(row_id)
         if row is None or row.status != "validating":
             return
-        path, fmt = _file_path(session, row.file_id), row.format
-    if path is None:
-        return
-    info, error = _inspect(
-        {
-            "op": "inspect_teacher",
-            "path": path,
-            "format": fmt,
+        stored = StoredFileRepository(session).get(row.file_id)
+        if stored is None:
+            return
+        request = {
+            "op": op,
+            "path": str(get_storage().local_path(stored.key)),
+            "format": row.format,
             "allow_torchscript": get_settings().allow_torchscript,
         }
-    )
+    info, error = _inspect(request)
     with session_scope() as session:
-        repo = TeacherRepository(session)
-        row = repo.get(teacher_id)
+        repo = repository(session)
+        row = repo.get(row_id)
         if row is None or row.status != "validating":
             return
         if error is not None:
             repo.update(row, status="rejected", error=error)
-            log.info("teacher %s rejected: %s", teacher_id, error)
-            return
-        assert info is not None
-        repo.update(
-            row,
-            status="ready",
-            input_shape=info["input_shape"],
-            input_dtype=info["input_dtype"],
-            num_classes=info["num_classes"],
-            parameters=info.get("parameters"),
-        )
+            log.info("%s rejected: %s", row_id, error)
+        else:
+            assert info is not None
+            repo.update(row, status="ready", **metadata(info))
+
+
+def validate_teacher(teacher_id: str) -> None:
+    _validate(
+        TeacherRepository,
+        teacher_id,
+        "inspect_teacher",
+        lambda info: {
+            "input_shape": info["input_shape"],
+            "input_dtype": info["input_dtype"],
+            "num_classes": info["num_classes"],
+            "parameters": info.get("parameters"),
+        },
+    )
 
 
 def validate_dataset(dataset_id: str) -> None:
-    with session_scope() as session:
-        row = DatasetRepository(session).get(dataset_id)
-        if row is None or row.status != "validating":
-            return
-        path, fmt = _file_path(session, row.file_id), row.format
-    if path is None:
-        return
-    info, error = _inspect({"op": "inspect_dataset", "path": path, "format": fmt})
-    with session_scope() as session:
-        repo = DatasetRepository(session)
-        row = repo.get(dataset_id)
-        if row is None or row.status != "validating":
-            return
-        if error is not None:
-            repo.update(row, status="rejected", error=error)
-            log.info("dataset %s rejected: %s", dataset_id, error)
-            return
-        assert info is not None
-        repo.update(
-            row,
-            status="ready",
-            num_samples=info["num_samples"],
-            sample_shape=info["sample_shape"],
-            dtype=info["dtype"],
-            has_labels=bool(info["has_labels"]),
-            num_classes=info.get("num_classes"),
-        )
+    _validate(
+        DatasetRepository,
+        dataset_id,
+        "inspect_dataset",
+        lambda info: {
+            "num_samples": info["num_samples"],
+            "sample_shape": info["sample_shape"],
+            "dtype": info["dtype"],
+            "has_labels": bool(info["has_labels"]),
+            "num_classes": info.get("num_classes"),
+        },
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -133,25 +133,26 @@ def get_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset
 
 
 def delete_teacher(session: Session, storage: Storage, *, tenant_id: str, teacher_id: str) -> None:
-    repo = TeacherRepository(session)
     row = get_teacher(session, tenant_id=tenant_id, teacher_id=teacher_id)
-    if repo.used_by_active_job(row.id):
-        raise Conflict("a queued or running job uses this teacher; cancel it or wait")
-    repo.detach_from_jobs(row.id)
-    _delete_upload(session, storage, row)
+    _delete_upload(session, storage, TeacherRepository(session), row, "teacher")
 
 
 def delete_dataset(session: Session, storage: Storage, *, tenant_id: str, dataset_id: str) -> None:
-    repo = DatasetRepository(session)
     row = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
-    if repo.used_by_active_job(row.id):
-        raise Conflict("a queued or running job uses this dataset; cancel it or wait")
-    repo.detach_from_jobs(row.id)
-    _delete_upload(session, storage, row)
+    _delete_upload(session, storage, DatasetRepository(session), row, "dataset")
 
 
-def _delete_upload(session: Session, storage: Storage, row: Teacher | Dataset) -> None:
+def _delete_upload(
+    session: Session,
+    storage: Storage,
+    repo: TeacherRepository | DatasetRepository,
+    row: Any,
+    kind: Kind,
+) -> None:
     """Finished jobs keep the id in their spec; the row and the bytes go."""
+    if repo.used_by_active_job(row.id):
+        raise Conflict(f"a queued or running job uses this {kind}; cancel it or wait")
+    repo.detach_from_jobs(row.id)
     files = StoredFileRepository(session)
     stored = files.get(row.file_id)
     session.delete(row)

@@ -202,3 +202,12 @@ def test_download_supports_range_and_conditional_requests(
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(size) and head.headers["etag"] == etag
     assert client.get(f"/v1/jobs/{job['id']}/student?format=pickle").status_code == 422
+
+
+def test_uploads_in_use_by_a_queued_job_cannot_be_deleted(
+    client: TestClient, inputs: dict[str, str]
+) -> None:
+    job = client.post("/v1/jobs", json=_body(inputs)).json()  # no gpu worker: stays queued
+    assert client.delete(f"/v1/teachers/{inputs['teacher']}").status_code == 409
+    assert client.delete(f"/v1/datasets/{inputs['transfer']}").status_code == 409
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
