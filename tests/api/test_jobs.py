@@ -211,3 +211,17 @@ def test_uploads_in_use_by_a_queued_job_cannot_be_deleted(
     assert client.delete(f"/v1/teachers/{inputs['teacher']}").status_code == 409
     assert client.delete(f"/v1/datasets/{inputs['transfer']}").status_code == 409
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+
+
+def test_a_job_that_cannot_work_fails_at_once_with_a_reason(
+    client: TestClient, inputs: dict[str, str], gpu_worker: object
+) -> None:
+    x, _, _, _ = digits()
+    broken = x.copy()
+    broken[3, 5] = np.nan
+    dataset = _ready(client, "datasets", "nan.npz", npz_bytes(broken))
+    job = client.post("/v1/jobs", json=_body(inputs, dataset_id=dataset)).json()
+    job = _finished(client, job["id"], timeout=120)
+    assert job["status"] == "failed" and job["attempt"] == 1
+    assert job["error"]["code"] == "non_finite_inputs"
+    assert "NaN" in job["error"]["message"]

@@ -150,6 +150,12 @@ def _check_inputs(
         raise UserError(
             "shape_mismatch", f"{what}: samples of shape {got}, teacher expects {expected}"
         )
+    finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise UserError(
+            "non_finite_inputs", f"{what}: {bad} of {len(x)} samples contain NaN or infinity"
+        )
     if y is not None and len(y) and (int(y.min()) < 0 or int(y.max()) >= classes.pop()):
         raise UserError("bad_labels", f"{what}: labels outside the teacher's classes")
 
