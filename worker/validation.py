@@ -15,7 +15,8 @@ from worker.sandbox import SandboxError, run_once
 log = logging.getLogger(__name__)
 VALIDATE_TIMEOUT_S = 600
 
-Repository = type[TeacherRepository] | type[DatasetRepository]
+# Either upload repository: the two share every method used here.
+Repository = Callable[[Any], Any]
 
 
 def _inspect(request: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
