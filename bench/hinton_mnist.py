@@ -15,6 +15,7 @@ validation split (the service's report on the eval set), never on the test set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -97,7 +98,9 @@ def train_teacher(x: np.ndarray, y: np.ndarray, plan: Plan) -> nn.Module:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     model.train()
-    for _ in range(plan.teacher_epochs):
+    for epoch in range(plan.teacher_epochs):
+        if epoch and epoch % 5 == 0:
+            print(f"  teacher epoch {epoch}/{plan.teacher_epochs}", flush=True)
         for idx in torch.randperm(len(xt), generator=generator).split(128):
             loss = nn.functional.cross_entropy(model(jitter(xt[idx], 2, generator)), yt[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -130,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (make test)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument("--student-epochs", type=int, default=None, help="for the 800-800 jobs")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="a .pt2 this script trained before (skip training)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.student_epochs:
+        plan = dataclasses.replace(plan, big_epochs=args.student_epochs)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -147,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {data.source}; train {len(x_tr)}, validation {len(x_val)}, test {len(x_te)}")
 
     t0 = time.perf_counter()
-    teacher = train_teacher(x_tr, y_tr, plan)
+    if args.teacher is not None:
+        teacher = torch.export.load(args.teacher).module()  # our own file: trusted
+    else:
+        teacher = train_teacher(x_tr, y_tr, plan)
     teacher_s = time.perf_counter() - t0
     teacher_test = errors_of(teacher, x_te, y_te)
     teacher_val = errors_of(teacher, x_val, y_val)
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         f"teacher 784-{plan.teacher_hidden}-{plan.teacher_hidden}-10: {teacher_test} test errors, "
         f"{teacher_val} validation errors ({teacher_s:.0f} s, {plan.teacher_epochs} epochs)"
     )
-    pt2 = export_teacher(teacher, out / "teacher.pt2")
+    pt2 = args.teacher or export_teacher(teacher, out / "teacher.pt2")
     labeled = save_npz(out / "transfer_labeled.npz", x_tr, y_tr)
     unlabeled = save_npz(out / "transfer_unlabeled.npz", x_tr)
     val = save_npz(out / "validation.npz", x_val, y_val)
@@ -219,15 +234,15 @@ def main(argv: list[str] | None = None) -> int:
                 collect(f"{size}/T={temp:g}")
             keys = [f"{size}/T={temp:g}" for temp in grid]
             best[size] = min(keys, key=lambda k: rows[k]["val_errors"])  # first on ties
-        chosen = rows[best["big"]]
-        submit(
-            "big/unlabeled",
-            hidden=plan.big,
-            epochs=plan.big_epochs,
-            temp=chosen["temp"],
-            alpha=plan.alpha,
-            data=unlabeled.name,
-        )
+            if size == "big":  # queued now, it runs while the small students are collected
+                submit(
+                    "big/unlabeled",
+                    hidden=plan.big,
+                    epochs=plan.big_epochs,
+                    temp=rows[best["big"]]["temp"],
+                    alpha=plan.alpha,
+                    data=unlabeled.name,
+                )
         collect("big/unlabeled")
 
     text = report_text(
@@ -237,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         best,
         teacher_test,
         teacher_val,
-        teacher_s,
+        f"trained here in {teacher_s:.0f} s"
+        if args.teacher is None
+        else f"trained by an earlier run of this script ({args.teacher.name})",
         time.perf_counter() - started,
         args.quick,
     )
@@ -253,7 +270,7 @@ def report_text(
     best: dict[str, str],
     teacher_test: int,
     teacher_val: int,
-    teacher_s: float,
+    teacher_note: str,
     wall_s: float,
     quick: bool,
 ) -> str:
@@ -329,7 +346,7 @@ def report_text(
         f"## Hinton et al. 2015, MNIST{' (QUICK SMOKE RUN: not a result)' if quick else ''}",
         "",
         f"Data: {source}. Machine: {machine()}.",
-        f"Teacher: {plan.teacher_epochs} epochs in {teacher_s:.0f} s. Students: "
+        f"Teacher: {plan.teacher_epochs} epochs, {teacher_note}. Students: "
         f"{plan.big_epochs} epochs ({arch(plan.big)}), {plan.small_epochs} epochs "
         f"({arch(plan.small)}), Adam(W) lr 1e-3, cosine, batch 128, through the service. "
         "T chosen on the validation errors; test errors counted on the downloaded ONNX "
