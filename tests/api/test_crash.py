@@ -30,7 +30,7 @@ def client(jobs_client: TestClient) -> TestClient:
 
 
 def test_killed_worker_job_resumes_with_identical_student(
-    client: TestClient, inputs: dict[str, str], worker: subprocess.Popen[bytes]
+    client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
 ) -> None:
     first = start_worker("gpu", "gpu-doomed", "worker-gpu-doomed.log")
     job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
@@ -61,7 +61,7 @@ def test_killed_worker_job_resumes_with_identical_student(
 
 
 def test_job_past_its_time_limit_fails_with_a_reason(
-    client: TestClient, inputs: dict[str, str], worker: subprocess.Popen[bytes]
+    client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
 ) -> None:
     limited = start_worker(
         "gpu",
@@ -71,7 +71,9 @@ def test_job_past_its_time_limit_fails_with_a_reason(
     )
     try:
         body = _body(inputs, training={"epochs": 500, "batch_size": 16})
-        job = _finished(client, client.post("/v1/jobs", json=body).json()["id"], timeout=120)
+        resp = client.post("/v1/jobs", json=body)
+        assert resp.status_code == 201, resp.text
+        job = _finished(client, resp.json()["id"], timeout=120)
     finally:
         stop_process(limited)
     assert job["status"] == "failed"
