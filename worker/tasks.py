@@ -18,44 +18,32 @@ from worker.celery_app import app
 from worker.sandbox import PR_SET_PDEATHSIG
 
 TRANSIENT = pipeline.TRANSIENT
+# Transient faults (database, broker, storage away for a while) retry with backoff.
+RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "max_retries": 5}
 
 
-@app.task(
-    name=TASK_VALIDATE_TEACHER,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=5,
-)
+@app.task(name=TASK_VALIDATE_TEACHER, retry_backoff_max=60, **RETRY)
 def validate_teacher(teacher_id: str) -> None:
     validation.validate_teacher(teacher_id)
 
 
-@app.task(
-    name=TASK_VALIDATE_DATASET,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=5,
-)
+@app.task(name=TASK_VALIDATE_DATASET, retry_backoff_max=60, **RETRY)
 def validate_dataset(dataset_id: str) -> None:
     validation.validate_dataset(dataset_id)
 
 
-@app.task(
-    name=TASK_RUN_JOB,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    retry_backoff_max=120,
-    max_retries=5,
-)
+@app.task(name=TASK_RUN_JOB, retry_backoff_max=120, **RETRY)
 def run_job(job_id: str) -> None:
     pipeline.run_job(job_id)
 
 
 @app.task(name=TASK_REQUEUE_STALE, ignore_result=True)
 def requeue_stale() -> int:
-    return pipeline.requeue_stale(lambda job_id: run_job.apply_async(args=[job_id]))
+    return pipeline.requeue_stale(_publish_run)
+
+
+def _publish_run(job_id: str) -> None:
+    run_job.apply_async(args=[job_id])
 
 
 @worker_process_init.connect
@@ -67,4 +55,4 @@ def _die_with_the_worker(**_: object) -> None:
 
 @worker_ready.connect
 def _reclaim_orphans(**_: object) -> None:
-    pipeline.reclaim_orphans(lambda job_id: run_job.apply_async(args=[job_id]))
+    pipeline.reclaim_orphans(_publish_run)
