@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.students import catalog
 from fastapi import APIRouter
 
 from api.deps import TenantId
 from api.schemas import StudentArchitecture
+from core.students import catalog
 
 router = APIRouter(prefix="/v1", tags=["students"])
 
