@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import KeyCache
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.routes import health, jobs, students, uploads
@@ -49,6 +50,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.state.key_cache = KeyCache(get_settings().auth_cache_seconds)
     install_error_handlers(app)
     install_docs(app)
     app.include_router(health.router)

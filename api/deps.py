@@ -1,13 +1,22 @@
-"""Request dependencies: the unit of work (the edge owns the transaction) and the tenant."""
+"""Request dependencies: the unit of work (the edge owns the transaction) and the tenant.
+
+Both are ``async`` on purpose: FastAPI runs every sync dependency in the threadpool, one hop
+each way, and neither needs a thread unless it touches the database. A request's database
+work happens in the route's own thread, on one pooled connection; only the release of that
+connection (a rollback after reads) takes one more hop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import Unauthorized
 from core.db import get_sessionmaker
@@ -32,16 +41,53 @@ class UnitOfWork:
             hook()
 
 
-def get_uow() -> Iterator[UnitOfWork]:
-    session = get_sessionmaker()()
+def _release(session: Session) -> None:
+    session.rollback()  # a no-op after commit; undoes whatever the route left uncommitted
+    session.close()
+
+
+async def get_uow() -> AsyncIterator[UnitOfWork]:
+    session = get_sessionmaker()()  # no I/O: a connection is checked out on first use
     try:
         yield UnitOfWork(session)
     finally:
-        session.rollback()  # a no-op after commit; undoes whatever the route left uncommitted
-        session.close()
+        if session.in_transaction():  # holds a pooled connection: roll back off the loop
+            await run_in_threadpool(_release, session)
+        else:
+            session.close()
 
 
 UoW = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+class KeyCache:
+    """Recent successful key lookups (sha256 of the key → tenant id), per API process.
+
+    Entries live ``ttl`` seconds (``STILLHOUSE_AUTH_CACHE_SECONDS``; 0 turns the cache off),
+    so a revoked key stops working within that time. Unknown keys are never cached.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self._entries: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> str | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key_hash: str, tenant_id: str) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v[1] >= now}
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+            self._entries[key_hash] = (tenant_id, time.monotonic() + self.ttl)
 
 
 def _bearer(request: Request) -> str:
@@ -54,16 +100,39 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def current_tenant_id(request: Request) -> str:
-    token = _bearer(request)
-    session = get_sessionmaker()()
-    try:
-        tenant = ApiKeyRepository(session).tenant_for_hash(hash_key(token))
-    finally:
-        session.close()
-    if tenant is None:
+def _tenant_for(session: Session, key_hash: str) -> str:
+    tenant_id = ApiKeyRepository(session).tenant_id_for_hash(key_hash)
+    if tenant_id is None:
         raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
-    return tenant.id
+    return tenant_id
+
+
+def _own_session_lookup(key_hash: str) -> str:
+    with get_sessionmaker()() as session:
+        return _tenant_for(session, key_hash)
+
+
+async def _cached(request: Request, lookup: Callable[[str], str]) -> str:
+    key_hash = hash_key(_bearer(request))
+    cache: KeyCache = request.app.state.key_cache
+    tenant_id = cache.get(key_hash)
+    if tenant_id is None:
+        tenant_id = await run_in_threadpool(lookup, key_hash)
+        cache.put(key_hash, tenant_id)
+    return tenant_id
+
+
+async def current_tenant_id(request: Request, uow: UoW) -> str:
+    """On a cache miss the lookup runs in the request's own session (FastAPI hands the route
+    the same cached UnitOfWork): one pooled connection per request."""
+    return await _cached(request, lambda key_hash: _tenant_for(uow.session, key_hash))
+
+
+async def stream_tenant_id(request: Request) -> str:
+    """For streaming routes: a short session of its own, closed before the stream starts,
+    so that a long-lived response never holds a pooled connection."""
+    return await _cached(request, _own_session_lookup)
 
 
 TenantId = Annotated[str, Depends(current_tenant_id)]
+StreamTenantId = Annotated[str, Depends(stream_tenant_id)]

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     broker_key_prefix: str = ""
 
     bootstrap_api_key: str | None = None
+    # Each API process remembers a successful key lookup this long: a revoked key keeps
+    # working at most this many seconds. 0 looks every request up in the database.
+    auth_cache_seconds: float = 5.0
 
     max_upload_bytes: int = 4 * 1024**3
     allow_torchscript: bool = False

@@ -41,11 +41,10 @@ class ApiKeyRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def tenant_for_hash(self, key_hash: str) -> Tenant | None:
-        stmt = (
-            select(Tenant)
-            .join(ApiKey, ApiKey.tenant_id == Tenant.id)
-            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    def tenant_id_for_hash(self, key_hash: str) -> str | None:
+        """The tenant of a live (unrevoked) key: one indexed row, no entity loaded."""
+        stmt = select(ApiKey.tenant_id).where(
+            ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
         )
         return self.session.scalar(stmt)
 

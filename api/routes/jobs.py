@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import TenantId, UoW
+from api.deps import StreamTenantId, TenantId, UoW
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
 from api.schemas import JobRead, JobStatus, Page, Report
@@ -138,7 +138,7 @@ def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
 async def job_events(
     job_id: str,
     request: Request,
-    tenant_id: TenantId,
+    tenant_id: StreamTenantId,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     first = await run_in_threadpool(_snapshot, tenant_id, job_id)
