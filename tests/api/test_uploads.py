@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,3 +117,33 @@ def test_list_pages_newest_first_and_delete(client: TestClient, worker: object) 
 def _files() -> set[str]:
     root = get_settings().storage_dir
     return {str(p) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def test_a_multi_block_upload_is_hashed_and_stored_whole(client: TestClient) -> None:
+    from api.multipart import BLOCK
+
+    data = np.random.default_rng(1).random((3 * BLOCK // 4 + 123, 1), dtype=np.float32)
+    body = npz_bytes(data)
+    assert len(body) > 2 * BLOCK
+    before = _files()
+    created = _upload(client, "datasets", "big.npz", body)
+    assert created["size_bytes"] == len(body)
+    assert created["sha256"] == hashlib.sha256(body).hexdigest()
+    (new,) = _files() - before
+    assert Path(new).read_bytes() == body
+
+
+def test_body_that_ends_inside_the_file_is_400_and_leaves_no_file(client: TestClient) -> None:
+    before = _files()
+    boundary = "xyzzy"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.npy"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    resp = client.post(
+        "/v1/datasets",
+        content=head + b"\x93NUMPY" + b"x" * (3 * 1024 * 1024),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert resp.status_code == 400, resp.text
+    assert _files() == before
