@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import queue
+import secrets
 import shutil
 import socket
 import threading
@@ -99,6 +100,53 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
         return Claimed(job_id, attempt, job.tenant_id, request)
 
 
+# The spare sandbox child of this worker process (worker/sandbox.py): at most one.
+_spare: Child | None = None
+
+
+def _child_limits(settings: Settings) -> tuple[int, int]:
+    return settings.torch_threads or (os.cpu_count() or 1), settings.sandbox_cpu_seconds
+
+
+def start_spare(settings: Settings | None = None) -> None:
+    """Start this process's spare child unless it has a live one (or spares are off)."""
+    global _spare
+    settings = settings or get_settings()
+    if not settings.spare_child or (_spare is not None and _spare.alive()):
+        return
+    work = (settings.data_dir / "work").resolve()
+    for old in work.glob(".spare-*"):  # left by spares of processes that are gone
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    threads, cpu_seconds = _child_limits(settings)
+    _spare = Child(
+        None,
+        workdir=work / f".spare-{os.getpid()}-{secrets.token_hex(4)}",
+        threads=threads,
+        memory_bytes=0,
+        cpu_seconds=cpu_seconds,
+        preload=True,
+    )
+
+
+def _take_spare(settings: Settings, request: dict[str, Any]) -> Child | None:
+    """The spare, handed ``request``; None when there is no live spare with these limits."""
+    global _spare
+    child, _spare = _spare, None
+    if child is None:
+        return None
+    if child.alive() and (child.threads, child.cpu_seconds) == _child_limits(settings):
+        try:
+            child.send(request)
+            return child
+        except BrokenPipeError:  # it died just now: start cold instead
+            pass
+    child.close()
+    shutil.rmtree(child.workdir, ignore_errors=True)
+    return None
+
+
 class Run:
     """Drive one claimed job's child process until it ends or we lose the lease."""
 
@@ -120,19 +168,24 @@ class Run:
         workdir = Path(self.c.request["workdir"]).parent
         (workdir / "STOP").unlink(missing_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        threads = self.settings.torch_threads or (os.cpu_count() or 1)
-        child = Child(
+        threads, cpu_seconds = _child_limits(self.settings)
+        child = _take_spare(self.settings, self.c.request) or Child(
             self.c.request,
             workdir=workdir / "child",
             threads=threads,
             memory_bytes=0,  # CUDA maps far more virtual memory than it uses: no RLIMIT_AS
-            cpu_seconds=self.settings.sandbox_cpu_seconds,
+            cpu_seconds=cpu_seconds,
         )
-        threading.Thread(target=self._read, args=(child,), daemon=True).start()
+        reader = threading.Thread(target=self._read, args=(child,), daemon=True)
+        reader.start()
         try:
             self._loop(child, workdir)
         finally:
             child.kill()
+            reader.join(timeout=5)  # it ends at the killed child's end of output
+            child.close()
+            if child.workdir.parent != workdir:  # a spare's private folder
+                shutil.rmtree(child.workdir, ignore_errors=True)
 
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:
@@ -259,7 +312,10 @@ def run_job(job_id: str) -> None:
         return
     log.info("job %s: attempt %s on %s", job_id, claimed.attempt, worker_name())
     try:
-        Run(claimed, settings).execute()
+        try:
+            Run(claimed, settings).execute()
+        finally:
+            start_spare(settings)  # for the next job, while this worker waits for it
     except SoftTimeLimitExceeded:
         with session_scope() as session:
             JobRepository(session).fail(

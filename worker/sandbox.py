@@ -4,6 +4,10 @@ The child is ``python -m worker.distill.child``. It reads one JSON request on st
 JSON lines on stdout: ``{"event": "progress", ...}`` any number of times, then exactly one
 ``{"event": "result", ...}`` or ``{"event": "error", "code", "message"}``. It never sees the
 database or broker credentials, and it dies with its parent (PR_SET_PDEATHSIG).
+
+A child may be started before its request exists (``request=None``, ``preload=True``): it
+imports torch and warms the export paths while it waits on stdin, and ``send`` hands it the
+request later. The gpu worker keeps one such spare so that a job does not pay for the start.
 """
 
 from __future__ import annotations
@@ -74,30 +78,43 @@ class Child:
 
     def __init__(
         self,
-        request: dict[str, Any],
+        request: dict[str, Any] | None,
         *,
         workdir: Path,
         threads: int,
         memory_bytes: int,
         cpu_seconds: int,
+        preload: bool = False,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.threads, self.cpu_seconds = workdir, threads, cpu_seconds
         self.stderr_tail: deque[str] = deque(maxlen=40)
+        env = child_env(workdir, threads)
+        if preload:
+            env["STILLHOUSE_CHILD_PRELOAD"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.distill.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=workdir,
-            env=child_env(workdir, threads),
+            env=env,
             preexec_fn=_limits(memory_bytes, cpu_seconds),  # noqa: PLW1509 - needed for rlimits
             text=True,
         )
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+        if request is not None:
+            self.send(request)
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Hand the child its one request (it starts work when stdin closes)."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(request))
         self.proc.stdin.close()
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._stderr_thread.start()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -120,6 +137,15 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+    def close(self) -> None:
+        """Kill (if running) and close the pipes. Call it once nothing reads ``lines()``."""
+        self.kill()
+        self._stderr_thread.join(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def crash_message(self) -> str:
         rc = self.proc.wait()
@@ -165,4 +191,4 @@ def run_once(
             raise SandboxError("teacher_crashed", child.crash_message())
         finally:
             timer.cancel()
-            child.kill()
+            child.close()

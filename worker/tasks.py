@@ -8,6 +8,7 @@ import signal
 from celery.signals import worker_process_init, worker_ready
 
 from core.queue import (
+    GPU_QUEUE,
     TASK_REQUEUE_STALE,
     TASK_RUN_JOB,
     TASK_VALIDATE_DATASET,
@@ -49,8 +50,16 @@ def _publish_run(job_id: str) -> None:
 @worker_process_init.connect
 def _die_with_the_worker(**_: object) -> None:
     """A pool process must not outlive its worker: an orphan would keep a GPU busy and
-    race the attempt that takes the job over."""
+    race the attempt that takes the job over. A job worker's pool process also starts its
+    spare sandbox child here, so that the first job does not wait for torch to import."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _consumes(GPU_QUEUE):
+        pipeline.start_spare()
+
+
+def _consumes(queue: str) -> bool:
+    selected = app.amqp.queues.consume_from  # what -Q chose; None or empty: every queue
+    return not selected or queue in selected
 
 
 @worker_ready.connect

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import get_settings
 from tests.api.conftest import _body, _finished, _ready
 from tests.conftest import wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
@@ -61,6 +62,11 @@ def test_job_succeeds_and_its_report_matches_the_downloaded_student(
     # statistics are stored too, but are not parameters).
     assert report["student"]["parameters"] == _pt2_parameters(students["torch_export"])
     assert report["compression_ratio"] >= 5
+    # It ran in the worker's spare sandbox child (started with the worker, imports done);
+    # its private folder is gone and the worker has started the next spare.
+    assert report["sandbox"] == {"preloaded": True}
+    work = get_settings().data_dir / "work"
+    assert wait_for(lambda: len(list(work.glob(".spare-*"))) == 1, timeout=30)
 
 
 def _teacher_logits(x: np.ndarray) -> np.ndarray:

@@ -37,6 +37,24 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     raise UserError("bad_request", f"unknown operation {op!r}")
 
 
+def _preload() -> None:
+    """While waiting for a request: import what a job imports and run each export path once
+    on a tiny model of our own (the first ``torch.export``/ONNX export of a process pays for
+    imports and lazy set-up). Nothing here can fail the job that comes next."""
+    try:
+        import tempfile
+
+        import torch
+
+        import worker.distill.engine  # noqa: F401 - imported for its side effects
+        from worker.distill.export import warm_up
+
+        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
+            warm_up(tmp)
+    except Exception:
+        traceback.print_exc()
+
+
 def main() -> int:
     threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
     try:
@@ -45,8 +63,13 @@ def main() -> int:
         torch.set_num_threads(max(1, threads))
     except ImportError:
         pass
+    preloaded = os.environ.get("STILLHOUSE_CHILD_PRELOAD") == "1"
+    if preloaded:
+        _preload()
     try:
         request = json.loads(sys.stdin.read())
+        if preloaded:
+            request["preloaded"] = True
         result = _handle(request)
         _emit({"event": "result", **result})
         return 0

@@ -185,3 +185,16 @@ def verify_exports(
 
 def remove_exports(outdir: Path) -> None:
     shutil.rmtree(outdir, ignore_errors=True)
+
+
+def warm_up(outdir: str | Path) -> None:
+    """Export and verify a tiny student in every format: the first export of a process pays
+    for imports and the exporters' lazy set-up (about 2 s on a CPU), so a spare sandbox child
+    does this before its job arrives. Writes only under ``outdir``."""
+    from worker.distill.students.mlp import MLPConfig
+
+    config = MLPConfig(input_shape=(8,), num_classes=3, hidden=(4,))
+    model = build_student("mlp", config).eval()
+    example = torch.zeros(2, 8)
+    files = export_student(model, "mlp", config, example, Path(outdir), list(FILE_NAMES)[:3])
+    verify_exports(model, files, example)

@@ -38,8 +38,10 @@ def run_from_request(
         )
     except Cancelled as exc:
         raise UserError("cancelled", "the job was cancelled") from exc
+    # Whether this ran in a spare child started ahead of the job (imports already done).
+    report = {**result.report, "sandbox": {"preloaded": bool(request.get("preloaded"))}}
     return {
         "files": {fmt: str(path) for fmt, path in result.files.items()},
-        "report": result.report,
+        "report": report,
         "metrics": result.metrics,
     }
