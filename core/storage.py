@@ -6,6 +6,8 @@ keeps objects in a folder; an S3-compatible backend implements the same ``Storag
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import hashlib
 import os
 import secrets
@@ -77,6 +79,14 @@ class Storage(Protocol):
         ...
 
 
+PARALLEL_HASH_BYTES = 256 * 1024
+
+
+@functools.cache
+def _hasher() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="storage-hash")
+
+
 class _Writer:
     """Write to a temporary sibling, hash as we go, rename into place at the end."""
 
@@ -93,8 +103,15 @@ class _Writer:
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise TooLarge(self.max_bytes)
-        self.digest.update(chunk)
-        self.fh.write(chunk)
+        if len(chunk) >= PARALLEL_HASH_BYTES:  # both release the GIL: hash while writing
+            hashing = _hasher().submit(self.digest.update, chunk)
+            try:
+                self.fh.write(chunk)
+            finally:
+                hashing.result()
+        else:
+            self.digest.update(chunk)
+            self.fh.write(chunk)
 
     def finish(self, key: str) -> PutResult:
         self.fh.flush()
