@@ -128,11 +128,11 @@ async def current_tenant_id(request: Request, uow: UoW) -> str:
     return await _cached(request, lambda key_hash: _tenant_for(uow.session, key_hash))
 
 
-async def stream_tenant_id(request: Request) -> str:
-    """For streaming routes: a short session of its own, closed before the stream starts,
-    so that a long-lived response never holds a pooled connection."""
+async def standalone_tenant_id(request: Request) -> str:
+    """For routes without a UnitOfWork (job polling, event streams): on a cache miss, a
+    short session of its own, closed before the route runs (a stream never holds it)."""
     return await _cached(request, _own_session_lookup)
 
 
 TenantId = Annotated[str, Depends(current_tenant_id)]
-StreamTenantId = Annotated[str, Depends(stream_tenant_id)]
+StandaloneTenantId = Annotated[str, Depends(standalone_tenant_id)]

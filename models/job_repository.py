@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -213,3 +213,16 @@ class JobRepository:
     def queued_older_than(self, cutoff: datetime) -> list[Job]:
         stmt = select(Job).where(Job.status == "queued", Job.updated_at < cutoff)
         return list(self.session.scalars(stmt))
+
+
+_JOBS = Job.__table__
+_ONE_JOB = select(_JOBS).where(
+    _JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id")
+)
+
+
+def read_job_row(conn: Connection, tenant_id: str, job_id: str) -> Row[Any] | None:
+    """One job of one tenant as a plain row (attribute access like a ``Job``), read with
+    Core: no ORM identity map or instance state. The polling path (``GET /v1/jobs/{id}``
+    and the SSE stream) reads this way, on a connection held only for the one statement."""
+    return conn.execute(_ONE_JOB, {"tenant_id": tenant_id, "job_id": job_id}).first()

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import StreamTenantId, TenantId, UoW
+from api.deps import StandaloneTenantId, TenantId, UoW
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
 from api.schemas import JobRead, JobStatus, Page, Report
 from api.services import jobs as service
-from core.db import get_sessionmaker
 from models.job_repository import TERMINAL, JobRepository
 from models.pagination import BadCursor
 
@@ -74,8 +73,12 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead)
-def get_job(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
-    return service.job_view(service.get_job(uow, tenant_id=tenant_id, job_id=job_id))
+async def get_job(job_id: str, tenant_id: StandaloneTenantId) -> Any:
+    # The polling path: one Core read in one thread hop, no session (models.job_repository).
+    found = await run_in_threadpool(service.read_job_view, tenant_id, job_id)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}")
+    return found[1]
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobRead)
@@ -113,16 +116,12 @@ def download_student(
 
 
 def _snapshot(tenant_id: str, job_id: str) -> dict[str, Any] | None:
-    """A short session per poll: a long-lived stream must not hold a pooled connection."""
-    session = get_sessionmaker()()
-    try:
-        job = JobRepository(session).get_for_tenant(tenant_id, job_id)
-        if job is None:
-            return None
-        view = JobRead.model_validate(service.job_view(job)).model_dump(mode="json")
-        return {"revision": job.revision, "job": view}
-    finally:
-        session.close()
+    """One poll of the stream: a connection held for one statement, never for the stream."""
+    found = service.read_job_view(tenant_id, job_id)
+    if found is None:
+        return None
+    revision, view = found
+    return {"revision": revision, "job": JobRead.model_validate(view).model_dump(mode="json")}
 
 
 def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
@@ -138,7 +137,7 @@ def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
 async def job_events(
     job_id: str,
     request: Request,
-    tenant_id: StreamTenantId,
+    tenant_id: StandaloneTenantId,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     first = await run_in_threadpool(_snapshot, tenant_id, job_id)

@@ -9,16 +9,18 @@ import math
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import publish
+from core.db import get_engine
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec
 from core.students import fits_input
 from models import Dataset, Job, Teacher, new_id
-from models.job_repository import TERMINAL, JobRepository
+from models.job_repository import TERMINAL, JobRepository, read_job_row
 from models.repositories import DatasetRepository, TeacherRepository
 
 
@@ -194,7 +196,14 @@ def cancel(uow: UnitOfWork, *, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def read_job_view(tenant_id: str, job_id: str) -> tuple[int, dict[str, Any]] | None:
+    """(revision, view) of one job, from one Core statement on a briefly held connection."""
+    with get_engine().connect() as conn:
+        row = read_job_row(conn, tenant_id, job_id)
+    return None if row is None else (row.revision, job_view(row))
+
+
+def job_view(job: Job | Row[Any]) -> dict[str, Any]:
     return {
         "id": job.id,
         "status": job.status,

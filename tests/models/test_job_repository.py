@@ -103,3 +103,26 @@ def test_every_visible_change_bumps_the_revision(session: Session) -> None:
     jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3)
     jobs.progress(job_id, 1, stage="training", progress=0.2)
     assert jobs.revision(job_id) == start + 2
+
+
+def test_the_core_read_of_a_job_matches_the_orm_row_and_keeps_tenants_apart(
+    session: Session,
+) -> None:
+    from api.services.jobs import job_view
+    from models.job_repository import read_job_row
+
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3)
+    jobs.progress(job_id, 1, stage="training", progress=0.5, metrics={"kd_loss": 0.25})
+    session.commit()
+    job = jobs.get(job_id)
+    assert job is not None
+    with session.get_bind().connect() as conn:
+        row = read_job_row(conn, job.tenant_id, job_id)
+        other = read_job_row(conn, "tnt_someone_else", job_id)
+    assert other is None
+    assert row is not None and row.revision == job.revision
+    assert job_view(row) == job_view(job)
+    assert job_view(row)["metrics"] == {"kd_loss": 0.25}
+    assert job_view(row)["started_at"].tzinfo is not None
