@@ -31,6 +31,7 @@ from worker.distill import evaluate as ev
 from worker.distill.device import exact_fp32, resolve_device, set_threads
 from worker.distill.errors import Cancelled, UserError
 from worker.distill.export import export_student, runtime_for, verify_exports
+from worker.distill.losses import soft_targets
 from worker.distill.report import build_report, measure_speed, model_section
 from worker.distill.soft_labels import (
     SoftLabels,
@@ -63,6 +64,10 @@ STEP_EVENTS_EVERY_S = 0.25
 # The per-epoch "eval_agreement" is a progress signal (the report evaluates every eval row):
 # a strided subset of at most this many rows keeps its cost flat in the eval set's size.
 PROGRESS_EVAL_ROWS = 2048
+# Cached soft labels become the softened targets of the whole training split once, before
+# training, when they fit in this many bytes (fp32, N × C); else they are softened per batch.
+PRECOMPUTED_PROBS_BYTES = 1 << 30
+PRECOMPUTE_CHUNK_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -317,15 +322,29 @@ def distill(
             metrics={"train_loss": event["loss"], "learning_rate": event["lr"]},
         )
 
-    if soft is not None:
+    temperature = dist.temperature
+    if soft is not None and len(train_idx) * num_classes * 4 <= PRECOMPUTED_PROBS_BYTES:
+        # The softened targets of the whole training split, once: per step only a gather.
+        probs = torch.cat(
+            [
+                soft_targets(soft.batch(train_idx[i : i + PRECOMPUTE_CHUNK_ROWS]), temperature)
+                for i in range(0, len(train_idx), PRECOMPUTE_CHUNK_ROWS)
+            ]
+        ).to(dev)
+
+        def targets(idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+            return probs[idx.to(probs.device)]
+    elif soft is not None:
         cached = soft
 
         def targets(idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-            return cached.batch(train_idx[idx]).to(dev, non_blocking=True)
+            logits = cached.batch(train_idx[idx]).to(dev, non_blocking=True)
+            return soft_targets(logits, temperature)
     else:
 
         def targets(idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-            return torch.stack([teacher_logits(t, xb, dev, online=True) for t in teachers])
+            logits = torch.stack([teacher_logits(t, xb, dev, online=True) for t in teachers])
+            return soft_targets(logits, temperature)
 
     cfg = TrainConfig(
         epochs=epochs,

@@ -22,13 +22,15 @@ from torch import nn
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import autocast, to_device
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.losses import kd_loss, soft_targets
+from worker.distill.losses import kd_loss
 
 GRAD_CLIP = 1.0  # max global L2 norm of the gradient (the usual value: timm, nanoGPT)
 ON_DEVICE_BYTES = 1 << 30  # below this, the whole transfer set lives on the GPU
 
-# (batch indices, input batch on device) → teacher logits [K, b, C] on device
+# (batch indices, input batch on device) → the teacher's softened distribution [b, C] on
+# device: ``losses.soft_targets`` of its logits (precomputed once for cached soft labels).
 TargetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+STOP_CHECK_EVERY_S = 0.2  # how often ``should_stop`` is asked (it may touch the disk)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def train(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor | None,
-    target_logits: TargetFn,
+    target_probs: TargetFn,
     cfg: TrainConfig,
     *,
     device: torch.device,
@@ -89,11 +91,12 @@ def train(
     on_epoch: Callable[[int, nn.Module], None] = lambda epoch, model: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TrainResult:
-    """Train ``model`` in place on (x, y) against the teacher logits from ``target_logits``.
+    """Train ``model`` in place on (x, y) against the teacher's distribution ``target_probs``.
 
     ``on_step`` gets {"epoch", "step", "steps", "loss", "lr"} after every step; ``on_epoch``
     runs after each epoch (the engine evaluates there; it must not touch RNG or weights).
-    Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns true.
+    Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns true (asked
+    at most every ``STOP_CHECK_EVERY_S``).
     """
     n = len(x)
     steps_per_epoch = batches_per_epoch(n, cfg.batch_size)
@@ -124,11 +127,13 @@ def train(
 
     started = time.perf_counter() - float(state["seconds"])
     step, loss_value = int(state["step"]), state["loss"]
+    next_stop_check = 0.0
     for epoch in range(int(state["epoch"]), cfg.epochs):
         order = epoch_order(cfg.seed, epoch, n)
         first = int(state["batch"]) if resumed and epoch == int(state["epoch"]) else 0
         for batch in range(first, steps_per_epoch):
-            if should_stop():
+            now = time.monotonic()
+            if now >= next_stop_check and should_stop():
                 state.update(
                     step=step,
                     epoch=epoch,
@@ -138,12 +143,14 @@ def train(
                 )
                 checkpoint()
                 raise Cancelled()
+            if now >= next_stop_check:
+                next_stop_check = now + STOP_CHECK_EVERY_S
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             dev_idx = idx.to(x.device)
             xb = to_device(x[dev_idx], device)
             yb = None if y is None else to_device(y[dev_idx.to(y.device)], device)
             # The teacher side is fp32; only the student's forward runs under autocast.
-            probs = soft_targets(target_logits(idx, xb), cfg.temperature)
+            probs = target_probs(idx, xb)
             lr = lr_at(step, total, warmup, cfg.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -101,7 +101,9 @@ import sys, torch
 from pathlib import Path
 torch.set_num_threads({threads})
 from tests.worker.distill.test_trainer import config, run
+from worker.distill import trainer
 from worker.distill.errors import Cancelled
+trainer.STOP_CHECK_EVERY_S = 0.0  # ask before every step: stop at exactly step k
 calls = [0]
 def stop():
     calls[0] += 1

@@ -136,8 +136,11 @@ def test_same_seed_gives_the_same_student_bytes(
 
 
 def test_stopped_job_resumes_to_the_same_bytes(
-    tmp_path: Path, teacher_module: nn.Module, digits: Any
+    tmp_path: Path, teacher_module: nn.Module, digits: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from worker.distill import trainer
+
+    monkeypatch.setattr(trainer, "STOP_CHECK_EVERY_S", 0.0)  # the probe counts steps
     straight = run(tmp_path / "straight", teacher_module, digits, spec(epochs=3))
     calls = {"n": 0}
 

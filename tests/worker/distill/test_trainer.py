@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,13 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
+from worker.distill import trainer
 from worker.distill.errors import Cancelled, UserError
 from worker.distill.losses import soft_targets
 from worker.distill.trainer import TrainConfig, lr_at, train
 
 CPU = torch.device("cpu")
+TEMPERATURE = 2.0
 
 
 def problem(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +33,7 @@ def config(**overrides: object) -> TrainConfig:
         learning_rate=1e-2,
         weight_decay=0.0,
         warmup_fraction=0.1,
-        temperature=2.0,
+        temperature=TEMPERATURE,
         alpha=0.1,
         seed=3,
         checkpoint_every=5,
@@ -50,7 +53,7 @@ def run(tmp: Path, cfg: TrainConfig, **kwargs: object) -> bytes:
         model,
         x,
         None,
-        lambda idx, xb: t[:, idx],
+        lambda idx, xb: soft_targets(t[:, idx], cfg.temperature),
         cfg,
         device=CPU,
         workdir=tmp,
@@ -79,7 +82,7 @@ def test_training_brings_the_student_to_the_teacher(tmp_path: Path) -> None:
         model,
         x,
         None,
-        lambda idx, xb: t[:, idx],
+        lambda idx, xb: soft_targets(t[:, idx], TEMPERATURE),
         config(epochs=30),
         device=CPU,
         workdir=tmp_path,
@@ -96,7 +99,10 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert run(tmp_path / "c", config()) != run(tmp_path / "d", config(seed=4))
 
 
-def test_stop_probe_is_read_every_step_and_leaves_a_checkpoint(tmp_path: Path) -> None:
+def test_stop_probe_stops_at_the_step_it_turns_true_and_leaves_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trainer, "STOP_CHECK_EVERY_S", 0.0)  # ask before every step
     calls = {"n": 0}
 
     def should_stop() -> bool:
@@ -107,6 +113,19 @@ def test_stop_probe_is_read_every_step_and_leaves_a_checkpoint(tmp_path: Path) -
         run(tmp_path, config(), should_stop=should_stop)
     assert calls["n"] == 4
     assert (tmp_path / "checkpoint.json").exists()
+
+
+def test_stop_probe_is_asked_at_most_every_interval(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return False
+
+    started = time.monotonic()
+    run(tmp_path, config(epochs=3), should_stop=should_stop)
+    elapsed = time.monotonic() - started
+    assert 1 <= calls["n"] <= 1 + elapsed / trainer.STOP_CHECK_EVERY_S
 
 
 def test_progress_is_reported_per_step_and_per_epoch(tmp_path: Path) -> None:
@@ -126,7 +145,7 @@ def test_labels_feed_the_hard_term(tmp_path: Path) -> None:
         a,
         x,
         y,
-        lambda idx, xb: t[:, idx],
+        lambda idx, xb: soft_targets(t[:, idx], TEMPERATURE),
         config(alpha=0.9),
         device=CPU,
         workdir=tmp_path / "a",
@@ -136,7 +155,7 @@ def test_labels_feed_the_hard_term(tmp_path: Path) -> None:
         b,
         x,
         None,
-        lambda idx, xb: t[:, idx],
+        lambda idx, xb: soft_targets(t[:, idx], TEMPERATURE),
         config(alpha=0.9),
         device=CPU,
         workdir=tmp_path / "b",
