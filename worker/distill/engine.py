@@ -162,9 +162,14 @@ def _check_inputs(
         raise UserError(
             "shape_mismatch", f"{what}: samples of shape {got}, teacher expects {expected}"
         )
-    finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
-    if not bool(finite.all()):
+    # NaN and ±inf survive a sum, so a finite sum (one pass, no mask) clears every value;
+    # only a non-finite one (or a finite-value overflow) pays for the exact per-row count.
+    if not bool(torch.isfinite(x.sum())):
+        finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
         bad = int((~finite).sum())
+    else:
+        bad = 0
+    if bad:
         raise UserError(
             "non_finite_inputs", f"{what}: {bad} of {len(x)} samples contain NaN or infinity"
         )
