@@ -95,7 +95,7 @@ def run_distillation(
     on_progress: Progress = lambda ev: None,
     should_stop: Callable[[], bool] = lambda: False,
     device: str | None = None,
-    checkpoint_every: int = 200,
+    checkpoint_every: int = 1000,
     allow_torchscript: bool = False,
     threads: int | None = None,
 ) -> DistillResult:
@@ -204,7 +204,7 @@ def distill(
     on_progress: Progress = lambda ev: None,
     should_stop: Callable[[], bool] = lambda: False,
     device: torch.device | None = None,
-    checkpoint_every: int = 200,
+    checkpoint_every: int = 1000,
 ) -> DistillResult:
     """The engine on loaded teachers and whole tensors. ``identity`` (teacher and dataset
     sha256s) keys the soft-label cache; without it nothing is cached."""

@@ -33,7 +33,7 @@ def run_from_request(
             on_progress=lambda event: emit({"event": "progress", **event}),
             should_stop=stop_file.exists,
             device=request.get("device"),
-            checkpoint_every=int(request.get("checkpoint_every", 200)),
+            checkpoint_every=int(request.get("checkpoint_every", 1000)),
             allow_torchscript=bool(request.get("allow_torchscript", False)),
         )
     except Cancelled as exc:
