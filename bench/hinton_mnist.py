@@ -91,10 +91,10 @@ def teacher_model(hidden: int) -> nn.Module:
     )
 
 
-def train_teacher(x: np.ndarray, y: np.ndarray, plan: Plan) -> nn.Module:
+def train_teacher(x: np.ndarray, y: np.ndarray, plan: Plan, seed: int) -> nn.Module:
     """Adam with a cosine schedule, batch 128, dropout 0.2 (input) / 0.5 (hidden), ±2 px."""
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     model = teacher_model(plan.teacher_hidden)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     steps = plan.teacher_epochs * math.ceil(len(xt) / 128)
@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a .pt2 this script trained before (skip training)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the teacher's training and every student job (the splits stay fixed)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.student_epochs:
@@ -150,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    out = OUT / ("hinton_mnist_quick" if args.quick else "hinton_mnist")
+    name = ("hinton_mnist_quick" if args.quick else "hinton_mnist") + (
+        f"_seed{args.seed}" if args.seed else ""
+    )
+    out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_mnist()
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher is not None:
         teacher = torch.export.load(args.teacher).module()  # our own file: trusted
     else:
-        teacher = train_teacher(x_tr, y_tr, plan)
+        teacher = train_teacher(x_tr, y_tr, plan, args.seed)
     teacher_s = time.perf_counter() - t0
     teacher_test = errors_of(teacher, x_te, y_te)
     teacher_val = errors_of(teacher, x_val, y_val)
@@ -190,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                 "eval_dataset_id": ids[val.name],
                 "student": {"architecture": "mlp", "hidden": hidden},
                 "distillation": {"temperature": temp, "alpha": alpha},
-                "training": {"epochs": epochs, "batch_size": 128, "learning_rate": 1e-3},
+                "training": {
+                    "epochs": epochs,
+                    "batch_size": 128,
+                    "learning_rate": 1e-3,
+                    "seed": args.seed,
+                },
             }
 
         def submit(key: str, **kw: Any) -> None:
@@ -279,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         else f"trained by an earlier run of this script ({args.teacher.name})",
         time.perf_counter() - started,
         args.quick,
+        args.seed,
     )
     print(text)
-    write_output("hinton_mnist_quick" if args.quick else "hinton_mnist", text)
+    write_output(name, text)
     return 0
 
 
@@ -295,6 +310,7 @@ def report_text(
     teacher_note: str,
     wall_s: float,
     quick: bool,
+    seed: int = 0,
 ) -> str:
     def arch(hidden: list[int]) -> str:
         return "784-" + "-".join(str(h) for h in hidden) + "-10"
@@ -368,6 +384,7 @@ def report_text(
         f"## Hinton et al. 2015, MNIST{' (QUICK SMOKE RUN: not a result)' if quick else ''}",
         "",
         f"Data: {source}. Machine: {machine()}.",
+        f"Seed {seed} (teacher and students; the splits are fixed). "
         f"Teacher: {plan.teacher_epochs} epochs, {teacher_note}. Students: "
         f"{plan.big_epochs} epochs ({arch(plan.big)}), {plan.small_epochs} epochs "
         f"({arch(plan.small)}), Adam(W) lr 1e-3, cosine, batch 128, through the service. "
