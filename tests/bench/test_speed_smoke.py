@@ -40,6 +40,7 @@ def test_speed_benchmark_prints_its_ratios(tmp_path: Path) -> None:
 
 def test_api_load_benchmark_prints_its_tables(tmp_path: Path) -> None:
     out = _run("bench.api_load", tmp_path)
-    assert "| POST /v1/teachers (curl)" in out
+    assert "| POST /v1/teachers, curl (1)" in out and "| cp + fsync, same disk (1)" in out
+    assert "median upload / median cp" in out and "of copy speed" in out
     assert "| GET /v1/jobs/{id}" in out and "| bare Starlette, same SELECT" in out
     assert "of the bare throughput" in out
