@@ -122,10 +122,19 @@ async def _cached(request: Request, lookup: Callable[[str], str]) -> str:
     return tenant_id
 
 
+def _lookup_and_release(session: Session, key_hash: str) -> str:
+    try:
+        return _tenant_for(session, key_hash)
+    finally:
+        # Release the connection at once: an upload route streams for minutes before it
+        # touches the database again and must not sit "idle in transaction" meanwhile.
+        session.rollback()
+
+
 async def current_tenant_id(request: Request, uow: UoW) -> str:
     """On a cache miss the lookup runs in the request's own session (FastAPI hands the route
-    the same cached UnitOfWork): one pooled connection per request."""
-    return await _cached(request, lambda key_hash: _tenant_for(uow.session, key_hash))
+    the same cached UnitOfWork), which gives its connection back right after."""
+    return await _cached(request, lambda key_hash: _lookup_and_release(uow.session, key_hash))
 
 
 async def standalone_tenant_id(request: Request) -> str:

@@ -161,9 +161,15 @@ async def stream_upload(
             if state.pending:
                 await hand_over(state.take_block())
         finally:
-            while inflight:  # never close the file under a running write
-                await asyncio.shield(inflight.popleft())
-            thread.shutdown(wait=False)
+            # Every queued write ends before the file may be closed or finished. If this task
+            # is cancelled meanwhile, shutdown waits (at most DEPTH blocks) for the one running.
+            try:
+                done = await asyncio.gather(*inflight, return_exceptions=True)
+            finally:
+                thread.shutdown(wait=True, cancel_futures=True)
+        failed = next((r for r in done if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
         if state.writer is not None and not state.file_ended:  # the body ended inside the file
             raise BadRequest("the multipart body ended before the file did")
         if state.writer is None:

@@ -108,26 +108,44 @@ def _child_limits(settings: Settings) -> tuple[int, int]:
     return settings.torch_threads or (os.cpu_count() or 1), settings.sandbox_cpu_seconds
 
 
+def _drop(child: Child) -> None:
+    child.close()
+    shutil.rmtree(child.workdir, ignore_errors=True)
+
+
 def start_spare(settings: Settings | None = None) -> None:
-    """Start this process's spare child unless it has a live one (or spares are off)."""
+    """Start this process's spare child unless it has a live one (or spares are off).
+
+    Never raises: a spare only saves time, so failing to start one is logged, not fatal (it
+    runs after a job and at pool start, where an exception would replace the real outcome).
+    """
     global _spare
-    settings = settings or get_settings()
-    if not settings.spare_child or (_spare is not None and _spare.alive()):
-        return
-    work = (settings.data_dir / "work").resolve()
-    for old in work.glob(".spare-*"):  # left by spares of processes that are gone
-        pid = old.name.split("-")[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    threads, cpu_seconds = _child_limits(settings)
-    _spare = Child(
-        None,
-        workdir=work / f".spare-{os.getpid()}-{secrets.token_hex(4)}",
-        threads=threads,
-        memory_bytes=0,
-        cpu_seconds=cpu_seconds,
-        preload=True,
-    )
+    try:
+        settings = settings or get_settings()
+        if not settings.spare_child or (_spare is not None and _spare.alive()):
+            return
+        if _spare is not None:  # died while waiting
+            _drop(_spare)
+            _spare = None
+        work = (settings.data_dir / "work").resolve()
+        host = socket.gethostname()
+        # Left by spares of this host's processes that are gone (the folder may be shared by
+        # several hosts or containers, whose process ids mean nothing here).
+        for old in work.glob(f".spare-{host}-*"):
+            pid = old.name[len(f".spare-{host}-") :].split("-")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        threads, cpu_seconds = _child_limits(settings)
+        _spare = Child(
+            None,
+            workdir=work / f".spare-{host}-{os.getpid()}-{secrets.token_hex(4)}",
+            threads=threads,
+            memory_bytes=0,
+            cpu_seconds=cpu_seconds,
+            preload=True,
+        )
+    except Exception:
+        log.exception("could not start a spare sandbox child; jobs start cold")
 
 
 def _take_spare(settings: Settings, request: dict[str, Any]) -> Child | None:
@@ -142,8 +160,7 @@ def _take_spare(settings: Settings, request: dict[str, Any]) -> Child | None:
             return child
         except BrokenPipeError:  # it died just now: start cold instead
             pass
-    child.close()
-    shutil.rmtree(child.workdir, ignore_errors=True)
+    _drop(child)
     return None
 
 

@@ -58,7 +58,7 @@ def _die_with_the_worker(**_: object) -> None:
 
 
 def _consumes(queue: str) -> bool:
-    selected = app.amqp.queues.consume_from  # what -Q chose; None or empty: every queue
+    selected = app.amqp.queues.consume_from  # what -Q chose, else the app's default queues
     return not selected or queue in selected
 
 

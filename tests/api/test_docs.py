@@ -17,8 +17,10 @@ installs it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -264,7 +266,11 @@ class _DevTools:
 def browser() -> Iterator[_DevTools]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"Chromium is not installed at {CHROMIUM} (run .ci/ensure-chromium.sh)")
-    with tempfile.TemporaryDirectory(prefix="stillhouse-chromium-") as profile:
+    # Chromium's helper processes can outlive the browser process for a moment and still
+    # write into the profile; the whole process group is stopped before the folder goes.
+    with tempfile.TemporaryDirectory(
+        prefix="stillhouse-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         args = [
             CHROMIUM,
             "--headless",
@@ -284,7 +290,9 @@ def browser() -> Iterator[_DevTools]:
             "--remote-debugging-port=0",
             "about:blank",
         ]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         try:
             active_port = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 30
@@ -300,14 +308,25 @@ def browser() -> Iterator[_DevTools]:
             with connect(url, max_size=None, proxy=None, open_timeout=10) as ws:
                 yield _DevTools(ws)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            _stop_group(proc)
             if proc.stderr is not None:
                 proc.stderr.close()
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to Chromium's process group, then SIGKILL to whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break  # the group is empty: nothing writes into the profile any more
+        time.sleep(0.05)
+    proc.wait(10)
 
 
 def _open_page(

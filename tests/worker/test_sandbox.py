@@ -90,3 +90,25 @@ def test_spares_can_be_turned_off(tmp_path: Path) -> None:
     pipeline._spare = None
     pipeline.start_spare(Settings(data_dir=tmp_path, spare_child=False))
     assert pipeline._spare is None
+
+
+def test_a_spare_that_cannot_start_is_logged_not_raised(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> Child:
+        raise OSError("fork failed")
+
+    monkeypatch.setattr(pipeline, "Child", refuse)
+    pipeline.start_spare(settings)  # must not raise: it runs in a job's finally
+    assert pipeline._spare is None
+    assert "could not start a spare" in caplog.text
+
+
+def test_a_dead_spare_is_replaced_and_its_folder_removed(settings: Settings) -> None:
+    pipeline.start_spare(settings)
+    dead = pipeline._spare
+    assert dead is not None
+    dead.kill()
+    pipeline.start_spare(settings)
+    assert pipeline._spare is not None and pipeline._spare is not dead
+    assert pipeline._spare.alive() and not dead.workdir.exists()

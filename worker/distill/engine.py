@@ -67,7 +67,7 @@ PROGRESS_EVAL_ROWS = 2048
 # Cached soft labels become the softened targets of the whole training split once, before
 # training, when they fit in this many bytes (fp32, N × C); else they are softened per batch.
 PRECOMPUTED_PROBS_BYTES = 1 << 30
-PRECOMPUTE_CHUNK_ROWS = 1 << 16
+PRECOMPUTE_CHUNK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -330,10 +330,12 @@ def distill(
     temperature = dist.temperature
     if soft is not None and len(train_idx) * num_classes * 4 <= PRECOMPUTED_PROBS_BYTES:
         # The softened targets of the whole training split, once: per step only a gather.
+        # Chunks of K × rows × C fp32 temporaries stay near PRECOMPUTE_CHUNK_BYTES each.
+        chunk = max(1, PRECOMPUTE_CHUNK_BYTES // (len(teachers) * num_classes * 4))
         probs = torch.cat(
             [
-                soft_targets(soft.batch(train_idx[i : i + PRECOMPUTE_CHUNK_ROWS]), temperature)
-                for i in range(0, len(train_idx), PRECOMPUTE_CHUNK_ROWS)
+                soft_targets(soft.batch(train_idx[i : i + chunk]), temperature)
+                for i in range(0, len(train_idx), chunk)
             ]
         ).to(dev)
 

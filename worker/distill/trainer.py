@@ -43,7 +43,7 @@ class TrainConfig:
     temperature: float
     alpha: float
     seed: int
-    checkpoint_every: int = 200
+    checkpoint_every: int = 1000
 
 
 @dataclass
