@@ -2,8 +2,8 @@
 
 Both are ``async`` on purpose: FastAPI runs every sync dependency in the threadpool, one hop
 each way, and neither needs a thread unless it touches the database. A request's database
-work happens in the route's own thread, on one pooled connection; only the release of that
-connection (a rollback after reads) takes one more hop.
+work happens in the route's own thread; only the release of its connection (a rollback after
+reads) takes one more hop, and a key lookup that misses the cache one more checkout.
 """
 
 from __future__ import annotations

@@ -200,9 +200,10 @@ class Run:
         finally:
             child.kill()
             reader.join(timeout=5)  # it ends at the killed child's end of output
-            child.close()
-            if child.workdir.parent != workdir:  # a spare's private folder
-                shutil.rmtree(child.workdir, ignore_errors=True)
+            if child.workdir.parent == workdir:
+                child.close()
+            else:
+                _drop(child)  # a spare: its private folder goes with it
 
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:

@@ -133,18 +133,18 @@ def train(
         first = int(state["batch"]) if resumed and epoch == int(state["epoch"]) else 0
         for batch in range(first, steps_per_epoch):
             now = time.monotonic()
-            if now >= next_stop_check and should_stop():
-                state.update(
-                    step=step,
-                    epoch=epoch,
-                    batch=batch,
-                    loss=loss_value,
-                    seconds=time.perf_counter() - started,
-                )
-                checkpoint()
-                raise Cancelled()
             if now >= next_stop_check:
                 next_stop_check = now + STOP_CHECK_EVERY_S
+                if should_stop():
+                    state.update(
+                        step=step,
+                        epoch=epoch,
+                        batch=batch,
+                        loss=loss_value,
+                        seconds=time.perf_counter() - started,
+                    )
+                    checkpoint()
+                    raise Cancelled()
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             dev_idx = idx.to(x.device)
             xb = to_device(x[dev_idx], device)
