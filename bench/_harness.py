@@ -28,6 +28,20 @@ REDIS_URL = os.environ.get("STILLHOUSE_BENCH_REDIS_URL", "redis://127.0.0.1:6379
 SERVICE_VARS = ("STILLHOUSE_DATABASE_URL", "STILLHOUSE_BROKER_URL", "STILLHOUSE_BROKER_KEY_PREFIX")
 
 
+class Transcript:
+    """``out(text)`` prints a line at once and keeps it; ``save`` writes them all out."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def save(self, path: Path) -> None:
+        path.write_text("\n".join(self.lines) + "\n")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -173,11 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the gpu worker")
     parser.add_argument("--out", type=Path, default=h.OUT / "api_load")
     args = parser.parse_args(argv)
-    lines: list[str] = []
-
-    def out(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    out = h.Transcript()
 
     if args.quick:
         args.upload_mib, args.clients, args.seconds = 20, 16, 2
@@ -288,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {worst_p99:.1f} ms (goal ≤ 50 ms)")  # fmt: skip
     summary = {"upload": {"rounds": ups, "cp_seconds": copies, "bytes": size}, "reads": reads}
     (args.out / "api_load.json").write_text(json.dumps(summary, indent=1, default=str))
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.save(args.out.with_suffix(".md"))
     return 0
 
 

@@ -273,11 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=h.OUT / "speed")
     args = parser.parse_args(argv)
-    lines: list[str] = []
-
-    def out(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    out = h.Transcript()
 
     if args.quick:
         args.epochs, args.samples = 1, 2_000
@@ -409,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": [load_before, load_after],
     }
     (args.out / "speed.json").write_text(json.dumps(summary, indent=1))
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.save(args.out.with_suffix(".md"))
     return 0
 
 
