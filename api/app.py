@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import KeyCache
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.pages import install_pages
 from api.routes import health, jobs, students, uploads
 from core.db import session_scope
 from core.keys import ensure_bootstrap_key
@@ -53,6 +54,7 @@ def create_app() -> FastAPI:
     app.state.key_cache = KeyCache(get_settings().auth_cache_seconds)
     install_error_handlers(app)
     install_docs(app)
+    install_pages(app)
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(jobs.router)

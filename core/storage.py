@@ -11,8 +11,7 @@ import functools
 import hashlib
 import os
 import secrets
-import shutil
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -56,10 +55,6 @@ class Storage(Protocol):
 
     def put_stream(
         self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None
-    ) -> PutResult: ...
-
-    async def put_async_stream(
-        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int | None = None
     ) -> PutResult: ...
 
     def put_file(self, key: str, source: Path) -> PutResult: ...
@@ -151,18 +146,6 @@ class LocalStorage:
             raise
         return writer.finish(key)
 
-    async def put_async_stream(
-        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int | None = None
-    ) -> PutResult:
-        writer = _Writer(self._path(key), max_bytes)
-        try:
-            async for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.finish(key)
-
     def put_file(self, key: str, source: Path) -> PutResult:
         with open(source, "rb") as fh:
             return self.put_stream(key, iter(lambda: fh.read(CHUNK), b""))
@@ -193,9 +176,6 @@ class LocalStorage:
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
-
-    def wipe(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def get_storage() -> LocalStorage:

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
+from core.enums import ACTIVE
 from models.pagination import newest_first, page
 from models.tables import (
     ApiKey,
@@ -18,8 +19,6 @@ from models.tables import (
     Teacher,
     Tenant,
 )
-
-ACTIVE_JOB_STATUSES = ("queued", "running")
 
 M = TypeVar("M", Teacher, Dataset)
 
@@ -123,7 +122,7 @@ class TeacherRepository(_UploadRepository[Teacher]):
             exists()
             .where(JobTeacher.teacher_id == teacher_id)
             .where(JobTeacher.job_id == Job.id)
-            .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+            .where(Job.status.in_(ACTIVE))
         )
         return bool(self.session.scalar(stmt))
 
@@ -139,7 +138,7 @@ class DatasetRepository(_UploadRepository[Dataset]):
             exists()
             .where(JobDataset.dataset_id == dataset_id)
             .where(JobDataset.job_id == Job.id)
-            .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+            .where(Job.status.in_(ACTIVE))
         )
         return bool(self.session.scalar(stmt))
 

@@ -1,4 +1,4 @@
-"""The Python SDK: a thin, typed wrapper over the REST API (API.md)."""
+"""The Python SDK: a thin, typed wrapper over the REST API."""
 
 from __future__ import annotations
 

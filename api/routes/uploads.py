@@ -81,8 +81,7 @@ def get_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Any:
 
 @router.delete("/teachers/{teacher_id}", status_code=204, response_class=Response)
 def delete_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Response:
-    uploads.delete_teacher(uow.session, get_storage(), tenant_id=tenant_id, teacher_id=teacher_id)
-    uow.commit()
+    uploads.delete_teacher(uow, get_storage(), tenant_id=tenant_id, teacher_id=teacher_id)
     return Response(status_code=204)
 
 
@@ -125,6 +124,5 @@ def get_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Any:
 
 @router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
 def delete_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Response:
-    uploads.delete_dataset(uow.session, get_storage(), tenant_id=tenant_id, dataset_id=dataset_id)
-    uow.commit()
+    uploads.delete_dataset(uow, get_storage(), tenant_id=tenant_id, dataset_id=dataset_id)
     return Response(status_code=204)

@@ -5,26 +5,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
+from core.contracts import AnyEvent, DatasetInfo, InspectDatasetRequest
 from core.settings import Settings
 from worker import pipeline
 from worker.sandbox import Child
 
 
-def _dataset(tmp_path: Path) -> dict[str, Any]:
+def _dataset(tmp_path: Path) -> InspectDatasetRequest:
     path = tmp_path / "x.npz"
     np.savez(path, x=np.zeros((5, 3), dtype=np.float32))
-    return {"op": "inspect_dataset", "path": str(path), "format": "npz"}
+    return InspectDatasetRequest(path=str(path), format="npz")
 
 
-def _result(child: Child) -> dict[str, Any]:
+def _result(child: Child) -> AnyEvent:
     try:
         for event in child.lines():
-            if event.get("event") in ("result", "error"):
+            if event.event in ("dataset", "error"):
                 return event
         raise AssertionError(child.crash_message())
     finally:
@@ -44,8 +44,8 @@ def test_a_preloaded_child_takes_its_request_later(tmp_path: Path) -> None:
     assert not any(e.startswith(b"STILLHOUSE_SECRET") for e in environ)
     child.send(_dataset(tmp_path))
     result = _result(child)
-    assert result["event"] == "result", result
-    assert result["num_samples"] == 5
+    assert isinstance(result, DatasetInfo), result
+    assert result.num_samples == 5
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,7 @@ def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) 
     assert spare is not None and spare.alive()
     child = pipeline._take_spare(settings, _dataset(tmp_path))
     assert child is spare and pipeline._spare is None
-    assert _result(child)["event"] == "result"
+    assert isinstance(_result(child), DatasetInfo)
 
 
 def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_path: Path) -> None:

@@ -1,40 +1,58 @@
-"""Entry point of the sandboxed child process (see ``worker/sandbox.py`` for the protocol)."""
+"""Entry point of the sandboxed child process (see ``worker/sandbox.py`` for the protocol).
+
+The child reads one ``ChildRequest`` (``core/contracts.py``) on stdin and writes events as
+JSON lines on the stdout it was started with. That channel is kept for events alone: file
+descriptor 1 is pointed at stderr first, so whatever a library prints cannot corrupt it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
-from typing import Any
+from typing import IO
 
+from pydantic import BaseModel, ValidationError
+
+from core.contracts import (
+    CHILD_REQUEST,
+    AnyEvent,
+    AnyRequest,
+    DatasetInfo,
+    DistillRequest,
+    ErrorEvent,
+    InspectTeacherRequest,
+    TeacherInfo,
+)
 from worker.distill.errors import UserError
 
 
-def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event, default=str) + "\n")
-    sys.stdout.flush()
+class Channel:
+    """The event channel: one JSON line per event, flushed at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def emit(self, event: BaseModel) -> None:
+        self.stream.write(event.model_dump_json() + "\n")
+        self.stream.flush()
 
 
-def _handle(request: dict[str, Any]) -> dict[str, Any]:
-    op = request.get("op")
-    if op == "inspect_teacher":
+def _handle(request: AnyRequest, channel: Channel, preloaded: bool) -> AnyEvent:
+    if isinstance(request, InspectTeacherRequest):
         from worker.distill.teachers import inspect_teacher
 
-        return inspect_teacher(
-            request["path"],
-            request["format"],
-            allow_torchscript=bool(request.get("allow_torchscript")),
+        info = inspect_teacher(
+            request.path, request.format, allow_torchscript=request.allow_torchscript
         )
-    if op == "inspect_dataset":
-        from worker.distill.data import inspect_dataset
-
-        return inspect_dataset(request["path"], request["format"])
-    if op == "distill":
+        return TeacherInfo.model_validate(info)
+    if isinstance(request, DistillRequest):
         from worker.distill.job import run_from_request
 
-        return run_from_request(request, emit=_emit)
-    raise UserError("bad_request", f"unknown operation {op!r}")
+        return run_from_request(request, emit=channel.emit, preloaded=preloaded)
+    from worker.distill.data import inspect_dataset
+
+    return DatasetInfo.model_validate(inspect_dataset(request.path, request.format))
 
 
 def _preload() -> None:
@@ -55,7 +73,37 @@ def _preload() -> None:
         traceback.print_exc()
 
 
+def _private_channel() -> Channel:
+    """Keep the inherited stdout for events; fd 1 (and ``sys.stdout``) go to stderr."""
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return Channel(events)
+
+
+def _run(channel: Channel, preloaded: bool) -> int:
+    try:
+        request = CHILD_REQUEST.validate_json(sys.stdin.read())
+    except ValidationError as exc:
+        channel.emit(ErrorEvent(code="bad_request", message=f"not a request: {exc}"))
+        return 1
+    try:
+        channel.emit(_handle(request, channel, preloaded))
+        return 0
+    except UserError as exc:
+        channel.emit(ErrorEvent(code=exc.code, message=exc.message))
+        return 0
+    except MemoryError:
+        channel.emit(ErrorEvent(code="out_of_memory", message="the worker ran out of memory"))
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        channel.emit(ErrorEvent(code="internal", message=f"{type(exc).__name__}: {exc}"))
+        return 1
+
+
 def main() -> int:
+    channel = _private_channel()
     threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
     try:
         import torch
@@ -66,25 +114,7 @@ def main() -> int:
     preloaded = os.environ.get("STILLHOUSE_CHILD_PRELOAD") == "1"
     if preloaded:
         _preload()
-    try:
-        request = json.loads(sys.stdin.read())
-        if preloaded:
-            request["preloaded"] = True
-        result = _handle(request)
-        _emit({"event": "result", **result})
-        return 0
-    except UserError as exc:
-        _emit({"event": "error", "code": exc.code, "message": exc.message})
-        return 0
-    except MemoryError:
-        _emit(
-            {"event": "error", "code": "out_of_memory", "message": "the worker ran out of memory"}
-        )
-        return 1
-    except Exception as exc:
-        traceback.print_exc()
-        _emit({"event": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
-        return 1
+    return _run(channel, preloaded)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The engine's entry point: teacher files + transfer set + spec → student files + report.
 
-Stages, in the order the job reports them (DESIGN.md, "Job lifecycle"):
+Stages, in the order the job reports them:
 soft_labeling → training → evaluating → exporting. ``run_distillation`` loads the files
 through the guarded loaders; ``distill`` does the work on loaded teachers and tensors
 (tests and benchmarks call it directly with tiny in-memory teachers).
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.settings import get_settings
 from core.spec import JobSpec
 from worker.distill import evaluate as ev
 from worker.distill.device import exact_fp32, resolve_device, set_threads
@@ -93,9 +94,10 @@ def run_distillation(
     workdir: Path,
     cache_dir: Path,
     on_progress: Progress = lambda ev: None,
+    on_event: Progress = lambda ev: None,
     should_stop: Callable[[], bool] = lambda: False,
     device: str | None = None,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int | None = None,
     allow_torchscript: bool = False,
     threads: int | None = None,
 ) -> DistillResult:
@@ -140,6 +142,7 @@ def run_distillation(
             "eval_dataset": None if eval_set is None else eval_set.sha256,
         },
         on_progress=on_progress,
+        on_event=on_event,
         should_stop=should_stop,
         device=dev,
         checkpoint_every=checkpoint_every,
@@ -202,12 +205,14 @@ def distill(
     cache_dir: Path | None,
     identity: dict[str, Any] | None = None,
     on_progress: Progress = lambda ev: None,
+    on_event: Progress = lambda ev: None,
     should_stop: Callable[[], bool] = lambda: False,
     device: torch.device | None = None,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int | None = None,
 ) -> DistillResult:
     """The engine on loaded teachers and whole tensors. ``identity`` (teacher and dataset
-    sha256s) keys the soft-label cache; without it nothing is cached."""
+    sha256s) keys the soft-label cache; without it nothing is cached. ``checkpoint_every``
+    (steps; 0: never) defaults to the setting."""
     dev = device or resolve_device()
     tr, dist = spec.training, spec.distillation
     epochs = tr.epochs
@@ -296,7 +301,7 @@ def distill(
     stride = -(-len(eval_x) // PROGRESS_EVAL_ROWS)
     progress_x, progress_p = eval_x[::stride].contiguous(), p_eval[::stride]
 
-    def on_epoch(epoch: int, model: nn.Module) -> None:
+    def on_epoch(epoch: int, model: nn.Module) -> dict[str, Any]:
         logits = ev.predict(lambda xb: model(xb.to(dev)), progress_x, inference_batch)
         metrics = {"train_loss": last["loss"], "eval_agreement": ev.agreement(progress_p, logits)}
         _emit(
@@ -308,6 +313,7 @@ def distill(
             step=last["step"],
             metrics=metrics,
         )
+        return metrics
 
     last: dict[str, Any] = {"loss": None, "step": 0, "emitted": -math.inf}
 
@@ -362,7 +368,9 @@ def distill(
         temperature=dist.temperature,
         alpha=dist.alpha,
         seed=tr.seed,
-        checkpoint_every=checkpoint_every,
+        checkpoint_every=(
+            get_settings().checkpoint_every_steps if checkpoint_every is None else checkpoint_every
+        ),
     )
     fingerprint = _fingerprint(spec, identity, name, config, x, split)
     result = train(
@@ -377,6 +385,7 @@ def distill(
         on_step=on_step,
         on_epoch=on_epoch,
         should_stop=should_stop,
+        on_event=on_event,
     )
     timings["training"] = result.seconds
     if should_stop():

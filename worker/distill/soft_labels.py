@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any, Protocol
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from core.atomic import atomic_write
 
 PREPROCESSING_VERSION = "1"  # bump when decoding or normalisation of inputs changes
 FILE_VERSION = "1"
@@ -166,12 +167,9 @@ def compute_soft_labels(
 
 
 def save_soft_labels(labels: SoftLabels, path: Path, key: str) -> None:
-    """Atomic: written to a temporary name, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Atomic and durable (``core.atomic``): a crash never leaves a partial cache file."""
     meta = {"key": key, "file_version": FILE_VERSION, "num_classes": str(labels.num_classes)}
-    save_file(labels.tensors(), str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(labels.tensors(), str(tmp), metadata=meta))
 
 
 def load_soft_labels(path: Path, key: str, num_samples: int) -> SoftLabels | None:

@@ -21,7 +21,7 @@ TEACHER_FORMATS = ("onnx", "torch_export", "torchscript")
 # networks accept; the real size comes from the dataset later.
 _DRY_RUN_DIM = 32
 _DRY_RUN_BATCH = 2
-_ONNX_INTRA_OP_THREADS = 2  # workers × threads must stay within the cores (see FACTS.md)
+_ONNX_INTRA_OP_THREADS = 2  # workers × threads must stay within the cores
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

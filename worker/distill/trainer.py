@@ -22,7 +22,7 @@ from torch import nn
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import autocast, to_device
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.losses import kd_loss
+from worker.distill.losses import combine_kd, kd_terms
 
 GRAD_CLIP = 1.0  # max global L2 norm of the gradient (the usual value: timm, nanoGPT)
 ON_DEVICE_BYTES = 1 << 30  # below this, the whole transfer set lives on the GPU
@@ -43,7 +43,7 @@ class TrainConfig:
     temperature: float
     alpha: float
     seed: int
-    checkpoint_every: int = 1000
+    checkpoint_every: int  # steps; 0: never
 
 
 @dataclass
@@ -51,7 +51,43 @@ class TrainResult:
     steps: int
     final_loss: float | None
     seconds: float  # training wall time over every attempt
-    resumed_from_step: int
+
+
+# An event for the job's history: {"event": "epoch" | "checkpoint" | "resumed", ...}.
+EventFn = Callable[[dict[str, Any]], None]
+EpochFn = Callable[[int, nn.Module], dict[str, Any] | None]
+
+
+class EpochStats:
+    """Means of one epoch's loss terms, summed on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.batches = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.lr = 0.0
+
+    def add(self, lr: float, **terms: torch.Tensor | None) -> None:
+        self.batches += 1
+        self.lr = lr
+        for name, value in terms.items():
+            if value is not None:
+                total = self.sums.get(name)
+                self.sums[name] = value.detach() if total is None else total + value.detach()
+
+    def record(self, epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's row (``core.contracts.EpochRecord``); a resumed epoch counts only the
+        batches run since the resume."""
+        means = {k: float(v) / max(1, self.batches) for k, v in self.sums.items()}
+        return {
+            "epoch": epoch + 1,
+            "train_loss": means.get("loss"),
+            "soft_loss": means.get("soft"),
+            "hard_loss": means.get("hard"),
+            "eval_agreement": extra.get("eval_agreement"),
+            "learning_rate": self.lr,
+            "seconds": time.perf_counter() - self.started,
+        }
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -88,13 +124,16 @@ def train(
     workdir: Path,
     fingerprint: str,
     on_step: Callable[[dict[str, Any]], None] = lambda ev: None,
-    on_epoch: Callable[[int, nn.Module], None] = lambda epoch, model: None,
+    on_epoch: EpochFn = lambda epoch, model: None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_event: EventFn = lambda ev: None,
 ) -> TrainResult:
     """Train ``model`` in place on (x, y) against the teacher's distribution ``target_probs``.
 
     ``on_step`` gets {"epoch", "step", "steps", "loss", "lr"} after every step; ``on_epoch``
-    runs after each epoch (the engine evaluates there; it must not touch RNG or weights).
+    runs after each epoch (the engine evaluates there; it must not touch RNG or weights) and
+    may return metrics for the epoch's record. ``on_event`` gets the history: each finished
+    epoch's record, each checkpoint, and where a resumed run starts.
     Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns true (asked
     at most every ``STOP_CHECK_EVERY_S``).
     """
@@ -111,7 +150,8 @@ def train(
     resumed = state is not None
     if state is None:
         state = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "loss": None}
-    resumed_from = int(state["step"])
+    else:
+        on_event({"event": "resumed", "epoch": int(state["epoch"]), "step": int(state["step"])})
 
     # Data stays whole: on the GPU when it fits, else pinned host memory sliced per batch.
     if device.type == "cuda" and x.nbytes <= ON_DEVICE_BYTES:
@@ -124,12 +164,14 @@ def train(
         save_checkpoint(
             workdir, model=model, optimizer=optimizer, train=state, fingerprint=fingerprint
         )
+        on_event({"event": "checkpoint", "epoch": int(state["epoch"]), "step": int(state["step"])})
 
     started = time.perf_counter() - float(state["seconds"])
     step, loss_value = int(state["step"]), state["loss"]
     next_stop_check = 0.0
     for epoch in range(int(state["epoch"]), cfg.epochs):
         order = epoch_order(cfg.seed, epoch, n)
+        stats = EpochStats()
         first = int(state["batch"]) if resumed and epoch == int(state["epoch"]) else 0
         for batch in range(first, steps_per_epoch):
             now = time.monotonic()
@@ -156,7 +198,9 @@ def train(
                 group["lr"] = lr
             with autocast(device):
                 logits = model(xb)
-            loss = kd_loss(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
+            soft, hard = kd_terms(logits, probs, yb, temperature=cfg.temperature)
+            loss = combine_kd(soft, hard, cfg.alpha)
+            stats.add(lr, loss=loss, soft=soft, hard=hard)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -179,8 +223,9 @@ def train(
                 resumed = True  # the state now describes where the next batch starts
                 checkpoint()
         model.eval()
-        on_epoch(epoch, model)
+        extra = on_epoch(epoch, model) or {}
+        on_event({"event": "epoch", "record": stats.record(epoch, extra)})
         model.train()
     model.eval()
     seconds = time.perf_counter() - started
-    return TrainResult(step, loss_value, seconds, resumed_from)
+    return TrainResult(step, loss_value, seconds)
