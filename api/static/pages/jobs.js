@@ -153,7 +153,9 @@ function renderJob(job) {
   list.replaceChildren();
   const shown = Object.entries(job.metrics || {}).filter(([, v]) => typeof v === "number");
   for (const [name, value] of shown.slice(0, 12)) {
-    list.append(el("dt", name.replaceAll("_", " ")), el("dd", fmt(value, 4)));
+    const pair = el("div");
+    pair.append(el("dt", name.replaceAll("_", " ")), el("dd", fmt(value, 4)));
+    list.append(pair);
   }
 }
 
@@ -206,15 +208,41 @@ function parseSse(block) {
   return message;
 }
 
+const HISTORY_PAGES = 10;
+
 async function renderHistory(base) {
-  const page = await json(base + "/events?limit=200", { headers: { Accept: "application/json" } });
+  const events = [];
+  let cursor = null;
+  for (let i = 0; i < HISTORY_PAGES; i++) {
+    const query = new URLSearchParams({ limit: "200" });
+    if (cursor) query.set("cursor", cursor);
+    const page = await json(`${base}/events?${query}`, { headers: { Accept: "application/json" } });
+    events.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
   const list = $("history");
   list.replaceChildren();
-  for (const event of page.items) {
-    const details = Object.entries(event.data || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+  // Checkpoints come every N steps: a run of them is one line.
+  let run = [];
+  const flush = () => {
+    if (run.length === 0) return;
+    const last = run[run.length - 1];
+    const attempt = last.attempt ? ` (attempt ${last.attempt})` : "";
+    const count = run.length > 1 ? `${run.length} checkpoints` : "checkpoint";
+    list.append(el("li", `${when(last.created_at)} · ${count}${attempt}: last at step ${last.data.step}, epoch ${last.data.epoch}`));
+    run = [];
+  };
+  for (const event of events) {
+    if (event.kind === "checkpoint") { run.push(event); continue; }
+    flush();
+    const details = event.kind === "stage" ? String(event.data.stage).replace("_", " ")
+      : Object.entries(event.data || {}).map(([k, v]) => `${k} ${v}`).join(", ");
     const attempt = event.attempt ? ` (attempt ${event.attempt})` : "";
     list.append(el("li", `${when(event.created_at)} · ${event.kind}${attempt}${details ? ": " + details : ""}`));
   }
+  flush();
+  if (cursor) list.append(el("li", "… more in GET " + base + "/events"));
 }
 
 // --- curves ----------------------------------------------------------------------------------
@@ -228,7 +256,7 @@ async function renderMetrics(base) {
   const series = (key) => epochs.filter((r) => r[key] !== null).map((r) => [r.epoch, r[key]]);
   lineChart($("loss-chart"), [
     { name: "train loss", color: "#1f6feb", points: series("train_loss") },
-    { name: "soft (KD) loss", color: "#8250df", points: series("soft_loss") },
+    { name: "soft (KD) loss", color: "#8250df", points: series("soft_loss"), dash: "5 4" },
     { name: "hard (label) loss", color: "#bc4c00", points: series("hard_loss") },
   ], { format: (v) => fmt(v, 3) });
   lineChart($("agreement-chart"), [
@@ -265,7 +293,7 @@ function lineChart(container, allSeries, options) {
   chart.append(svg("text", { x: (left + W - right) / 2, y: H - bottom + 32, "text-anchor": "middle", "font-size": 11, fill: "#5c6670" }, "epoch"));
   series.forEach((s, i) => {
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-    chart.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": 2, class: "series", "data-name": s.name }));
+    chart.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": 2, "stroke-dasharray": s.dash || "none", class: "series", "data-name": s.name }));
     for (const p of s.points) chart.append(svg("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color }));
     const lx = left + i * 130;
     chart.append(svg("rect", { x: lx, y: H - 16, width: 12, height: 4, fill: s.color }));
