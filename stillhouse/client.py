@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from core.enums import TERMINAL
 
 
 class ApiError(Exception):

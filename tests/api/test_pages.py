@@ -27,6 +27,7 @@ from tests.api.test_docs import (  # noqa: F401 - fixtures, reused
 from tests.conftest import DEV_KEY, ROOT, wait_for
 
 SCREENSHOT = ROOT / "bench" / "out" / "job-page.png"
+KEY_FORM_SHOWN = "document.getElementById('key-form')?.hidden === false"
 LONG = {"training": {"epochs": 25, "batch_size": 32}}
 
 
@@ -93,7 +94,7 @@ def test_job_page_follows_a_job_live_then_shows_curves_report_and_downloads(
     session, _, _ = _open_page(
         browser,
         f"{live_server}/jobs/{job['id']}",
-        "document.getElementById('key-form')?.hidden === false",
+        KEY_FORM_SHOWN,
         "the key form",
     )
     try:
@@ -226,7 +227,10 @@ def test_the_key_is_asked_again_when_refused(
     client: TestClient,
 ) -> None:
     session, _, _ = _open_page(
-        browser, f"{live_server}/jobs", "document.getElementById('key-form')?.hidden === false", "key form"
+        browser,
+        f"{live_server}/jobs",
+        "document.getElementById('key-form')?.hidden === false",
+        "key form",
     )
     try:
         browser.evaluate(session, "document.getElementById('api-key').value = 'sh_wrong'")
