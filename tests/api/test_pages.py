@@ -81,6 +81,7 @@ def _type_key_and_press_enter(browser: _DevTools, session: str) -> None:  # noqa
         )
 
 
+@pytest.mark.slow
 def test_job_page_follows_a_job_live_then_shows_curves_report_and_downloads(
     client: TestClient,
     inputs: dict[str, str],
