@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from core.contracts import (
     CheckpointEvent,
@@ -20,9 +20,9 @@ from core.contracts import (
 )
 from worker.distill.errors import Cancelled, UserError
 
-_HISTORY: TypeAdapter[EpochEvent | CheckpointEvent | ResumedEvent] = TypeAdapter(
-    EpochEvent | CheckpointEvent | ResumedEvent
-)
+History = EpochEvent | CheckpointEvent | ResumedEvent
+# The trainer's history events ({"event": "epoch" | "checkpoint" | "resumed", ...}).
+_HISTORY: TypeAdapter[History] = TypeAdapter(Annotated[History, Field(discriminator="event")])
 
 
 def _source(ref: FileRef) -> Any:
