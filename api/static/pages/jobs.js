@@ -178,7 +178,7 @@ async function follow(base) {
         buffer = buffer.slice(cut + 2);
         if (!message.data) continue;
         const data = JSON.parse(message.data);
-        renderJob({ ...data, error: data.error || null, epochs: data.epochs });
+        renderJob(data);
         if (data.epoch !== lastEpoch) {
           lastEpoch = data.epoch;
           renderMetrics(base).catch(showError);
