@@ -69,7 +69,9 @@ def _history_of_two_attempts(client: TestClient, job_id: str, epochs: int) -> No
     assert sorted({r["epoch"] for r in rows}) == list(range(1, epochs + 1))
     first = [r["epoch"] for r in rows if r["attempt"] == 1]
     second = [r["epoch"] for r in rows if r["attempt"] == 2]
-    assert first == list(range(1, len(first) + 1)) and len(first) >= 3
+    # The job row showed epoch 3 in progress: epochs 1 and 2 had finished (their rows come
+    # first in the child's output and are written in order).
+    assert first == list(range(1, len(first) + 1)) and len(first) >= 2
     assert second == list(range(second[0], epochs + 1)) and second[0] <= len(first) + 1
     events, cursor = [], None
     while True:
