@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import BASE_PG_URL, REDIS_URL, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
 def _number(pattern: str, out: str) -> float:
@@ -39,7 +39,7 @@ def _run(module: str, out: Path, *extra: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=420,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
