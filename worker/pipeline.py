@@ -76,7 +76,9 @@ def _file_ref(session: Session, row: Teacher | Dataset | None) -> FileRef:
     stored = StoredFileRepository(session).get(row.file_id)
     assert stored is not None
     return FileRef(
-        path=str(get_storage().local_path(stored.key)), format=row.format, sha256=row.sha256
+        path=str(get_storage().local_path(stored.key, stored.sha256)),
+        format=row.format,
+        sha256=row.sha256,
     )
 
 

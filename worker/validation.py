@@ -53,7 +53,7 @@ def _validate(
         stored = StoredFileRepository(session).get(row.file_id)
         if stored is None:
             return
-        request = make_request(str(get_storage().local_path(stored.key)), row.format)
+        request = make_request(str(get_storage().local_path(stored.key, stored.sha256)), row.format)
     info, error = _inspect(request)
     with session_scope() as session:
         repo = repository(session)
