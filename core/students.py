@@ -81,5 +81,5 @@ def fits_input(architecture: str, sample_shape: Sequence[int]) -> bool:
         if entry["name"] == architecture:
             if len(sample_shape) not in entry["input_ranks"]:
                 return False
-            return min(sample_shape[-2:]) >= entry.get("min_side", 1)
+            return min(sample_shape[-2:]) >= int(entry.get("min_side", 1))
     return False

@@ -7,9 +7,12 @@ depthwise conv (BN, ReLU6), a 1×1 linear projection back down (BN, no activatio
 added to the input when the shape allows. The paper's seven stages (t, c, n, s below) after a
 3×3 stem of 32 channels, then a 1×1 conv to 1280 channels, global average pool, linear head.
 
-- Width multiplier m = ``width`` / 32: every channel count is the paper's × m (rounded, at
-  least 1). The paper keeps the last 1×1 conv at 1280 below m = 1; here it scales too, or at
-  student sizes that one layer would hold most of the parameters.
+- Width multiplier m = ``width`` / 32: every channel count is the paper's × m, rounded, and
+  at least 8 (torchvision's floor too). On 1×32×32 digits, at about 16 k parameters, a floor
+  of 1 (bottlenecks of 2-4 channels) agreed with the teacher on 0.46 of the held-out images
+  after 6 epochs, the floor of 8 on 0.80. The paper keeps the last 1×1 conv at 1280 below
+  m = 1; here it scales too, or at student sizes that one layer would hold most of the
+  parameters.
 - Depth: each stage repeats its block min(n, ``depth``) times (``depth`` 4 = the paper's 17).
 - Resolution: the paper's five stride-2 steps (stem, stages 2, 3, 4 and 6) are kept only as
   many as ``image_downsamplings`` asks for (32 px: 3, a 4×4 final map). Below five, the stem
@@ -41,6 +44,7 @@ STAGES: tuple[tuple[bool, int, int, int], ...] = (
     (True, 320, 1, 1),
 )
 STEM, HEAD, BASE_WIDTH = 32, 1280, 32
+MIN_CHANNELS = 8
 MAX_DEPTH = 4
 
 
@@ -55,7 +59,7 @@ class MobileNetV2Config:
 
 
 def _channels(cfg: MobileNetV2Config, c: int) -> int:
-    return max(1, (c * cfg.width + BASE_WIDTH // 2) // BASE_WIDTH)
+    return max(MIN_CHANNELS, (c * cfg.width + BASE_WIDTH // 2) // BASE_WIDTH)
 
 
 def _strides(cfg: MobileNetV2Config) -> tuple[int, list[int]]:
@@ -101,7 +105,7 @@ class InvertedResidual(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        out: torch.Tensor = self.body(x)
         return x + out if self.residual else out
 
 
