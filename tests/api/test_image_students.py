@@ -1,5 +1,6 @@
-"""Image students picked by name, through the service: a small CNN teacher on 1×32×32 images
-(scikit-learn's digits, upscaled), real worker processes, the downloaded student checked."""
+"""An image student picked by name, through the service: a small CNN teacher on 1×32×32
+images (scikit-learn's digits, upscaled), real worker processes, the downloaded student
+checked."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from tests.api.conftest import _finished, _ready
 from tests.factories import digits, npz_bytes
 
 SIZE_RATIO = 0.5
-# Agreement with the teacher on the 719 held-out images after 6 short epochs (204 steps):
-# resnet 0.93, mobilenetv2 0.80 when measured in-process with the same spec; the floors
-# leave room for another machine's arithmetic while still far above chance (0.1).
-FLOORS = {"resnet": 0.8, "mobilenetv2": 0.6}
+# Agreement with the teacher on the 719 held-out images after 6 short epochs (204 steps),
+# measured in-process with the same spec: mobilenetv2 0.80 (resnet 0.93; its exports are
+# checked in tests/worker/distill/test_image_students.py). The floor leaves room for
+# another machine's arithmetic while staying far above chance (0.1).
+FLOOR = 0.6
 
 
 @lru_cache(maxsize=1)
@@ -78,39 +80,34 @@ def client(jobs_client: TestClient) -> Iterator[TestClient]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_image_students_picked_by_name_distil_a_cnn_teacher(
+@pytest.mark.timeout(1800)  # the fixtures train a teacher and wait for uploads' validation
+def test_mobilenetv2_picked_by_name_distils_a_cnn_teacher(
     client: TestClient, image_inputs: dict[str, str], gpu_worker: object, tmp_path: Path
 ) -> None:
     import onnxruntime as ort
 
-    jobs = {}
-    for name in FLOORS:
-        body = {
-            "teacher_ids": [image_inputs["teacher"]],
-            "dataset_id": image_inputs["transfer"],
-            "eval_dataset_id": image_inputs["eval"],
-            "student": {"architecture": name, "size_ratio": SIZE_RATIO},
-            "training": {"epochs": 6, "batch_size": 32, "learning_rate": 3e-3},
-        }
-        resp = client.post("/v1/jobs", json=body)
-        assert resp.status_code == 201, resp.text
-        jobs[name] = resp.json()["id"]
+    body = {
+        "teacher_ids": [image_inputs["teacher"]],
+        "dataset_id": image_inputs["transfer"],
+        "eval_dataset_id": image_inputs["eval"],
+        "student": {"architecture": "mobilenetv2", "size_ratio": SIZE_RATIO},
+        "training": {"epochs": 6, "batch_size": 32, "learning_rate": 3e-3},
+    }
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    job = _finished(client, resp.json()["id"], timeout=900)
+    assert job["status"] == "succeeded", job["error"]
+    report = job["report"]
+    assert report["student_architecture"]["architecture"] == "mobilenetv2"
+    target = SIZE_RATIO * report["teacher"]["parameters"]
+    assert abs(report["student"]["parameters"] - target) <= 0.25 * target
+    assert set(report["export_max_abs_diff"]) == {"torch_export", "onnx", "safetensors"}
 
+    resp = client.get(f"/v1/jobs/{job['id']}/student", params={"format": "onnx"})
+    path = tmp_path / "student.onnx"
+    path.write_bytes(resp.content)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     _, _, xe, ye = _images()
-    for name, job_id in jobs.items():
-        job = _finished(client, job_id, timeout=600)
-        assert job["status"] == "succeeded", job["error"]
-        report = job["report"]
-        assert report["student_architecture"]["architecture"] == name
-        target = SIZE_RATIO * report["teacher"]["parameters"]
-        assert abs(report["student"]["parameters"] - target) <= 0.25 * target
-        assert set(report["export_max_abs_diff"]) == {"torch_export", "onnx", "safetensors"}
-
-        resp = client.get(f"/v1/jobs/{job_id}/student", params={"format": "onnx"})
-        path = tmp_path / f"{name}.onnx"
-        path.write_bytes(resp.content)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        predicted = session.run(None, {session.get_inputs()[0].name: xe})[0].argmax(1)
-        assert abs(report["student_accuracy"] - float(np.mean(predicted == ye))) < 1e-6
-        assert report["agreement_top1"] >= FLOORS[name], (name, report["agreement_top1"])
+    predicted = session.run(None, {session.get_inputs()[0].name: xe})[0].argmax(1)
+    assert abs(report["student_accuracy"] - float(np.mean(predicted == ye))) < 1e-6
+    assert report["agreement_top1"] >= FLOOR
