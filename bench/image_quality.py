@@ -74,7 +74,7 @@ class Plan:
 # benchmark (docs/benchmarks.md); lr 3e-3: what the image-student service test uses (the
 # default 1e-3 is tuned for MLPs). Both fixed beforehand, not tuned on this run.
 FULL = Plan(32, 20_000, 2, 20_000, 3, None, 2.0, 3e-3)
-QUICK = Plan(8, 2_000, 1, 1_000, 1, 1_000, 2.0, 3e-3)
+QUICK = Plan(16, 2_000, 3, 1_000, 1, 1_000, 2.0, 3e-3)
 
 
 def teacher_config(plan: Plan) -> ResNetConfig:
