@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.db import get_sessionmaker
@@ -104,16 +106,26 @@ class StateCollector(Collector):
     """Read at scrape time: jobs by status (all tenants) and messages waiting per queue."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs = GaugeMetricFamily("stillhouse_jobs", "Jobs by status", labels=["status"])
-        with get_sessionmaker()() as session:
-            counts = UsageRepository(session).jobs_by_status()
-        for status in STATUSES:
-            jobs.add_metric([status], counts.get(status, 0))
-        yield jobs
+        # A database or broker outage leaves its family out; the scrape still answers.
+        try:
+            with get_sessionmaker()() as session:
+                counts = UsageRepository(session).jobs_by_status()
+        except SQLAlchemyError as exc:
+            log.warning("metrics: jobs by status left out (%s)", type(exc).__name__)
+        else:
+            jobs = GaugeMetricFamily("stillhouse_jobs", "Jobs by status", labels=["status"])
+            for status in STATUSES:
+                jobs.add_metric([status], counts.get(status, 0))
+            yield jobs
+        try:
+            depths = queue_depths()
+        except (RedisError, OSError) as exc:
+            log.warning("metrics: queue depth left out (%s)", type(exc).__name__)
+            return
         depth = GaugeMetricFamily(
             "stillhouse_queue_depth", "Messages waiting in each broker queue", labels=["queue"]
         )
-        for queue, size in queue_depths().items():
+        for queue, size in depths.items():
             depth.add_metric([queue], size)
         yield depth
 

@@ -50,6 +50,21 @@ def test_redis_bucket_is_shared_by_replicas() -> None:
     assert waits[4] == 0.0
 
 
+def test_redis_outage_lets_requests_through() -> None:
+    """The limit protects the service; a Redis outage must not refuse every request."""
+    from tests.api.receiver import free_port
+
+    down = RedisBuckets(f"redis://127.0.0.1:{free_port()}/0", "x:", rate=0.01, burst=1)
+
+    async def run() -> list[float]:
+        try:
+            return [await down.wait_for("key_a") for _ in range(3)]
+        finally:
+            await down.aclose()
+
+    assert asyncio.run(run()) == [0.0, 0.0, 0.0]
+
+
 @pytest.fixture(params=["redis", "local"])
 def limited_client(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, db: str
