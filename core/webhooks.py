@@ -62,9 +62,10 @@ def split_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
-def resolve_checked(host: str, port: int, *, allow_private: bool) -> str:
-    """The address to connect to. Every address of ``host`` is checked; one that is not
-    public (loopback, private, link-local, shared, reserved, multicast) refuses the URL."""
+def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """The addresses to connect to, in resolver order. Every address of ``host`` is checked;
+    one that is not public (loopback, private, link-local, shared, reserved, multicast)
+    refuses the URL."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -76,10 +77,10 @@ def resolve_checked(host: str, port: int, *, allow_private: bool) -> str:
         for address in addresses:
             if not _is_public(address):
                 raise RefusedURL(f"{host!r} resolves to {address}, which is not a public address")
-    return str(addresses[0])
+    return list(dict.fromkeys(str(address) for address in addresses))
 
 
-def check_url(url: str, *, allow_private: bool) -> str:
-    """Refuse a URL that cannot be delivered to; returns the checked address."""
+def check_url(url: str, *, allow_private: bool) -> list[str]:
+    """Refuse a URL that cannot be delivered to; returns the checked addresses."""
     _, host, port = split_url(url)
     return resolve_checked(host, port, allow_private=allow_private)

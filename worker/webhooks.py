@@ -29,28 +29,43 @@ MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "Stillhouse-Webhooks/1"
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to the checked address; the Host header still names the URL's host."""
+def _connect(addresses: list[str], port: int, timeout: float | None) -> socket.socket:
+    """The first of the checked addresses that answers (never a fresh lookup of the name)."""
+    error: OSError = OSError("no address to connect to")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            error = exc
+    raise error
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to the checked addresses; the Host header still names the URL's host."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
-        self.address = address
+        self.addresses = addresses
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _connect(self.addresses, self.port, self.timeout)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
-    """TLS to the checked address, verifying the certificate against the URL's host name."""
+    """TLS to the checked addresses, verifying the certificate against the URL's host name."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
         self.tls = ssl.create_default_context()
         super().__init__(host, port, timeout=timeout, context=self.tls)
-        self.address = address
+        self.addresses = addresses
 
     def connect(self) -> None:
-        raw = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
+        raw = _connect(self.addresses, self.port, self.timeout)
+        try:
+            self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
 
 
 @dataclass
@@ -68,9 +83,9 @@ class Outcome:
 def post(url: str, body: bytes, headers: dict[str, str], *, settings: Settings) -> int:
     """POST ``body``; the status code. Redirects are not followed (they count as failures)."""
     scheme, host, port = split_url(url)
-    address = resolve_checked(host, port, allow_private=settings.webhook_allow_private)
+    addresses = resolve_checked(host, port, allow_private=settings.webhook_allow_private)
     kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
-    conn = kind(host, port, address, settings.webhook_timeout_seconds)
+    conn = kind(host, port, addresses, settings.webhook_timeout_seconds)
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,7 +55,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hooks/stillhouse"
 
-    def start(self) -> Receiver:
+    def start(self, tls: ssl.SSLContext | None = None) -> Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,6 +71,8 @@ class Receiver:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
