@@ -6,12 +6,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.job_repository import ACTIVE
-from models.tables import Job, StoredFile
+from models.tables import Job, StoredFile, Tenant
 
 
 class UsageRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def lock_tenant(self, tenant_id: str) -> None:
+        """Hold the tenant's row until the transaction ends: two submits (or uploads) of one
+        tenant check its quota one after the other, so both cannot pass on the last slot.
+        FOR NO KEY UPDATE: rows that only reference the tenant (a worker's student files)
+        are not held up. (SQLite has no row locks; its single writer serializes instead.)"""
+        stmt = select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
+        self.session.execute(stmt)
 
     def active_jobs(self, tenant_id: str) -> int:
         stmt = select(func.count()).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))

@@ -13,8 +13,13 @@ ACTIVE_JOBS_RETRY_AFTER_S = 30
 
 
 def check_active_jobs(session: Session, tenant_id: str) -> None:
+    """Locks the tenant's row (until the submit commits) before counting."""
     limit = get_settings().max_active_jobs
-    if limit > 0 and UsageRepository(session).active_jobs(tenant_id) >= limit:
+    if limit <= 0:
+        return
+    usage = UsageRepository(session)
+    usage.lock_tenant(tenant_id)
+    if usage.active_jobs(tenant_id) >= limit:
         raise TooManyRequests(
             f"this tenant already has {limit} queued or running jobs (the limit): "
             "submit again when one has ended",
@@ -22,12 +27,18 @@ def check_active_jobs(session: Session, tenant_id: str) -> None:
         )
 
 
-def check_stored_bytes(session: Session, tenant_id: str, incoming: int) -> None:
-    """``incoming`` bytes more would go over the tenant's stored-bytes quota: 413."""
+def check_stored_bytes(
+    session: Session, tenant_id: str, incoming: int, *, lock: bool = True
+) -> None:
+    """``incoming`` bytes more would go over the tenant's stored-bytes quota: 413. With
+    ``lock``, the tenant's row is held until the upload's row commits."""
     limit = get_settings().max_stored_bytes
     if limit <= 0:
         return
-    used = UsageRepository(session).stored_bytes(tenant_id)
+    usage = UsageRepository(session)
+    if lock:
+        usage.lock_tenant(tenant_id)
+    used = usage.stored_bytes(tenant_id)
     if used + incoming > limit:
         raise TooLarge(
             f"storing {incoming} more bytes would go over this tenant's quota of {limit} bytes "

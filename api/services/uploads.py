@@ -64,7 +64,7 @@ def _check_quota(uow: UnitOfWork, tenant_id: str, incoming: int) -> None:
     """Refused before streaming when the tenant is over its quota already (or would be,
     by the declared length); checked again on the stored size before recording."""
     try:
-        check_stored_bytes(uow.session, tenant_id, incoming)
+        check_stored_bytes(uow.session, tenant_id, incoming, lock=False)
     finally:
         uow.session.rollback()  # no connection held while the upload streams
 
