@@ -8,13 +8,11 @@ from typing import Any, cast
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from core.webhooks import EVENTS
 from models.base import new_id, utcnow
 from models.pagination import encode_cursor, newest_first, page
 from models.tables import Job
 from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
-
-# The job statuses that emit an event, and the event's name.
-JOB_EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
 
 
 class WebhookRepository:
@@ -56,9 +54,9 @@ class WebhookRepository:
                 Job.id == job_id
             )
         ).first()
-        if job is None or job.status not in JOB_EVENTS:
+        event = f"job.{job.status}" if job is not None else ""
+        if job is None or event not in EVENTS:
             return 0
-        event = JOB_EVENTS[job.status]
         hooks = self.session.scalars(select(Webhook).where(Webhook.tenant_id == job.tenant_id))
         now = utcnow()
         payload = {

@@ -90,3 +90,16 @@ def test_guard_refuses_before_connecting() -> None:
 def test_backoff_doubles_up_to_its_cap() -> None:
     settings = Settings(webhook_backoff_seconds=5, webhook_backoff_max_seconds=60)
     assert [backoff(n, settings) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_the_api_offers_exactly_the_events_the_outbox_writes() -> None:
+    from typing import get_args
+
+    from api.schemas import JobStatus, WebhookEvent
+    from core.webhooks import EVENTS
+
+    assert set(get_args(WebhookEvent)) == set(EVENTS)
+    assert {e.removeprefix("job.") for e in EVENTS} == set(get_args(JobStatus)) - {
+        "queued",
+        "running",
+    }
