@@ -23,8 +23,8 @@ from pydantic import (
 from core.enums import ExportFormat
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
-ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d")
-Architecture = Literal["auto", "mlp", "cnn", "cnn1d"]
+ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
+Architecture = Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
 SoftLabelMode = Literal["cached", "online"]
 
 

@@ -13,6 +13,7 @@ from models.tables import (
     Teacher,
     Tenant,
 )
+from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
     "ApiKey",
@@ -26,6 +27,9 @@ __all__ = [
     "StoredFile",
     "Teacher",
     "Tenant",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookMessage",
     "new_id",
     "utcnow",
 ]

@@ -13,6 +13,7 @@ from core.enums import ACTIVE, JobEventKind, JobStatus
 from models.base import utcnow
 from models.pagination import newest_first, page
 from models.tables import Job, JobDataset, JobEvent, JobTeacher
+from models.webhook_repository import WebhookRepository
 
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
 
@@ -136,6 +137,13 @@ class JobRepository:
         self.event(job_id, kind, attempt, **data)
         return True
 
+    def _ended(self, job_id: str, attempt: int, **values: Any) -> bool:
+        """A fenced write of a terminal status, with its webhook events in the same transaction."""
+        if not self._fenced(job_id, attempt, **values):
+            return False
+        WebhookRepository(self.session).enqueue_job_event(job_id)
+        return True
+
     def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
         stmt = (
             update(Job)
@@ -156,7 +164,7 @@ class JobRepository:
         artifacts: dict[str, Any],
         metrics: dict[str, Any],
     ) -> bool:
-        done = self._fenced(
+        done = self._ended(
             job_id,
             attempt,
             metrics=metrics,
@@ -174,7 +182,7 @@ class JobRepository:
 
     def fail(self, job_id: str, attempt: int, *, code: str, message: str) -> bool:
         error = {"code": code, "message": message}
-        done = self._fenced(
+        done = self._ended(
             job_id,
             attempt,
             status=JobStatus.FAILED,
@@ -187,7 +195,7 @@ class JobRepository:
         return done
 
     def cancel_running(self, job_id: str, attempt: int) -> bool:
-        done = self._fenced(
+        done = self._ended(
             job_id, attempt, status=JobStatus.CANCELLED, finished_at=utcnow(), lease_expires_at=None
         )
         if done:
@@ -221,6 +229,8 @@ class JobRepository:
             self.event(job.id, JobEventKind.CANCELLED)
         self.session.flush()
         self.session.refresh(job)
+        if getattr(result, "rowcount", 0) and values.get("status") == "cancelled":
+            WebhookRepository(self.session).enqueue_job_event(job.id)
 
     # sweep -------------------------------------------------------------------------------
     def stale(self, now: datetime) -> list[Job]:
@@ -246,6 +256,7 @@ class JobRepository:
         done = bool(getattr(self.session.execute(stmt), "rowcount", 0))
         if done:
             self.event(job.id, JobEventKind.FAILED, job.attempt, **error)
+            WebhookRepository(self.session).enqueue_job_event(job.id)
         return done
 
     def running_on(self, worker_prefix: str) -> list[Job]:

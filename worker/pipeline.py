@@ -42,6 +42,7 @@ from models import Dataset, Job, StoredFile, Teacher, new_id, utcnow
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
+from worker.metrics import observe_stages
 from worker.sandbox import Child
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,7 @@ class Run:
             for art in artifacts.values():
                 storage.delete(art["key"])
             return
+        observe_stages(report)
         shutil.rmtree(Path(self.c.request.workdir).parent, ignore_errors=True)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import publish
+from api.services.quotas import check_active_jobs
 from core.db import get_engine
 from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
@@ -134,6 +135,7 @@ def submit(
         existing = jobs.by_idempotency_key(tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
+    check_active_jobs(uow.session, tenant_id)
     validate_spec(uow, tenant_id, spec)
     job = Job(
         id=new_id("job"),
