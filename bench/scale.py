@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES))
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}: a smoke run")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the job (1: a shared machine)"
+    )
     parser.add_argument("--folder", type=Path, default=h.OUT / "scale")
     args = parser.parse_args(argv)
     sizes = list(QUICK_SIZES) if args.quick else sorted(int(s) for s in args.sizes.split(","))
@@ -254,11 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     args.folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        with Service(args.folder) as svc:
+        with Service(args.folder, threads=args.threads) as svc:
             teacher = args.folder / "teacher.pt2"
             params = make_teacher(teacher)
             out(f"teacher: 784-{HIDDEN}-10 MLP, {params:,} parameters")
-            out(f"1 epoch, batch {args.batch_size}, default held-out split, ONNX export")
+            out(
+                f"1 epoch, batch {args.batch_size}, default held-out split, ONNX export, "
+                f"{args.threads} torch thread(s)"
+            )
             teacher_id = svc.upload("teachers", teacher)
             rows = []
             for n in sizes:

@@ -235,8 +235,7 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
 
 
 def _as_rows(x: torch.Tensor | Rows, y: torch.Tensor | None) -> Rows:
-    rows = ArrayRows.of_tensors(x, y) if isinstance(x, torch.Tensor) else x
-    return in_memory_if_small(rows, IN_MEMORY_BYTES)
+    return ArrayRows.of_tensors(x, y) if isinstance(x, torch.Tensor) else x
 
 
 # --- check and split ----------------------------------------------------------------------
@@ -296,10 +295,12 @@ class Splits:
 
 
 def split_stage(transfer: Rows, held: Rows | None, training: TrainingSpec) -> Splits:
-    """With an eval set, train on every transfer row; else hold out a seeded split."""
+    """With an eval set, train on every transfer row; else hold out a seeded split. Either
+    side is read into memory once when small (``IN_MEMORY_BYTES``), else read per batch."""
     if held is not None:
         n = transfer.num_samples
-        return Splits(transfer, held, torch.arange(n), None, n)
+        train = in_memory_if_small(transfer, IN_MEMORY_BYTES)
+        return Splits(train, in_memory_if_small(held, IN_MEMORY_BYTES), torch.arange(n), None, n)
     split = held_out_split(transfer.num_samples, training.eval_fraction, training.seed)
     train = in_memory_if_small(SubsetRows(transfer, split.train.numpy()), IN_MEMORY_BYTES)
     held_out = in_memory_if_small(SubsetRows(transfer, split.eval.numpy()), IN_MEMORY_BYTES)
