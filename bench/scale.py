@@ -2,7 +2,7 @@
 
     python -m bench.scale                      # 1, 2 and 4.0 GiB of float32 (about 8 minutes)
     python -m bench.scale --sizes 20000,40000  # any sizes, in samples of 784 float32
-    python -m bench.scale --quick              # 10,000 to 40,000 samples: a smoke run
+    python -m bench.scale --quick              # 2,000 to 8,000 samples: a smoke run
 
 Each transfer set is an ``N × 784`` float32 ``.npy`` written to disk in chunks (never whole
 in memory), with a 784-256-10 MLP teacher made here (seeded, exported as ``.pt2``). Each
@@ -45,7 +45,7 @@ from bench.service import Service  # noqa: E402
 FEATURES, CLASSES, HIDDEN = 784, 10, 256
 GiB = 1024**3
 DEFAULT_SIZES = (342_393, 684_785, 1_369_570)  # 1, 2 and 4.0 GiB of float32 rows
-QUICK_SIZES = (10_000, 20_000, 40_000)
+QUICK_SIZES = (2_000, 4_000, 8_000)
 WRITE_ROWS = 65_536
 SAMPLE_EVERY_S = 0.2
 
@@ -243,18 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads of the job (1: a shared machine)"
     )
-    parser.add_argument("--folder", type=Path, default=h.OUT / "scale")
+    parser.add_argument("--out", type=Path, default=h.OUT, help="where scale.md and the data go")
     args = parser.parse_args(argv)
+    args.folder = args.out / "scale"
     sizes = list(QUICK_SIZES) if args.quick else sorted(int(s) for s in args.sizes.split(","))
     need = 2 * sum(s * FEATURES * 4 for s in sizes) + GiB
-    free = shutil.disk_usage(args.folder.parent if args.folder.parent.exists() else Path.cwd()).free
+    args.folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(args.folder).free
     if free < need:
         print(f"not enough disk: {free / GiB:.1f} GiB free, about {need / GiB:.1f} GiB needed")
         return 1
     out = h.Transcript()
     out(f"# Scale: {h.machine()}; load average {h.load_average()}")
     os.environ["STILLHOUSE_MAX_UPLOAD_BYTES"] = str(2 * max(sizes) * FEATURES * 4)
-    args.folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         with Service(args.folder, threads=args.threads) as svc:
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         f"worker tree peak at most {worst:,.0f} MiB (goal < 1,536)"
     )
     out(f"bench wall time {time.perf_counter() - started:.0f} s; load average {h.load_average()}")
-    out.save(h.OUT / "scale.md")
+    out.save(args.out / "scale.md")
     return 0
 
 

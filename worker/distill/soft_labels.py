@@ -11,6 +11,10 @@ Filling every other class with it restores, at T = 1, the exact top-k probabilit
 exact remaining mass (spread evenly); at other temperatures it is the usual top-k
 approximation. An ensemble stores one slice per teacher, ``[K, N, ·]``, because the target
 is the mean of the teachers' *softened* probabilities, which depends on T.
+
+The file is a plain safetensors file, but written and read through a memory map: its header
+is laid out first, each batch of logits goes straight into its rows, and a training batch
+reads only its own rows back. Memory holds one batch, whatever N is.
 """
 
 from __future__ import annotations
