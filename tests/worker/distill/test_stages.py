@@ -12,7 +12,7 @@ from torch import nn
 
 from core.spec import JobSpec, TrainingSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
-from worker.distill import engine, rows, targets, trainer
+from worker.distill import engine, rows, stages, targets, trainer
 from worker.distill.data import open_dataset
 from worker.distill.errors import Cancelled, UserError
 from worker.distill.losses import LOSSES, kd_loss
@@ -49,12 +49,12 @@ def teacher(digits: tuple[torch.Tensor, ...]) -> ModuleTeacher:
 
 def test_split_stage_holds_out_the_seeded_rows_without_an_eval_set() -> None:
     data = ArrayRows(np.arange(200, dtype=np.float32).reshape(100, 2))
-    splits = engine.split_stage(data, None, TrainingSpec(eval_fraction=0.2, seed=3))
+    splits = stages.split_stage(data, None, TrainingSpec(eval_fraction=0.2, seed=3))
     assert splits.split is not None and splits.eval.num_samples == 20
     assert splits.train.num_samples == 80 and splits.transfer_samples == 100
     held = splits.split.eval.numpy()
     assert splits.eval.read(np.arange(20))[:, 0].tolist() == (2 * held).tolist()
-    with_eval = engine.split_stage(data, data, TrainingSpec())
+    with_eval = stages.split_stage(data, data, TrainingSpec())
     assert with_eval.split is None and with_eval.train.num_samples == 100
 
 
@@ -65,8 +65,8 @@ def test_check_inputs_finds_a_nan_in_a_later_chunk(
     x = np.zeros((100, 64), dtype=np.float32)
     x[95, 3] = np.nan
     with pytest.raises(UserError, match="1 of 100 samples"):
-        engine.check_inputs([teacher], ArrayRows(x), "dataset")
-    engine.check_inputs([teacher], ArrayRows(np.zeros((100, 64), dtype=np.uint8)), "dataset")
+        stages.check_inputs([teacher], ArrayRows(x), "dataset")
+    stages.check_inputs([teacher], ArrayRows(np.zeros((100, 64), dtype=np.uint8)), "dataset")
 
 
 def test_target_strategies_agree(teacher: ModuleTeacher) -> None:
@@ -108,7 +108,7 @@ def _run(tmp: Path, teacher: ModuleTeacher, x: Any, xe: Any, ye: Any, **kw: Any)
 
 def _streaming(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every set read per batch from its map, targets softened per batch."""
-    monkeypatch.setattr(engine, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(stages, "IN_MEMORY_BYTES", 0)
     monkeypatch.setattr(targets, "PRECOMPUTED_PROBS_BYTES", 0)
 
 
