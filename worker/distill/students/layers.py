@@ -67,3 +67,19 @@ class Standardize(nn.Module):
         floor = max(0.1 * float(std.mean()), 1e-6)
         self.mean.copy_(mean[0].reshape(stat_shape).float())
         self.inv_std.copy_((1.0 / std.clamp_min(floor)).reshape(stat_shape).float())
+
+
+MAX_DOWNSAMPLINGS = 5  # 224 px → 7×7, as in ResNet and MobileNetV2 on ImageNet
+
+
+def image_downsamplings(height: int, width: int) -> int:
+    """Stride-2 steps that bring the smaller side down to 4-7 pixels, between 1 and 5.
+
+    224 px: 5 (a 7×7 final map, the ImageNet layout); 32 px: 3 (4×4, as the CIFAR variants
+    end); 28 px: 2 (7×7). Fewer steps would pool a larger map into one vector at the head;
+    more would leave the last stages a map of 1-3 pixels, where a 3×3 conv sees mostly padding.
+    """
+    side, steps = min(height, width), 0
+    while steps < MAX_DOWNSAMPLINGS and side >= 4 * 2 ** (steps + 1):
+        steps += 1
+    return max(1, steps)
