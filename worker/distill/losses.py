@@ -8,6 +8,8 @@ digits inside a log-softmax).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -81,3 +83,21 @@ def kd_loss(
     """
     soft, hard = kd_terms(student_logits, target_probs, labels, temperature=temperature)
     return combine_kd(soft, hard, alpha)
+
+
+class LossFn(Protocol):
+    """A training loss: student logits, the teacher's softened distribution, labels or None."""
+
+    def __call__(
+        self,
+        student_logits: torch.Tensor,
+        target_probs: torch.Tensor,
+        labels: torch.Tensor | None,
+        *,
+        temperature: float,
+        alpha: float,
+    ) -> torch.Tensor: ...
+
+
+# The job spec's ``distillation.loss`` picks one by name (a closed choice, never a path).
+LOSSES: dict[str, LossFn] = {"kd": kd_loss}

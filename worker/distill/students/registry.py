@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +136,11 @@ def build_student(name: str, config: Any) -> nn.Module:
     return REGISTRY[name].build(config)
 
 
-def init_student(name: str, config: Any, *, seed: int, inputs: torch.Tensor) -> nn.Module:
+def init_student(
+    name: str, config: Any, *, seed: int, inputs: torch.Tensor | Iterable[torch.Tensor]
+) -> nn.Module:
     """Build with weights drawn from ``seed`` (without touching the global RNG) and fit the
-    input standardisation to ``inputs`` (the training samples)."""
+    input standardisation to ``inputs`` (the training samples, whole or in chunks)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_student(name, config)
