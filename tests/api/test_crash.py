@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import get_settings
 from tests.api.conftest import _body, _finished
 from tests.conftest import start_worker, stop_process, wait_for
 
@@ -86,8 +87,13 @@ def _history_of_two_attempts(client: TestClient, job_id: str, epochs: int) -> No
     assert started == [1, 2]
     (resumed,) = [e for e in events if e["kind"] == "resumed"]
     assert resumed["attempt"] == 2 and resumed["data"]["epoch"] == second[0] - 1
-    last_checkpoint = [e for e in events if e["kind"] == "checkpoint" and e["attempt"] == 1][-1]
-    assert resumed["data"]["step"] == last_checkpoint["data"]["step"]
+    # The kill can fall between a checkpoint's write and the worker recording its event:
+    # the resume is at the last recorded checkpoint or at a later one.
+    recorded = [
+        e["data"]["step"] for e in events if e["kind"] == "checkpoint" and e["attempt"] == 1
+    ]
+    every = get_settings().checkpoint_every_steps
+    assert resumed["data"]["step"] >= recorded[-1] and resumed["data"]["step"] % every == 0
 
 
 def test_job_past_its_time_limit_fails_with_a_reason(
