@@ -32,8 +32,10 @@ def sklearn_model(kind: str) -> Any:
     models = {
         "mlp": lambda: MLPClassifier((64,), max_iter=100, random_state=0),
         "forest": lambda: RandomForestClassifier(60, random_state=0, n_jobs=1),
+        # Shallow trees, a high rate: 96 % held out in a few seconds (15 trees of depth 3
+        # gave 91 %, a function too coarse for a student to follow closely).
         "boosting": lambda: GradientBoostingClassifier(
-            n_estimators=15, max_depth=3, random_state=0
+            n_estimators=30, learning_rate=0.3, max_depth=2, random_state=0
         ),
     }
     # One BLAS/OpenMP thread: on a busy shared machine more threads spin against each other

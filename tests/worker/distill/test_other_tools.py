@@ -70,6 +70,28 @@ def test_float64_skl2onnx_teacher_is_fed_float64(tmp_path: Path) -> None:
     )
 
 
+def test_float64_pt2_teacher_is_fed_float64_online_too(tmp_path: Path) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).double().eval()
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(
+            model, (torch.zeros(2, 64, dtype=torch.float64),), dynamic_shapes=({0: batch},)
+        )
+    path = tmp_path / "double.pt2"
+    torch.export.save(program, str(path))
+    teacher = load_teacher(path, "torch_export")
+    assert teacher.input_dtype == "float64" and teacher.outputs[0].dtype == "float64"
+    x = torch.from_numpy(digits()[2][:20])
+    expected = model(x.double()).detach().float()
+    torch.testing.assert_close(teacher(x), expected)
+    online = teacher_logits(teacher, x, torch.device("cpu"), online=True)
+    torch.testing.assert_close(online, expected)
+
+
 def test_softmax_headed_pt2_is_read_as_probabilities(tmp_path: Path) -> None:
     path = _write(tmp_path, "soft.pt2", torch_pt2_bytes("softmax"))
     teacher = load_teacher(path, "torch_export")
