@@ -115,7 +115,8 @@ def describe(name: str, value: Any, rows: int, declared: str | None = None) -> O
     """What one dry-run output is: its dtype, its shape and whether it can be class scores."""
     if _is_zipmap(value):
         dtype = declared or "seq(map(int64,float))"
-        return OutputInfo(name, dtype, [None, len(value[0])], scores=True, zipmap=True)
+        scores = len(value) == rows and len(value[0]) >= 2
+        return OutputInfo(name, dtype, [None, len(value[0])], scores=scores, zipmap=True)
     tensor = as_tensor(value)
     if tensor is None:
         shape = list(value.shape) if isinstance(value, np.ndarray) else None
@@ -131,8 +132,8 @@ def describe(name: str, value: Any, rows: int, declared: str | None = None) -> O
 
 
 def _batch_first(shape: list[int] | None, rows: int) -> list[int | None] | None:
-    if not shape:
-        return shape  # type: ignore[return-value]
+    if shape is None or not shape:
+        return None if shape is None else []
     return [None if shape[0] == rows else shape[0], *shape[1:]]
 
 
