@@ -79,10 +79,12 @@ def demo_files(directory: Path) -> None:
         typer.echo(str(path))
 
 
-def _upload(kind: str, file: Path, name: str | None, wait: bool, url: str, key: str) -> None:
+def _upload(
+    kind: str, file: Path, name: str | None, wait: bool, url: str, key: str, **fields: str | None
+) -> None:
     with _client(url, key) as client:
         obj = (
-            client.upload_teacher(file, name)
+            client.upload_teacher(file, name, **fields)
             if kind == "teachers"
             else client.upload_dataset(file, name)
         )
@@ -93,9 +95,21 @@ def _upload(kind: str, file: Path, name: str | None, wait: bool, url: str, key: 
 
 @teachers_app.command("upload")
 def teachers_upload(
-    file: Path, url: Url = DEFAULT_URL, key: Key = "", name: str | None = None, wait: bool = True
+    file: Path,
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+    name: str | None = None,
+    wait: bool = True,
+    output_name: Annotated[
+        str | None, typer.Option(help="the output that holds the class scores")
+    ] = None,
+    output_kind: Annotated[
+        str | None, typer.Option(help="logits, probabilities or log_probabilities (default: auto)")
+    ] = None,
 ) -> None:
-    _upload("teachers", file, name, wait, url, key)
+    _upload(
+        "teachers", file, name, wait, url, key, output_name=output_name, output_kind=output_kind
+    )
 
 
 @datasets_app.command("upload")

@@ -51,15 +51,28 @@ class Client:
             raise ApiError(resp.status_code, problem)
         return resp
 
-    def _upload(self, path: str, file: Path, name: str | None) -> dict[str, Any]:
+    def _upload(
+        self, path: str, file: Path, name: str | None, **fields: str | None
+    ) -> dict[str, Any]:
         with open(file, "rb") as fh:
-            data = {"name": name} if name else {}
+            data = {k: v for k, v in {"name": name, **fields}.items() if v}
             resp = self._call("POST", path, files={"file": (file.name, fh)}, data=data)
         return dict(resp.json())
 
     # teachers and datasets
-    def upload_teacher(self, file: str | Path, name: str | None = None) -> dict[str, Any]:
-        return self._upload("/v1/teachers", Path(file), name)
+    def upload_teacher(
+        self,
+        file: str | Path,
+        name: str | None = None,
+        *,
+        output_name: str | None = None,
+        output_kind: str | None = None,
+    ) -> dict[str, Any]:
+        """``output_name``: the output holding the class scores; ``output_kind``: "logits",
+        "probabilities" or "log_probabilities". Unset, the validation dry run decides."""
+        return self._upload(
+            "/v1/teachers", Path(file), name, output_name=output_name, output_kind=output_kind
+        )
 
     def upload_dataset(self, file: str | Path, name: str | None = None) -> dict[str, Any]:
         return self._upload("/v1/datasets", Path(file), name)

@@ -80,9 +80,13 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
                 "sha256": row.sha256,
             }
 
+        def teacher_source(row: Any) -> dict[str, Any]:
+            # The output and kind the validation dry run settled on: the job uses the same.
+            return {**source(row), "output_name": row.output_name, "output_kind": row.output_kind}
+
         links = session.query(JobTeacher).filter_by(job_id=job_id).order_by(JobTeacher.position)
         teachers = TeacherRepository(session)
-        teacher_sources = [source(teachers.get(link.teacher_id)) for link in links]
+        teacher_sources = [teacher_source(teachers.get(link.teacher_id)) for link in links]
         roles = {d.role: d.dataset_id for d in session.query(JobDataset).filter_by(job_id=job_id)}
         datasets = DatasetRepository(session)
         workdir = job_workdir(settings, job_id)

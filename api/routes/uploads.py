@@ -10,6 +10,7 @@ from api.deps import TenantId, UoW
 from api.errors import BadRequest
 from api.schemas import DatasetRead, Page, TeacherRead
 from api.services import uploads
+from core.outputs import REQUESTED_OUTPUT_KINDS
 from core.storage import get_storage
 from models.pagination import BadCursor
 from models.repositories import DatasetRepository, TeacherRepository
@@ -37,6 +38,38 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
+TEACHER_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "name": {"type": "string"},
+                        "output_name": {
+                            "type": "string",
+                            "description": "the output that holds the class scores "
+                            "(default: the one named logits, else the one float "
+                            "[N, classes] output)",
+                        },
+                        "output_kind": {
+                            "type": "string",
+                            "enum": list(REQUESTED_OUTPUT_KINDS),
+                            "default": "auto",
+                            "description": "what that output holds; auto: decided by the "
+                            "validation dry run",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 def _length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
     return int(raw) if raw and raw.isdigit() else None
@@ -46,7 +79,7 @@ def _length(request: Request) -> int | None:
     "/teachers",
     status_code=201,
     response_model=TeacherRead,
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=TEACHER_UPLOAD_BODY,
     summary="Upload a teacher (ONNX or torch.export .pt2)",
 )
 async def upload_teacher(request: Request, uow: UoW, tenant_id: TenantId) -> Any:

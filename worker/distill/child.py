@@ -25,6 +25,8 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
             request["path"],
             request["format"],
             allow_torchscript=bool(request.get("allow_torchscript")),
+            output_name=request.get("output_name"),
+            output_kind=request.get("output_kind") or "auto",
         )
     if op == "inspect_dataset":
         from worker.distill.data import inspect_dataset

@@ -13,7 +13,13 @@ from worker.distill.errors import Cancelled, UserError
 def _source(item: dict[str, Any]) -> Any:
     from worker.distill.engine import Source
 
-    return Source(path=Path(item["path"]), format=item["format"], sha256=item["sha256"])
+    return Source(
+        path=Path(item["path"]),
+        format=item["format"],
+        sha256=item["sha256"],
+        output_name=item.get("output_name"),
+        output_kind=item.get("output_kind"),
+    )
 
 
 def run_from_request(
