@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import Unauthorized
 from core.db import get_sessionmaker
 from core.keys import hash_key
+from core.logs import set_log_context
 from models.repositories import ApiKeyRepository
 
 
@@ -119,6 +120,7 @@ async def _cached(request: Request, lookup: Callable[[str], str]) -> str:
     if tenant_id is None:
         tenant_id = await run_in_threadpool(lookup, key_hash)
         cache.put(key_hash, tenant_id)
+    set_log_context(tenant_id=tenant_id)  # this request's log lines carry it from here on
     return tenant_id
 
 

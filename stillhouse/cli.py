@@ -68,7 +68,7 @@ def run() -> None:
         settings = get_settings()
         key = prepare(settings)
     typer.echo(banner(settings, key))
-    raise typer.Exit(Supervisor(processes(settings)).run())
+    raise typer.Exit(Supervisor(processes(settings), settings.log_format).run())
 
 
 @app.command()
