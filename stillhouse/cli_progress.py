@@ -65,16 +65,21 @@ def spinner(label: str, enabled: bool) -> Iterator[None]:
 
 
 def _fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The bar's fields this event knows; the others keep their last value (step events
+    carry the loss only, epoch events the agreement too, the final one the report)."""
     metrics = data.get("metrics") or {}
-    loss, agreement = metrics.get("train_loss"), metrics.get("eval_agreement")
+    report = data.get("report") or {}
+    loss = metrics.get("train_loss")
+    agreement = metrics.get("eval_agreement", report.get("agreement_top1"))
     epochs = data.get("epochs") or 0
-    return {
+    fields = {
         "epoch": f"epoch {data.get('epoch') or 0}/{epochs}" if epochs else "",
         "loss": f"loss {loss:.4f}" if isinstance(loss, int | float) else "",
         "agreement": f"agreement {100 * agreement:.1f}%"
         if isinstance(agreement, int | float)
         else "",
     }
+    return {name: value for name, value in fields.items() if value}
 
 
 def _describe(data: dict[str, Any]) -> str:
