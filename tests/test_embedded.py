@@ -85,6 +85,7 @@ def _ready(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_embedded_service_survives_a_killed_worker_and_stops_cleanly(
     service: tuple[subprocess.Popen[bytes], str], tmp_path: Path
 ) -> None:

@@ -98,6 +98,7 @@ def test_table_output_has_a_header_and_a_row_per_item(
     assert ids["teacher"] in lines[1] and "ready" in lines[1]
 
 
+@pytest.mark.timeout(600)  # a gpu worker starts (torch) and a job runs
 def test_submit_wait_shows_epoch_loss_and_agreement_then_the_job(
     api_url: str, uploads: dict[str, subprocess.CompletedProcess[str]], gpu_worker: object
 ) -> None:

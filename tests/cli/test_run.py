@@ -53,6 +53,7 @@ def _job(client: Client, folder: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # starts torch-importing workers and runs a job: slow on a busy host
 def test_run_logs_json_with_ids_and_shows_live_workers(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
