@@ -15,6 +15,9 @@ from tests.cli.conftest import cli_env, stillhouse
 from tests.conftest import truncate
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
+# Workers start (torch imports) and a job runs inside these tests: slow on a busy host.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -98,7 +101,6 @@ def test_table_output_has_a_header_and_a_row_per_item(
     assert ids["teacher"] in lines[1] and "ready" in lines[1]
 
 
-@pytest.mark.timeout(600)  # a gpu worker starts (torch) and a job runs
 def test_submit_wait_shows_epoch_loss_and_agreement_then_the_job(
     api_url: str, uploads: dict[str, subprocess.CompletedProcess[str]], gpu_worker: object
 ) -> None:
