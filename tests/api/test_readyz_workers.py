@@ -19,7 +19,7 @@ def test_readyz_lists_a_running_worker_and_its_queue(client: TestClient, worker:
         return body if f"validate-{RUN_ID}@" in " ".join(names) else None
 
     body = wait_for(listed, timeout=60, interval=0.5)
-    assert body["status"] == "ok" and body["checks"]["workers"] == "ok"
+    assert body["status"] == "ok" and body["workers"]["status"] == "ok"
     mine = [w for w in body["workers"]["items"] if w["name"].startswith(f"validate-{RUN_ID}@")]
     assert mine[0]["queues"] == ["validate"]
 

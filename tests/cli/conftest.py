@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEV_KEY, ROOT
+from tests.conftest import DEV_KEY, ROOT, truncate
 
 
 @pytest.fixture(scope="package")
@@ -67,3 +67,12 @@ def stillhouse(
         text=True,
         timeout=timeout,
     )
+
+
+def empty_tenant_data() -> None:
+    """Everything but tenants and keys: the running API keeps its bootstrap key (and the
+    tenant id it has cached for it)."""
+    from models import Base
+
+    keep = {"tenants", "api_keys"}
+    truncate(only=tuple(t.name for t in Base.metadata.sorted_tables if t.name not in keep))

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import cli_env, stillhouse
-from tests.conftest import truncate
+from tests.cli.conftest import cli_env, empty_tenant_data, stillhouse
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
 # Workers start (torch imports) and a job runs inside these tests: slow on a busy host.
@@ -41,7 +40,7 @@ def uploads(
         "transfer": stillhouse("datasets", "upload", str(files["transfer"]), "-o", "json", env=env),
         "eval": stillhouse("datasets", "upload", str(files["eval"]), "-q", env=env),
     }
-    truncate()
+    empty_tenant_data()
 
 
 def _ids(uploads: dict[str, subprocess.CompletedProcess[str]]) -> dict[str, str]:

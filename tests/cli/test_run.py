@@ -86,7 +86,7 @@ def test_run_logs_json_with_ids_and_shows_live_workers(tmp_path: Path) -> None:
             timeout=180,
             interval=0.5,
         )
-        assert ready["checks"]["workers"] == "ok"
+        assert ready["workers"]["status"] == "ok"
         with Client(url, KEY) as client:
             job_id = _job(client, tmp_path)
         os.killpg(proc.pid, signal.SIGINT)

@@ -16,7 +16,8 @@ import pytest
 
 from stillhouse import ApiError, AsyncClient, Client, RetryPolicy
 from stillhouse.models import Dataset, Page, Teacher
-from tests.conftest import DEV_KEY, truncate
+from tests.cli.conftest import empty_tenant_data
+from tests.conftest import DEV_KEY
 from tests.factories import npz_bytes
 
 FAST = RetryPolicy(attempts=4, backoff_s=0.01)
@@ -158,7 +159,7 @@ def three_datasets(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     with Client(api_url, DEV_KEY) as client:
         ids = [client.upload_dataset(path, name=f"d{i}").id for i in range(3)]
     yield ids[::-1]  # newest first
-    truncate()
+    empty_tenant_data()
 
 
 def test_answers_are_typed_models(api_url: str, three_datasets: list[str]) -> None:
