@@ -4,6 +4,7 @@ cancel, report, metrics, download."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +27,7 @@ from stillhouse.cli_common import (
 )
 from stillhouse.cli_progress import follow_job
 from stillhouse.cli_resources import All, Cursor, JobId, Limit, list_command
-from stillhouse.models import Job, JobStatus, Report
+from stillhouse.models import Job, JobStatus, ModelMeasure, Report
 
 jobs_app = typer.Typer(
     help="Jobs: submit, follow, cancel, read the report, download the student.",
@@ -162,6 +163,15 @@ def jobs_cancel(
         print_object(ctx, client.cancel(job_id))
 
 
+REPORT_ROWS: tuple[tuple[str, Callable[[ModelMeasure], str]], ...] = (
+    ("parameters", lambda m: f"{m.parameters:,}"),
+    ("size fp32", lambda m: f"{m.size_bytes_fp32 / 1e6:.2f} MB"),
+    ("size fp16", lambda m: f"{m.size_bytes_fp16 / 1e6:.2f} MB"),
+    ("latency, batch 1", lambda m: f"{m.latency_ms_batch1:.3f} ms"),
+    ("throughput", lambda m: f"{m.throughput_per_s:,.0f} /s"),
+)
+
+
 def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
     if ctx.quiet:
         typer.echo(job_id)
@@ -170,13 +180,8 @@ def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
         print_json(report)
         return
     table = Table("", "teacher", "student", box=None, header_style="bold")
-    for field in ("parameters", "size_bytes_fp32", "size_bytes_fp16", "latency_ms_batch1"):
-        table.add_row(field, f"{report.teacher[field]:,}", f"{report.student[field]:,}")
-    table.add_row(
-        "throughput_per_s",
-        f"{report.teacher.throughput_per_s:,.0f}",
-        f"{report.student.throughput_per_s:,.0f}",
-    )
+    for label, show in REPORT_ROWS:
+        table.add_row(label, show(report.teacher), show(report.student))
     table.add_row("accuracy", _pct(report.teacher_accuracy), _pct(report.student_accuracy))
     out_console().print(table)
     out_console().print(
