@@ -96,25 +96,25 @@ def configure_logging(log_format: str, logger: logging.Logger | None = None) -> 
 
 
 class QuietSweep(logging.Filter):
-    """Drops the periodic sweep's routine lines (beat sending it, the worker receiving it and
-    its success), which would otherwise appear every few seconds forever. The sweep logs
-    what it finds itself."""
+    """Drops the routine lines of periodic tasks (beat sending one, the worker receiving it
+    and its success), which would otherwise appear every few seconds forever. The tasks log
+    what they find themselves."""
 
-    def __init__(self, task_name: str) -> None:
+    def __init__(self, task_names: frozenset[str]) -> None:
         super().__init__()
-        self.task_name = task_name
+        self.task_names = task_names
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, dict):
-            return args.get("name") != self.task_name
+            return args.get("name") not in self.task_names
         if isinstance(args, tuple):
-            return self.task_name not in args
+            return not self.task_names.intersection(a for a in args if isinstance(a, str))
         return True
 
 
-def quiet_sweep(task_name: str) -> None:
+def quiet_sweep(*task_names: str) -> None:
     for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, QuietSweep) for f in logger.filters):
-            logger.addFilter(QuietSweep(task_name))
+            logger.addFilter(QuietSweep(frozenset(task_names)))

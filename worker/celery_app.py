@@ -8,7 +8,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from core.logs import configure_logging, quiet_sweep
-from core.queue import TASK_REQUEUE_STALE, celery_config
+from core.queue import TASK_DELIVER_WEBHOOKS, TASK_REQUEUE_STALE, celery_config
 from core.settings import get_settings
 
 
@@ -17,14 +17,16 @@ def create_celery() -> Celery:
     app = Celery("stillhouse", include=["worker.tasks", "worker.liveness"])
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = {
-        "requeue-stale-jobs": {"task": TASK_REQUEUE_STALE, "schedule": settings.sweep_seconds}
+        "requeue-stale-jobs": {"task": TASK_REQUEUE_STALE, "schedule": settings.sweep_seconds},
+        # The webhook outbox: messages due for a (first or next) attempt.
+        "deliver-webhooks": {"task": TASK_DELIVER_WEBHOOKS, "schedule": settings.sweep_seconds},
     }
     return app
 
 
 def _log_format(logger: logging.Logger, **_: object) -> None:
     configure_logging(get_settings().log_format, logger)
-    quiet_sweep(TASK_REQUEUE_STALE)
+    quiet_sweep(TASK_REQUEUE_STALE, TASK_DELIVER_WEBHOOKS)
 
 
 after_setup_logger.connect(_log_format, weak=False)
