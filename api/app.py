@@ -16,6 +16,7 @@ from api.metrics import install_metrics
 from api.routes import health, jobs, keys, students, uploads, webhooks
 from core.db import session_scope
 from core.keys import ensure_bootstrap_key
+from core.logs import configure_logging
 from core.settings import get_settings
 
 DESCRIPTION = """
@@ -53,6 +54,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    configure_logging(get_settings().log_format)
     app.state.key_cache = KeyCache(get_settings().auth_cache_seconds)
     install_error_handlers(app)
     install_docs(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
 
     # Prefix of every Redis key the broker writes (several deployments can share one Redis).
     broker_key_prefix: str = ""
+
+    # "text", or "json": one JSON object a line, with the job and tenant ids where known.
+    log_format: Literal["text", "json"] = "text"
 
     bootstrap_api_key: str | None = None
     # Each API process remembers a successful key lookup this long: a revoked key keeps

@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from core.db import session_scope
+from core.logs import log_context, set_log_context
 from core.settings import Settings, get_settings
 from core.storage import get_storage
 from models import StoredFile, new_id, utcnow
@@ -329,11 +330,17 @@ class Run:
 
 
 def run_job(job_id: str) -> None:
+    with log_context(job_id=job_id, tenant_id=None):
+        _run_job(job_id)
+
+
+def _run_job(job_id: str) -> None:
     settings = get_settings()
     claimed = claim(job_id, settings)
     if claimed is None:
         log.info("job %s: not claimable (taken, finished, cancelled or out of attempts)", job_id)
         return
+    set_log_context(tenant_id=claimed.tenant_id)
     log.info("job %s: attempt %s on %s", job_id, claimed.attempt, worker_name())
     try:
         try:
@@ -393,11 +400,14 @@ def requeue_stale(publish: Any) -> int:
     with session_scope() as session:
         jobs = JobRepository(session)
         stale = jobs.stale(now)
+        ended = []
         for job in stale:
             if job.cancel_requested:
                 jobs.cancel_running(job.id, job.attempt)
+                ended.append(job.id)
             elif job.attempt >= settings.max_attempts:
                 jobs.fail_exhausted(job, settings.max_attempts)
+                ended.append(job.id)
             else:
                 count += 1
         ids = [j.id for j in stale if not j.cancel_requested and j.attempt < settings.max_attempts]
@@ -409,4 +419,6 @@ def requeue_stale(publish: Any) -> int:
         ids += [j.id for j in lost]
     for job_id in ids:
         publish(job_id)
+    if ids or ended:
+        log.info("sweep: re-queued %s, ended %s (%s)", len(ids), len(ended), ", ".join(ids + ended))
     return len(ids)
