@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import KeyCache
 from api.docs import install_docs
 from api.errors import install_error_handlers
-from api.routes import health, jobs, students, uploads
+from api.limits import BodyLimitMiddleware
+from api.openapi import install_openapi
+from api.publisher import drain_forever
+from api.routes import health, jobs, problems, students, uploads
 from core.db import session_scope
 from core.keys import ensure_bootstrap_key
 from core.settings import get_settings
@@ -37,7 +42,13 @@ def _bootstrap() -> None:
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(_bootstrap)
-    yield
+    drainer = asyncio.create_task(drain_forever())
+    try:
+        yield
+    finally:
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
 
 
 def create_app() -> FastAPI:
@@ -50,9 +61,13 @@ def create_app() -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.key_cache = KeyCache(get_settings().auth_cache_seconds)
+    settings = get_settings()
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     install_docs(app)
+    install_openapi(app)
+    app.include_router(problems.router)
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(jobs.router)

@@ -1,6 +1,7 @@
 """SQLAlchemy ORM classes (the database models) and the repositories that hold every query."""
 
 from models.base import Base, new_id, utcnow
+from models.outbox import TaskOutbox
 from models.tables import (
     ApiKey,
     Dataset,
@@ -20,6 +21,7 @@ __all__ = [
     "JobDataset",
     "JobTeacher",
     "StoredFile",
+    "TaskOutbox",
     "Teacher",
     "Tenant",
     "new_id",

@@ -5,8 +5,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import RETRY_AFTER_S, ServiceUnavailable, problem_response
+from api.openapi import problems
 from api.publisher import broker_ready
 from core.db import get_engine
+from core.errors import ErrorCode
 
 router = APIRouter(tags=["health"])
 
@@ -25,7 +28,11 @@ def _database_ready() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-@router.get("/readyz", summary="Readiness: the database and the broker answer")
+@router.get(
+    "/readyz",
+    summary="Readiness: the database and the broker answer",
+    responses=problems(ErrorCode.SERVICE_UNAVAILABLE),
+)
 async def readyz() -> JSONResponse:
     db_ok, db_detail = await run_in_threadpool(_database_ready)
     broker_ok, broker_detail = await run_in_threadpool(broker_ready)
@@ -33,4 +40,12 @@ async def readyz() -> JSONResponse:
     if db_ok and broker_ok:
         return JSONResponse({"status": "ok", "checks": checks})
     failed = [name for name, ok in (("database", db_ok), ("broker", broker_ok)) if not ok]
-    return JSONResponse({"status": "unavailable", "failed": failed, "checks": checks}, 503)
+    unavailable = ServiceUnavailable(f"not ready: {', '.join(failed)} unavailable")
+    return problem_response(
+        unavailable.status,
+        unavailable.title,
+        unavailable.detail,
+        type_=unavailable.type,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        extra={"failed": failed, "checks": checks},
+    )

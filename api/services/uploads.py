@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import UnitOfWork
 from api.errors import Conflict, NotFound, TooLarge, UnsupportedFormat
 from api.multipart import stream_upload
-from api.publisher import publish
+from api.publisher import enqueue
 from core import formats
 from core.queue import TASK_VALIDATE_DATASET, TASK_VALIDATE_TEACHER
 from core.settings import get_settings
@@ -113,7 +113,7 @@ def _record(
         row = DatasetRepository(session).add(Dataset(id=new_id("ds"), has_labels=False, **common))
         task = TASK_VALIDATE_DATASET
     row_id = row.id
-    uow.after_commit(lambda: publish(task, row_id))
+    enqueue(uow, task, row_id)
     uow.commit()
     return row
 

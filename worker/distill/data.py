@@ -17,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, check_zip
 
@@ -109,7 +110,7 @@ def _load_arrays(path: Path, fmt: str, limits: DataLimits) -> tuple[np.ndarray, 
         return _load_npz(path, limits)
     if fmt in ("csv", "parquet"):
         return _load_table(path, fmt)
-    raise UserError("unsupported_format", f"Datasets must be one of {DATASET_FORMATS}.")
+    raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Datasets must be one of {DATASET_FORMATS}.")
 
 
 def _read_npy_header(
@@ -125,22 +126,26 @@ def _read_npy_header(
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except (ValueError, SyntaxError, TypeError) as exc:
-        raise UserError("bad_header", f"{what} has an unreadable .npy header.") from exc
+        raise UserError(ErrorCode.BAD_HEADER, f"{what} has an unreadable .npy header.") from exc
     if dtype.hasobject:
         raise UserError(
-            "object_array", f"{what} holds Python objects; save a numeric array instead."
+            ErrorCode.OBJECT_ARRAY, f"{what} holds Python objects; save a numeric array instead."
         )
     if dtype.fields is not None or dtype.subdtype is not None:
-        raise UserError("structured_array", f"{what} is a structured array; save plain numbers.")
+        raise UserError(
+            ErrorCode.STRUCTURED_ARRAY, f"{what} is a structured array; save plain numbers."
+        )
     if dtype.kind not in "biuf":
-        raise UserError("unsupported_dtype", f"{what} has dtype {dtype}; numbers only.")
+        raise UserError(ErrorCode.UNSUPPORTED_DTYPE, f"{what} has dtype {dtype}; numbers only.")
     if not shape or shape[0] < 1:
-        raise UserError("bad_shape", f"{what} must be an array of shape [N, ...] with N >= 1.")
+        raise UserError(
+            ErrorCode.BAD_SHAPE, f"{what} must be an array of shape [N, ...] with N >= 1."
+        )
     declared = math.prod(shape) * dtype.itemsize
     available = stored_bytes - file.tell()
     if declared != available:
         raise UserError(
-            "bad_header",
+            ErrorCode.BAD_HEADER,
             f"{what}'s header declares {declared} bytes of data but the file holds {available}.",
         )
     return shape, dtype
@@ -162,14 +167,14 @@ def _load_npz(path: Path, limits: DataLimits) -> tuple[np.ndarray, np.ndarray | 
             unexpected = set(members) - {"x.npy", "y.npy"}
             if "x.npy" not in members or unexpected:
                 raise UserError(
-                    "npz_members",
+                    ErrorCode.NPZ_MEMBERS,
                     "An .npz dataset holds an array 'x' and optionally labels 'y', nothing else"
                     + (f" (found {sorted(unexpected)[:5]})." if unexpected else "."),
                 )
             x = _read_npz_member(archive, members["x.npy"])
             y = _read_npz_member(archive, members["y.npy"]) if "y.npy" in members else None
     except zipfile.BadZipFile as exc:
-        raise UserError("bad_archive", "The .npz file is not a valid zip archive.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, "The .npz file is not a valid zip archive.") from exc
     if y is not None:
         _check_labels(y, int(x.shape[0]))
     return x, y
@@ -189,21 +194,22 @@ def _load_table(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         table = _read_csv(path) if fmt == "csv" else _read_parquet(path)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"bad_{fmt}", f"The {fmt} file cannot be parsed: {exc}"[:300]) from exc
+        code = ErrorCode.BAD_CSV if fmt == "csv" else ErrorCode.BAD_PARQUET
+        raise UserError(code, f"The {fmt} file cannot be parsed: {exc}"[:300]) from exc
     if table.num_rows < 1:
-        raise UserError("bad_shape", f"The {fmt} file has no rows.")
+        raise UserError(ErrorCode.BAD_SHAPE, f"The {fmt} file has no rows.")
     features = [name for name in table.column_names if name != LABEL_COLUMN]
     if not features:
-        raise UserError("bad_shape", f"The {fmt} file has no feature columns.")
+        raise UserError(ErrorCode.BAD_SHAPE, f"The {fmt} file has no feature columns.")
     for name in table.column_names:
         column = table.column(name)
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             raise UserError(
-                "non_numeric",
+                ErrorCode.NON_NUMERIC,
                 f"Column {name[:60]!r} is {column.type}, not numbers; features must be numeric.",
             )
         if column.null_count:
-            raise UserError("missing_values", f"Column {name[:60]!r} has empty cells.")
+            raise UserError(ErrorCode.MISSING_VALUES, f"Column {name[:60]!r} has empty cells.")
     # One cast per column: no per-sample Python.
     x = np.stack([table.column(name).to_numpy().astype(np.float32) for name in features], axis=1)
     y = None
@@ -245,11 +251,11 @@ def _is_number(text: str) -> bool:
 
 def _check_labels(y: np.ndarray, num_samples: int) -> None:
     if y.dtype.kind not in "iu" or y.ndim != 1:
-        raise UserError("bad_labels", "Labels must be a 1-D array of integers.")
+        raise UserError(ErrorCode.BAD_LABELS, "Labels must be a 1-D array of integers.")
     if y.shape[0] != num_samples:
-        raise UserError("bad_labels", f"{y.shape[0]} labels for {num_samples} samples.")
+        raise UserError(ErrorCode.BAD_LABELS, f"{y.shape[0]} labels for {num_samples} samples.")
     if y.size and y.min() < 0:
-        raise UserError("bad_labels", "Labels must be non-negative class indices.")
+        raise UserError(ErrorCode.BAD_LABELS, "Labels must be non-negative class indices.")
 
 
 def _num_classes(y: np.ndarray | None) -> int | None:
@@ -269,7 +275,7 @@ def _reshape_samples(x: torch.Tensor, sample_shape: Sequence[int]) -> torch.Tens
         return x
     if math.prod(x.shape[1:]) != math.prod(target):
         raise UserError(
-            "shape_mismatch",
+            ErrorCode.SHAPE_MISMATCH,
             f"Samples of shape {list(x.shape[1:])} cannot feed a teacher expecting {target}.",
         )
     return x.reshape(x.shape[0], *target)
@@ -279,9 +285,9 @@ def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
     channels = x.shape[1] if x.ndim > 1 else 1
     for name, values in (("mean", mean), ("std", std)):
         if len(values) not in (1, channels):
-            raise UserError("bad_preprocessing", f"{name} needs 1 or {channels} values.")
+            raise UserError(ErrorCode.BAD_PREPROCESSING, f"{name} needs 1 or {channels} values.")
     if any(value == 0 for value in std):
-        raise UserError("bad_preprocessing", "std values must be non-zero.")
+        raise UserError(ErrorCode.BAD_PREPROCESSING, "std values must be non-zero.")
     view = [1, -1, *([1] * (x.ndim - 2))] if x.ndim > 1 else [-1]
     mean_t = torch.tensor(mean, dtype=torch.float32).reshape(view)
     std_t = torch.tensor(std, dtype=torch.float32).reshape(view)
@@ -307,7 +313,7 @@ def _scan_images(path: Path, limits: DataLimits) -> _ImageScan:
             entries = check_zip(archive, limits.archive(), what="The image zip")
             members = [m for m in entries if not m.is_dir() and not _is_junk(m.filename)]
             if not members:
-                raise UserError("bad_shape", "The image zip holds no images.")
+                raise UserError(ErrorCode.BAD_SHAPE, "The image zip holds no images.")
             modes: Counter[str] = Counter()
             sizes: list[tuple[int, int]] = []
             for member in members:
@@ -315,7 +321,7 @@ def _scan_images(path: Path, limits: DataLimits) -> _ImageScan:
                     modes["L" if image.mode in _GREY_MODES else "RGB"] += 1
                     sizes.append((image.height, image.width))
     except zipfile.BadZipFile as exc:
-        raise UserError("bad_archive", "The image zip is not a valid zip archive.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, "The image zip is not a valid zip archive.") from exc
     labels, classes = _folder_labels([m.filename for m in members])
     # Ties go to RGB: converting grey to colour loses nothing.
     mode = "L" if modes["L"] > modes["RGB"] else "RGB"
@@ -334,17 +340,17 @@ def _open_image(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limits: DataL
     data = archive.read(member)
     name = member.filename[:80]
     if not data.startswith((_PNG_MAGIC, _JPEG_MAGIC)):
-        raise UserError("unsupported_image", f"{name!r} is not a PNG or JPEG image.")
+        raise UserError(ErrorCode.UNSUPPORTED_IMAGE, f"{name!r} is not a PNG or JPEG image.")
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UserError("image_too_large", f"{name!r} has too many pixels.") from exc
+        raise UserError(ErrorCode.IMAGE_TOO_LARGE, f"{name!r} has too many pixels.") from exc
     except Exception as exc:
-        raise UserError("bad_image", f"{name!r} cannot be read as PNG or JPEG.") from exc
+        raise UserError(ErrorCode.BAD_IMAGE, f"{name!r} cannot be read as PNG or JPEG.") from exc
     if image.width * image.height > limits.max_image_pixels:
         image.close()
         raise UserError(
-            "image_too_large",
+            ErrorCode.IMAGE_TOO_LARGE,
             f"{name!r} is {image.width}x{image.height}; the limit is "
             f"{limits.max_image_pixels} pixels per image.",
         )
@@ -362,7 +368,7 @@ def _folder_labels(names: list[str]) -> tuple[list[int] | None, list[str]]:
         return None, []
     if depths != {2}:
         raise UserError(
-            "bad_layout",
+            ErrorCode.BAD_LAYOUT,
             "Put all images at the top level (unlabeled) or in one folder per class.",
         )
     classes = sorted({parts[0] for parts in paths})
@@ -402,5 +408,7 @@ def _to_chw(image: Any, mode: str, size: tuple[int, int], name: str) -> np.ndarr
             image = image.resize(size, Image.Resampling.BILINEAR)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, ValueError) as exc:
-        raise UserError("bad_image", f"{name[:80]!r} is damaged and cannot be decoded.") from exc
+        raise UserError(
+            ErrorCode.BAD_IMAGE, f"{name[:80]!r} is damaged and cannot be decoded."
+        ) from exc
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)

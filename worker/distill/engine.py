@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import ErrorCode
 from core.spec import JobSpec
 from worker.distill import evaluate as ev
 from worker.distill.device import exact_fp32, resolve_device, set_threads
@@ -152,7 +153,7 @@ def _check_inputs(
     classes = {t.num_classes for t in teachers}
     if len(classes) != 1:
         raise UserError(
-            "bad_spec", f"teacher_ids: the teachers disagree on classes {sorted(classes)}"
+            ErrorCode.BAD_SPEC, f"teacher_ids: the teachers disagree on classes {sorted(classes)}"
         )
     expected = [d for d in teachers[0].input_shape[1:]]
     got = list(x.shape[1:])
@@ -160,7 +161,7 @@ def _check_inputs(
         e is not None and e != g for e, g in zip(expected, got, strict=False)
     ):
         raise UserError(
-            "shape_mismatch", f"{what}: samples of shape {got}, teacher expects {expected}"
+            ErrorCode.SHAPE_MISMATCH, f"{what}: samples of shape {got}, teacher expects {expected}"
         )
     # NaN and ±inf survive a sum, so a finite sum (one pass, no mask) clears every value;
     # only a non-finite one (or a finite-value overflow) pays for the exact per-row count.
@@ -171,10 +172,11 @@ def _check_inputs(
         bad = 0
     if bad:
         raise UserError(
-            "non_finite_inputs", f"{what}: {bad} of {len(x)} samples contain NaN or infinity"
+            ErrorCode.NON_FINITE_INPUTS,
+            f"{what}: {bad} of {len(x)} samples contain NaN or infinity",
         )
     if y is not None and len(y) and (int(y.min()) < 0 or int(y.max()) >= classes.pop()):
-        raise UserError("bad_labels", f"{what}: labels outside the teacher's classes")
+        raise UserError(ErrorCode.BAD_LABELS, f"{what}: labels outside the teacher's classes")
 
 
 def _emit(on_progress: Progress, stage: str, fraction: float, epochs: int, **extra: Any) -> None:

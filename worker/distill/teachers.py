@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, verify_pt2
 
@@ -81,11 +82,11 @@ class Teacher:
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise UserError(
-                "bad_output",
+                ErrorCode.BAD_OUTPUT,
                 f"The teacher must return one [N, classes] tensor; it returned {shape}.",
             )
         if not out.is_floating_point():
-            raise UserError("bad_output", "The teacher's output is not floating point.")
+            raise UserError(ErrorCode.BAD_OUTPUT, "The teacher's output is not floating point.")
         return out.float()
 
 
@@ -119,7 +120,7 @@ def load_teacher(
     elif fmt == "torchscript":
         teacher = _load_torchscript(path, allow_torchscript)
     else:
-        raise UserError("unsupported_format", f"Teachers must be one of {TEACHER_FORMATS}.")
+        raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Teachers must be one of {TEACHER_FORMATS}.")
     _dry_run(teacher)
     return teacher.to(device)
 
@@ -133,7 +134,7 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
         raise
     except Exception as exc:
         raise UserError(
-            "bad_teacher", f"torch.export could not load the archive: {_first_line(exc)}"
+            ErrorCode.BAD_TEACHER, f"torch.export could not load the archive: {_first_line(exc)}"
         ) from exc
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [
@@ -143,7 +144,7 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
     ]
     values = [node.meta.get("val") for node in placeholders]
     if len(values) != 1 or not isinstance(values[0], torch.Tensor):
-        raise UserError("bad_inputs", "The teacher must take exactly one tensor input.")
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
     example = values[0]
     dims = [dim if isinstance(dim, int) else None for dim in example.shape]
     module = program.module()
@@ -162,19 +163,21 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
 def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
     if not allow_torchscript:
         raise UserError(
-            "torchscript_disabled",
+            ErrorCode.TORCHSCRIPT_DISABLED,
             "TorchScript files can run arbitrary code when loaded and are disabled here; "
             "upload a torch.export (.pt2) or ONNX file instead.",
         )
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
-        raise UserError("bad_teacher", f"TorchScript load failed: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"TorchScript load failed: {_first_line(exc)}"
+        ) from exc
     inputs = list(module.graph.inputs())[1:]  # the first input is `self`
     sizes = inputs[0].type().sizes() if len(inputs) == 1 else None
     if not sizes:
         raise UserError(
-            "unknown_input_shape",
+            ErrorCode.UNKNOWN_INPUT_SHAPE,
             "This TorchScript file does not record its input shape; export with torch.export.",
         )
     module.eval()
@@ -214,7 +217,7 @@ def _load_onnx(path: Path) -> Teacher:
 def _dry_run(teacher: Teacher) -> None:
     if not teacher.input_dtype.startswith(("float", "bfloat")):
         raise UserError(
-            "unsupported_input",
+            ErrorCode.UNSUPPORTED_INPUT,
             f"The teacher takes {teacher.input_dtype} input; only floating-point inputs work.",
         )
     batch = teacher.static_batch or _DRY_RUN_BATCH
@@ -225,13 +228,13 @@ def _dry_run(teacher: Teacher) -> None:
         raise
     except Exception as exc:
         raise UserError(
-            "dry_run_failed",
+            ErrorCode.DRY_RUN_FAILED,
             f"The teacher failed on zeros of shape {shape}: {_first_line(exc)}",
         ) from exc
     if out.shape[1] < 2:
-        raise UserError("bad_output", "The teacher must output at least 2 class scores.")
+        raise UserError(ErrorCode.BAD_OUTPUT, "The teacher must output at least 2 class scores.")
     if not torch.isfinite(out).all():
-        raise UserError("bad_output", "The teacher's output on zeros is not finite.")
+        raise UserError(ErrorCode.BAD_OUTPUT, "The teacher's output on zeros is not finite.")
     teacher.num_classes = int(out.shape[1])
 
 
@@ -257,29 +260,35 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
         # load_external_data=False: the upload is one file; nothing else may be read.
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise UserError("bad_teacher", f"Not a readable ONNX model: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"Not a readable ONNX model: {_first_line(exc)}"
+        ) from exc
     tensors = list(_onnx_tensors(model))
     if any(_is_external(tensor) for tensor in tensors):
         raise UserError(
-            "external_data",
+            ErrorCode.EXTERNAL_DATA,
             "The ONNX model refers to external data files; save it as one self-contained file.",
         )
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise UserError("bad_teacher", f"The ONNX model is invalid: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"The ONNX model is invalid: {_first_line(exc)}"
+        ) from exc
 
     initializer_names = {tensor.name for tensor in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializer_names]
     if len(inputs) != 1 or not inputs[0].type.HasField("tensor_type"):
-        raise UserError("bad_inputs", "The teacher must take exactly one tensor input.")
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
     tensor_type = inputs[0].type.tensor_type
     dims: list[int | None] = [
         dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
         for dim in tensor_type.shape.dim
     ]
     if not dims:
-        raise UserError("bad_inputs", "The teacher's input has no shape (not even a batch).")
+        raise UserError(
+            ErrorCode.BAD_INPUTS, "The teacher's input has no shape (not even a batch)."
+        )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     parameters = sum(math.prod(tensor.dims) for tensor in model.graph.initializer)
 
@@ -292,7 +301,9 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:
-        raise UserError("bad_teacher", f"onnxruntime cannot run it: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"onnxruntime cannot run it: {_first_line(exc)}"
+        ) from exc
     return session, dims, dtype, parameters
 
 
