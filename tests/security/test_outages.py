@@ -12,6 +12,7 @@ uvicorn process), Postgres, Redis and a validation worker.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -31,10 +32,6 @@ from tests.security.servers import ApiServer, OwnPostgres, OwnRedis
 
 PROBLEM = "application/problem+json"
 
-pytestmark = pytest.mark.skipif(
-    not (OwnPostgres.available() and OwnRedis.available()),
-    reason="needs initdb/pg_ctl and redis-server to start servers of its own",
-)
 
 
 @dataclass
@@ -57,7 +54,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    if not (OwnPostgres.available() and OwnRedis.available()):
+        pytest.skip("needs initdb/pg_ctl and redis-server to start servers of its own")
     folder = Path(tempfile.mkdtemp(prefix="stillhouse-outage-"))
+    folder.chmod(0o755)  # the postgres user (when we are root) reaches its folder inside
     pg, redis = OwnPostgres(folder / "pg"), OwnRedis(folder / "redis")
     pg.init()
     pg.start()
@@ -140,6 +140,7 @@ def _settled(http: httpx.Client, kind: str, obj_id: str) -> dict[str, Any]:
     return dict(wait_for(done, timeout=120, interval=0.3))
 
 
+@pytest.mark.slow  # a real teacher is built and validated first
 def test_broker_down_accepts_and_publishes_later(
     stack: Stack, validator: subprocess.Popen[bytes]
 ) -> None:
@@ -213,3 +214,24 @@ def test_upload_on_a_full_disk_is_507(stack: Stack) -> None:
             assert small.status_code == 201, small.text
     finally:
         api.stop()
+
+
+def test_engine_failing_on_a_full_disk_reports_storage_full() -> None:
+    """The sandboxed engine's error line for a write that hit a full disk: ``storage_full``
+    (it was ``internal: OSError``), also when a library re-raised the OSError as its own."""
+    from worker.distill.child import error_event
+
+    fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with a real ENOSPC
+    try:
+        try:
+            try:
+                os.write(fd, b"checkpoint")
+            except OSError as exc:
+                raise RuntimeError("safetensors: failed to write the file") from exc
+        except RuntimeError as wrapped:
+            event = error_event(wrapped)
+    finally:
+        os.close(fd)
+    assert event["event"] == "error" and event["code"] == "storage_full"
+    assert "disk is full" in event["message"] and "safetensors" in event["message"]
+    assert error_event(ValueError("boom"))["code"] == "internal"

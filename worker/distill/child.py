@@ -63,7 +63,7 @@ def error_event(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, MemoryError):
         code, message = ErrorCode.OUT_OF_MEMORY, "the worker ran out of memory"
     elif is_disk_full(exc):
-        code, message = ErrorCode.STORAGE_FULL, f"no space left on the worker's disk: {exc}"
+        code, message = ErrorCode.STORAGE_FULL, f"the worker's disk is full: {exc}"
     else:
         code, message = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
     return {"event": "error", "code": code, "message": message}
