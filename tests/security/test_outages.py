@@ -33,7 +33,6 @@ from tests.security.servers import ApiServer, OwnPostgres, OwnRedis
 PROBLEM = "application/problem+json"
 
 
-
 @dataclass
 class Stack:
     folder: Path
