@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -185,6 +185,13 @@ def _phrase(status: int) -> str:
 
 async def _database(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
+    if isinstance(exc, DataError):  # a value from the request the database refuses
+        return render(
+            BadRequest(
+                "the request holds a value the database cannot take: "
+                + (str(exc.orig).splitlines()[0] if exc.orig else "invalid value")
+            )
+        )
     if not _is_disconnect(exc):
         return await _unexpected(_, exc)
     log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -23,9 +24,11 @@ from core.storage import get_storage, new_key
 from models import Job, new_id
 from models.repositories import TenantRepository
 from tests.conftest import DEV_KEY
+from tests.factories import npz_bytes
 
 PROBLEM = "application/problem+json"
 HUGE = "9" * 5000
+SMALL_NPZ = npz_bytes(np.zeros((5, 4), dtype=np.float32))
 
 
 def _assert_problem(resp: Any, status: int) -> dict[str, Any]:
@@ -261,3 +264,24 @@ def test_home_page_points_to_jobs_and_docs(client: TestClient) -> None:
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
     assert 'href="/jobs"' in resp.text and 'href="/docs"' in resp.text
     assert "script" not in resp.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/v1/jobs/job%00x", {}),
+        ("GET", "/v1/teachers/tch%00x", {}),
+        ("GET", "/v1/jobs/job%00x/events", {}),
+        ("POST", "/v1/jobs", {"json": {"teacher_ids": ["t\x00"], "dataset_id": "d"}}),
+        (
+            "POST",
+            "/v1/datasets",
+            {"files": {"file": ("x.npz", SMALL_NPZ)}, "data": {"name": "\x00"}},
+        ),
+    ],
+)
+def test_nul_characters_are_400_not_500(
+    client: TestClient, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    # Postgres text cannot hold NUL: the driver refuses the value before the query is sent.
+    _assert_problem(client.request(method, path, **kwargs), 400)
