@@ -3,8 +3,9 @@ docs page has an Authorize button and "Try it out" sends the key), and every err
 can answer documented as ``application/problem+json`` with one ``Problem`` schema.
 
 Routes declare their own errors with ``responses=problems(...)``; what every route of a kind
-can answer (401 and 503 under /v1, 404 with a path id, 413 with a body, 422 wherever FastAPI
-validates something) is added here, so that the document follows the routes as they change.
+can answer (401 and 503 under /v1, 404 with a path id, 413 with a body, 400 and 422 wherever
+the request carries values) is added here, so that the document follows the routes as they
+change.
 """
 
 from __future__ import annotations
@@ -59,14 +60,14 @@ def problems(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
 
 def _common(path: str, method: str, operation: dict[str, Any]) -> list[ErrorCode]:
     codes = []
-    if path.startswith("/v1/"):
-        codes += [ErrorCode.BAD_REQUEST, ErrorCode.UNAUTHORIZED, ErrorCode.SERVICE_UNAVAILABLE]
+    if path.startswith("/v1/"):  # every /v1 route checks the key in the database
+        codes += [ErrorCode.UNAUTHORIZED, ErrorCode.SERVICE_UNAVAILABLE]
     if "{" in path:
         codes.append(ErrorCode.NOT_FOUND)
     if method in ("post", "put", "patch"):
         codes.append(ErrorCode.TOO_LARGE)
-    if operation.get("parameters") or operation.get("requestBody") or path.startswith("/v1/"):
-        codes.append(ErrorCode.INVALID)
+    if operation.get("parameters") or operation.get("requestBody"):
+        codes += [ErrorCode.BAD_REQUEST, ErrorCode.INVALID]
     return codes
 
 

@@ -23,15 +23,20 @@ from models.outbox import OutboxRepository
 
 log = logging.getLogger(__name__)
 
-# A request publishes after its commit: with the broker away it must answer within a few
-# seconds, not wait through kombu's default retries.
+# A request publishes after its commit: with the broker away (or hung) it must answer within
+# a few seconds, not wait through kombu's default retries or on a socket that never answers.
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+_SOCKET_TIMEOUTS_S = {"socket_connect_timeout": 2, "socket_timeout": 3}
 
 
 @lru_cache(maxsize=1)
 def _client() -> Celery:
+    settings = get_settings()
+    config = celery_config(settings)
+    if not settings.embedded_broker:  # the API only publishes: no long blocking reads here
+        config["broker_transport_options"] |= _SOCKET_TIMEOUTS_S
     app = Celery("stillhouse-api")
-    app.conf.update(celery_config(get_settings()))
+    app.conf.update(config)
     app.conf.update(broker_connection_timeout=2, task_publish_retry_policy=_PUBLISH_RETRY)
     return app
 

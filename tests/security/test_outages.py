@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,3 +236,20 @@ def test_engine_failing_on_a_full_disk_reports_storage_full() -> None:
     assert event["event"] == "error" and event["code"] == "storage_full"
     assert "disk is full" in event["message"] and "safetensors" in event["message"]
     assert error_event(ValueError("boom"))["code"] == "internal"
+
+
+def test_hung_broker_does_not_hang_a_request(stack: Stack) -> None:
+    """Redis stopped with SIGSTOP: connections stay open and nothing answers on them. The
+    upload still answers 201 within the publisher's socket timeouts, and is published once
+    Redis runs again."""
+    http = stack.http
+    assert stack.redis.proc is not None
+    stack.redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        hung = _upload(http, "datasets", "hung.npz", npz_bytes(digits()[0][:20]))
+        assert time.monotonic() - started < 25
+    finally:
+        stack.redis.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: stack.outbox() == 0, timeout=60)
+    assert hung["status"] == "validating"
