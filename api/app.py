@@ -28,7 +28,9 @@ Stillhouse turns a big classifier into a small one that agrees with it.
 2. Submit a **job**; a GPU worker computes the teacher's soft labels and trains a student.
 3. Poll the job (or stream its events), read the **report**, download the **student**.
 
-Authenticate with `Authorization: Bearer <api key>` (the *Authorize* button).
+Authenticate with `Authorization: Bearer <api key>`: press *Authorize*, paste the key, then
+*Try it out* on any route. Errors are `application/problem+json`; each problem's `type` is a
+page saying what its code means and what to do ([all error codes](/problems)).
 """
 
 

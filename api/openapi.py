@@ -3,9 +3,9 @@ docs page has an Authorize button and "Try it out" sends the key), and every err
 can answer documented as ``application/problem+json`` with one ``Problem`` schema.
 
 Routes declare their own errors with ``responses=problems(...)``; what every route of a kind
-can answer (401 and 503 under /v1, 404 with a path id, 413 with a body, 400 and 422 wherever
-the request carries values) is added here, so that the document follows the routes as they
-change.
+can answer is added here, so that the document follows the routes as they change: 401, 429
+and 503 under /v1, 403 for writes (a read-only key), 404 with a path id, 413 with a body, 400
+and 422 wherever the request carries values.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ def problems(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
 
 def _common(path: str, method: str, operation: dict[str, Any]) -> list[ErrorCode]:
     codes = []
-    if path.startswith("/v1/"):  # every /v1 route checks the key in the database
-        codes += [ErrorCode.UNAUTHORIZED, ErrorCode.SERVICE_UNAVAILABLE]
+    if path.startswith("/v1/"):  # every /v1 route checks the key (and its rate) in the database
+        codes += [ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.SERVICE_UNAVAILABLE]
+        if method not in ("get", "head"):
+            codes.append(ErrorCode.FORBIDDEN)  # a read-only key
     if "{" in path:
         codes.append(ErrorCode.NOT_FOUND)
     if method in ("post", "put", "patch"):
