@@ -1,7 +1,7 @@
 """Domain errors carry their code (and so their HTTP status); one handler renders RFC 9457
 problem+json for them and for everything else that can go wrong at the edge.
 
-A problem's ``type`` is ``/problems/{code}``: the API serves a page there (api/problems.py)
+A problem's ``type`` is ``/problems/{code}``: the API serves a page there (api/routes/problems.py)
 from the catalogue in ``core.errors``. Nothing leaves as ``text/plain``: the database being
 away is a 503 with ``Retry-After``, a full disk a 507, anything unexpected a 500 problem.
 """
@@ -34,6 +34,8 @@ def problem_type(code: ErrorCode) -> str:
 
 
 class ProblemError(Exception):
+    """Subclasses name their ``code``; status, title and type come from the catalogue."""
+
     code: ErrorCode = ErrorCode.BAD_REQUEST
 
     def __init__(

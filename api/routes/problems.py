@@ -70,7 +70,7 @@ def list_problems() -> HTMLResponse:
 @router.get(PROBLEMS_PATH + "/{code}")
 def show_problem(code: str) -> HTMLResponse:
     try:
-        known = ErrorCode(code)
+        known = ErrorCode(code.replace("-", "_"))  # "/problems/bad-request" names it too
     except ValueError:
         raise NotFound(f"no error code {code!r}; {PROBLEMS_PATH} lists them") from None
     item = entry(known)

@@ -255,6 +255,7 @@ def test_every_code_has_a_page_and_the_index_lists_them(client: TestClient) -> N
     for code in problem_codes():
         page = client.get(f"/problems/{code}")
         assert page.status_code == 200 and f"HTTP {CATALOGUE[code].status}" in page.text
+    assert client.get("/problems/too-large").text == client.get("/problems/too_large").text
     _assert_problem(client.get("/problems/no_such_code"), 404)
     _assert_problem(client.get("/problems/" + "x" * 5000), 404)
 
