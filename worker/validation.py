@@ -52,7 +52,7 @@ def _validate(
             return
         request = {
             "op": op,
-            "path": str(get_storage().local_path(stored.key)),
+            "path": str(get_storage().local_path(stored.key, stored.sha256)),
             "format": row.format,
             "allow_torchscript": get_settings().allow_torchscript,
         }
