@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api import publisher
 from core import outbox
 from core.db import session_scope
-from core.queue import TASK_VALIDATE_DATASET, VALIDATE_QUEUE
+from core.queue import GPU_QUEUE, TASK_RUN_JOB
 from core.settings import get_settings
 from models import utcnow
 from models.outbox import OutboxRepository, TaskOutbox
@@ -61,24 +61,28 @@ def broker() -> Iterator[Broker]:
         control.up()
 
 
-def _queued(task_id: str) -> bool:
-    """Whether a message naming ``task_id`` waits on the validate queue (this run's prefix)."""
-    key = f"{get_settings().broker_key_prefix}{VALIDATE_QUEUE}"
-    return any(task_id.encode() in m for m in redis.Redis.from_url(REDIS_URL).lrange(key, 0, -1))
+def _take_queued(queue: str, arg: str) -> bool:
+    """Remove and report the message naming ``arg`` on ``queue`` (this run's key prefix)."""
+    key = f"{get_settings().broker_key_prefix}{queue}"
+    client = redis.Redis.from_url(REDIS_URL)
+    found = [m for m in client.lrange(key, 0, -1) if arg.encode() in m]
+    for message in found:
+        client.lrem(key, 1, message)
+    return bool(found)
 
 
 def test_refused_publish_stays_in_the_outbox_until_drained(db: str, broker: Broker) -> None:
     broker.down()
     with session_scope() as session:
-        OutboxRepository(session).add(TASK_VALIDATE_DATASET, ["ds_outbox_probe"])
+        # A job id on the gpu queue: no worker consumes it during this test.
+        OutboxRepository(session).add(TASK_RUN_JOB, ["job_outbox_probe"])
     assert outbox.drain(publisher._publish_entry) == 0
     (entry,) = _outbox()
-    assert entry.attempts == 1 and entry.last_error and entry.args == ["ds_outbox_probe"]
+    assert entry.attempts == 1 and entry.last_error and entry.args == ["job_outbox_probe"]
     broker.up()
     assert outbox.drain(publisher._publish_entry) == 1
     assert _outbox() == []
-    assert _queued("ds_outbox_probe")
-    redis.Redis.from_url(REDIS_URL).delete(f"{get_settings().broker_key_prefix}{VALIDATE_QUEUE}")
+    assert _take_queued(GPU_QUEUE, "job_outbox_probe")
 
 
 def test_upload_while_the_broker_is_down_is_validated_after_the_sweep(
