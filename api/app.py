@@ -10,13 +10,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import close_rate_limiter
 from api.deps import KeyCache
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
+from api.metrics import install_metrics
 from api.openapi import install_openapi
 from api.publisher import drain_forever
-from api.routes import health, jobs, problems, students, uploads
+from api.routes import health, jobs, keys, problems, students, uploads, webhooks
 from core.db import session_scope
 from core.keys import ensure_bootstrap_key
 from core.settings import get_settings
@@ -42,7 +44,7 @@ def _bootstrap() -> None:
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(_bootstrap)
     drainer = asyncio.create_task(drain_forever())
     try:
@@ -51,6 +53,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         drainer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await drainer
+        await close_rate_limiter(app)
 
 
 def create_app() -> FastAPI:
@@ -74,4 +77,7 @@ def create_app() -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(jobs.router)
     app.include_router(students.router)
+    app.include_router(keys.router)
+    app.include_router(webhooks.router)
+    install_metrics(app)
     return app

@@ -73,6 +73,10 @@ class Unauthorized(ProblemError):
     code = ErrorCode.UNAUTHORIZED
 
 
+class Forbidden(ProblemError):
+    code = ErrorCode.FORBIDDEN
+
+
 class NotFound(ProblemError):
     code = ErrorCode.NOT_FOUND
 
@@ -91,6 +95,10 @@ class UnsupportedFormat(ProblemError):
 
 class Invalid(ProblemError):
     code = ErrorCode.INVALID
+
+
+class TooManyRequests(ProblemError):
+    code = ErrorCode.RATE_LIMITED
 
 
 class RangeNotSatisfiable(ProblemError):

@@ -12,6 +12,7 @@ from models.tables import (
     Teacher,
     Tenant,
 )
+from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
     "ApiKey",
@@ -24,6 +25,9 @@ __all__ = [
     "TaskOutbox",
     "Teacher",
     "Tenant",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookMessage",
     "new_id",
     "utcnow",
 ]

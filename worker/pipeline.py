@@ -28,6 +28,7 @@ from models import StoredFile, new_id, utcnow
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from models.tables import JobDataset, JobTeacher
+from worker.metrics import observe_stages
 from worker.sandbox import Child
 
 log = logging.getLogger(__name__)
@@ -320,6 +321,7 @@ class Run:
             for art in artifacts.values():
                 storage.delete(art["key"])
             return
+        observe_stages(report)
         shutil.rmtree(Path(self.c.request["workdir"]).parent, ignore_errors=True)
 
 

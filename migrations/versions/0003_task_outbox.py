@@ -1,8 +1,8 @@
 """task outbox: tasks published after their transaction commits, retried until the broker
 takes them
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_ops
 Create Date: 2026-12-01 15:00:00.000000
 """
 
@@ -16,8 +16,8 @@ from sqlalchemy.dialects import postgresql
 
 import models.base
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
