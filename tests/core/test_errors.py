@@ -36,8 +36,9 @@ def _bare_codes(path: Path) -> list[str]:
             continue
         func = node.func
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-        args = list(node.args[:1]) if name in CODE_CALLS else []
-        args += [k.value for k in node.keywords if k.arg == "code"]
+        if name not in CODE_CALLS:
+            continue
+        args = list(node.args[:1]) + [k.value for k in node.keywords if k.arg == "code"]
         found += [
             f"{path.relative_to(ROOT)}:{node.lineno} {a.value!r}"
             for a in args
@@ -50,6 +51,7 @@ def _bare_codes(path: Path) -> list[str]:
                     isinstance(key, ast.Constant)
                     and key.value == "code"
                     and isinstance(value, ast.Constant)
+                    and isinstance(value.value, str)
                 ):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} {value.value!r}")
     return found

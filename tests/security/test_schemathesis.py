@@ -20,6 +20,7 @@ from schemathesis.checks import (
 )
 
 from api.app import create_app
+from api.deps import KeyCache
 from tests.conftest import DEV_KEY
 
 EXAMPLES_PER_OPERATION = 20
@@ -30,6 +31,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
 # Building it touches no server; the test's ``client`` fixture provides the database and,
 # through its lifespan, the bootstrap key.
 APP = create_app()
+# Every test empties the database, the key's tenant with it: no lookup may outlive a test.
+APP.state.key_cache = KeyCache(0)
 schema = schemathesis.openapi.from_dict(APP.openapi())
 schema.app = APP
 
