@@ -57,12 +57,19 @@ class Settings(BaseSettings):
     cache_max_bytes: int = 20 * 1024**3
 
     max_upload_bytes: int = 4 * 1024**3
+    # Every request body but the streamed uploads (JSON job specs): larger ones get 413
+    # before they are read.
+    max_body_bytes: int = 1024**2
     allow_torchscript: bool = False
 
     # Archive and image caps (DESIGN.md, "Untrusted files").
     max_archive_entries: int = 100_000
     max_unpacked_bytes: int = 8 * 1024**3
     max_image_pixels: int = 4096 * 4096
+
+    # Tasks are published through an outbox table (written with the row they concern);
+    # each API process retries what the broker did not take this often, as does the sweep.
+    outbox_drain_seconds: float = 5.0
 
     # Jobs.
     lease_seconds: int = 60

@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from core.db import session_scope
+from core.errors import ErrorCode, is_disk_full
 from core.logs import log_context, set_log_context
 from core.settings import Settings, get_settings
 from core.storage import get_storage
@@ -223,7 +224,7 @@ class Run:
                 )
                 return
             if event is None:
-                self._fail("worker_crashed", child.crash_message())
+                self._fail(ErrorCode.WORKER_CRASHED, child.crash_message())
                 return
             kind = event.get("event")
             if kind == "progress":
@@ -235,7 +236,7 @@ class Run:
                 return
             elif kind == "error":
                 code, message = str(event.get("code")), str(event.get("message"))
-                if code == "cancelled":
+                if code == ErrorCode.CANCELLED:
                     with session_scope() as session:
                         JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
                 else:
@@ -352,15 +353,27 @@ def _run_job(job_id: str) -> None:
             JobRepository(session).fail(
                 job_id,
                 claimed.attempt,
-                code="time_limit",
+                code=ErrorCode.TIME_LIMIT,
                 message=f"the job ran past the limit of {settings.job_soft_time_limit_s} s",
             )
+    except OSError as exc:
+        if not is_disk_full(exc):
+            _give_back(job_id, claimed.attempt)
+            raise
+        with session_scope() as session:
+            JobRepository(session).fail(
+                job_id, claimed.attempt, code=ErrorCode.STORAGE_FULL, message=str(exc)
+            )
     except TRANSIENT:
-        # Give the job back at once so that the retry (with backoff) can claim it again;
-        # if the database itself is down, the lease runs out and the sweep re-publishes it.
-        with contextlib.suppress(*TRANSIENT), session_scope() as session:
-            JobRepository(session).release(job_id, claimed.attempt)
+        _give_back(job_id, claimed.attempt)
         raise
+
+
+def _give_back(job_id: str, attempt: int) -> None:
+    """Give the job back at once so that the retry (with backoff) can claim it again; if the
+    database itself is down, the lease runs out and the sweep re-publishes it."""
+    with contextlib.suppress(*TRANSIENT), session_scope() as session:
+        JobRepository(session).release(job_id, attempt)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import worker
+from core.errors import ErrorCode
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
 PR_SET_PDEATHSIG = 1
@@ -188,7 +189,7 @@ def run_once(
                     return dict(event)
                 elif kind == "error":
                     raise SandboxError(str(event.get("code")), str(event.get("message")))
-            raise SandboxError("teacher_crashed", child.crash_message())
+            raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message())
         finally:
             timer.cancel()
             child.close()

@@ -7,8 +7,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import RETRY_AFTER_S, ServiceUnavailable, problem_response
+from api.openapi import problems
 from api.publisher import broker_ready
 from core.db import get_engine
+from core.errors import ErrorCode
 from core.heartbeat import live_workers
 from core.settings import get_settings
 
@@ -44,6 +47,7 @@ def _workers() -> dict[str, Any]:
 @router.get(
     "/readyz",
     summary="Readiness: the database and the broker answer",
+    responses=problems(ErrorCode.SERVICE_UNAVAILABLE),
     description="503 names what failed. `workers` lists the live workers (heartbeats younger "
     "than three heartbeat periods) and their queues; it never fails the probe.",
 )
@@ -55,5 +59,12 @@ async def readyz() -> JSONResponse:
     if db_ok and broker_ok:
         return JSONResponse({"status": "ok", "checks": checks, "workers": workers})
     failed = [name for name, ok in (("database", db_ok), ("broker", broker_ok)) if not ok]
-    body = {"status": "unavailable", "failed": failed, "checks": checks, "workers": workers}
-    return JSONResponse(body, 503)
+    unavailable = ServiceUnavailable(f"not ready: {', '.join(failed)} unavailable")
+    return problem_response(
+        unavailable.status,
+        unavailable.title,
+        unavailable.detail,
+        type_=unavailable.type,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        extra={"failed": failed, "checks": checks, "workers": workers},
+    )

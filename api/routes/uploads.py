@@ -8,8 +8,11 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import TenantId, UoW
 from api.errors import BadRequest
+from api.headers import small_int
+from api.openapi import problems
 from api.schemas import DatasetRead, Page, TeacherRead
 from api.services import uploads
+from core.errors import ErrorCode
 from core.outputs import REQUESTED_OUTPUT_KINDS
 from core.storage import get_storage
 from models.pagination import BadCursor
@@ -36,6 +39,8 @@ UPLOAD_BODY: dict[str, Any] = {
         },
     }
 }
+
+UPLOAD_PROBLEMS = problems(ErrorCode.UNSUPPORTED_FORMAT, ErrorCode.STORAGE_FULL)
 
 
 TEACHER_UPLOAD_BODY: dict[str, Any] = {
@@ -71,8 +76,7 @@ TEACHER_UPLOAD_BODY: dict[str, Any] = {
 
 
 def _length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
+    return small_int(request.headers.get("content-length"))
 
 
 @router.post(
@@ -80,6 +84,7 @@ def _length(request: Request) -> int | None:
     status_code=201,
     response_model=TeacherRead,
     openapi_extra=TEACHER_UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
     summary="Upload a teacher (ONNX or torch.export .pt2)",
 )
 async def upload_teacher(request: Request, uow: UoW, tenant_id: TenantId) -> Any:
@@ -112,7 +117,12 @@ def get_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return uploads.get_teacher(uow.session, tenant_id=tenant_id, teacher_id=teacher_id)
 
 
-@router.delete("/teachers/{teacher_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/teachers/{teacher_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(ErrorCode.CONFLICT),
+)
 def delete_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Response:
     uploads.delete_teacher(uow.session, get_storage(), tenant_id=tenant_id, teacher_id=teacher_id)
     uow.commit()
@@ -124,6 +134,7 @@ def delete_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Response:
     status_code=201,
     response_model=DatasetRead,
     openapi_extra=UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
     summary="Upload a transfer set (.npy, .npz, CSV, Parquet, ZIP of images)",
 )
 async def upload_dataset(request: Request, uow: UoW, tenant_id: TenantId) -> Any:
@@ -156,7 +167,12 @@ def get_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return uploads.get_dataset(uow.session, tenant_id=tenant_id, dataset_id=dataset_id)
 
 
-@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/datasets/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(ErrorCode.CONFLICT),
+)
 def delete_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Response:
     uploads.delete_dataset(uow.session, get_storage(), tenant_id=tenant_id, dataset_id=dataset_id)
     uow.commit()

@@ -12,7 +12,7 @@ from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
 from api.metrics import count_upload
 from api.multipart import stream_upload
-from api.publisher import publish
+from api.publisher import enqueue
 from api.services.quotas import check_stored_bytes
 from core import formats
 from core.outputs import MAX_OUTPUT_NAME, REQUESTED_OUTPUT_KINDS
@@ -149,7 +149,7 @@ def _record(
         row = DatasetRepository(session).add(Dataset(id=new_id("ds"), has_labels=False, **common))
         task = TASK_VALIDATE_DATASET
     row_id = row.id
-    uow.after_commit(lambda: publish(task, row_id))
+    enqueue(uow, task, row_id)
     uow.commit()
     return row
 

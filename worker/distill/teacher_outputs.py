@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from core.outputs import OUTPUT_KINDS
 from worker.distill.errors import UserError
 
@@ -107,7 +108,8 @@ def zipmap_array(rows: list[Mapping[Any, Any]]) -> np.ndarray:
         return np.array([[row[key] for key in keys] for row in rows], dtype=np.float32)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(
-            "bad_output", "The teacher's ZipMap rows do not share one set of numeric classes."
+            ErrorCode.BAD_OUTPUT,
+            "The teacher's ZipMap rows do not share one set of numeric classes.",
         ) from exc
 
 
@@ -145,12 +147,12 @@ def pick_output(outputs: list[OutputInfo], requested: str | None) -> tuple[Outpu
         found = next((info for info in outputs if info.name == requested), None)
         if found is None:
             raise UserError(
-                "bad_output_name",
+                ErrorCode.BAD_OUTPUT_NAME,
                 f"output_name {requested!r} is not an output of the teacher; it has: {listing}.",
             )
         if not found.scores:
             raise UserError(
-                "bad_output_name",
+                ErrorCode.BAD_OUTPUT_NAME,
                 f"output_name {requested!r} is {found.label()}, not float [N, classes] scores; "
                 f"the teacher has: {listing}.",
             )
@@ -164,13 +166,13 @@ def pick_output(outputs: list[OutputInfo], requested: str | None) -> tuple[Outpu
         return candidates[0], f"the only float [N, classes] output{aside}"
     if not candidates:
         raise UserError(
-            "bad_output",
+            ErrorCode.BAD_OUTPUT,
             f"The teacher has no float [N, classes] output (at least 2 classes); it returned: "
             f"{listing}. Export a classifier whose output is one score per class.",
         )
     floats = ", ".join(info.label().replace(" float32 ", " ") for info in candidates)
     raise UserError(
-        "ambiguous_output",
+        ErrorCode.AMBIGUOUS_OUTPUT,
         f"the teacher has {len(candidates)} float outputs: {floats}; pass output_name "
         "(and output_kind if auto-detection should not decide) when uploading it.",
     )
@@ -203,17 +205,19 @@ def _looks_like(out: torch.Tensor) -> str:
 
 def _check_requested(info: OutputInfo, out: torch.Tensor, requested: str) -> None:
     if requested not in OUTPUT_KINDS:
-        raise UserError("bad_output_kind", f"output_kind must be auto or one of {OUTPUT_KINDS}.")
+        raise UserError(
+            ErrorCode.BAD_OUTPUT_KIND, f"output_kind must be auto or one of {OUTPUT_KINDS}."
+        )
     z = out.double()
     if requested == "probabilities" and bool((z < -1e-6).any()):
         raise UserError(
-            "bad_output_kind",
+            ErrorCode.BAD_OUTPUT_KIND,
             f"output_kind is probabilities but {info.name!r} gave negative values on the dry "
             "run; pass output_kind=logits (or auto).",
         )
     if requested == "log_probabilities" and bool((z > 1e-6).any()):
         raise UserError(
-            "bad_output_kind",
+            ErrorCode.BAD_OUTPUT_KIND,
             f"output_kind is log_probabilities but {info.name!r} gave positive values on the "
             "dry run; pass output_kind=logits (or auto).",
         )

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, verify_pt2
 from worker.distill.teacher_outputs import (
@@ -122,12 +123,12 @@ class Teacher:
         if out is None or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = list(out.shape) if out is not None else type(value).__name__
             raise UserError(
-                "bad_output",
+                ErrorCode.BAD_OUTPUT,
                 f"The teacher's output {self.output_name!r} must be one [N, classes] tensor; "
                 f"it returned {shape}.",
             )
         if not out.is_floating_point():
-            raise UserError("bad_output", "The teacher's output is not floating point.")
+            raise UserError(ErrorCode.BAD_OUTPUT, "The teacher's output is not floating point.")
         return to_scores(out, self.output_kind).to(x.device)
 
 
@@ -194,7 +195,7 @@ def load_teacher(
     elif fmt == "torchscript":
         teacher = _load_torchscript(path, allow_torchscript)
     else:
-        raise UserError("unsupported_format", f"Teachers must be one of {TEACHER_FORMATS}.")
+        raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Teachers must be one of {TEACHER_FORMATS}.")
     _dry_run(teacher, output_name or None, output_kind or "auto")
     return teacher.to(device)
 
@@ -215,7 +216,7 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
         raise
     except Exception as exc:
         raise UserError(
-            "bad_teacher", f"torch.export could not load the archive: {_first_line(exc)}"
+            ErrorCode.BAD_TEACHER, f"torch.export could not load the archive: {_first_line(exc)}"
         ) from exc
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [
@@ -225,7 +226,7 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
     ]
     values = [node.meta.get("val") for node in placeholders]
     if len(values) != 1 or not isinstance(values[0], torch.Tensor):
-        raise UserError("bad_inputs", "The teacher must take exactly one tensor input.")
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
     example = values[0]
     dims = [dim if isinstance(dim, int) else None for dim in example.shape]
     module = program.module()
@@ -244,19 +245,21 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
 def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
     if not allow_torchscript:
         raise UserError(
-            "torchscript_disabled",
+            ErrorCode.TORCHSCRIPT_DISABLED,
             "TorchScript files can run arbitrary code when loaded and are disabled here; "
             "upload a torch.export (.pt2) or ONNX file instead.",
         )
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
-        raise UserError("bad_teacher", f"TorchScript load failed: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"TorchScript load failed: {_first_line(exc)}"
+        ) from exc
     inputs = list(module.graph.inputs())[1:]  # the first input is `self`
     sizes = inputs[0].type().sizes() if len(inputs) == 1 else None
     if not sizes:
         raise UserError(
-            "unknown_input_shape",
+            ErrorCode.UNKNOWN_INPUT_SHAPE,
             "This TorchScript file does not record its input shape; export with torch.export.",
         )
     module.eval()
@@ -304,7 +307,7 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
     """Run the teacher once on a small seeded batch, then pick its scores output and kind."""
     if not teacher.input_dtype.startswith(("float", "bfloat")):
         raise UserError(
-            "unsupported_input",
+            ErrorCode.UNSUPPORTED_INPUT,
             f"The teacher takes {teacher.input_dtype} input; only floating-point inputs work.",
         )
     rows = teacher.static_batch or _DRY_RUN_BATCH
@@ -317,7 +320,7 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
         raise
     except Exception as exc:
         raise UserError(
-            "dry_run_failed",
+            ErrorCode.DRY_RUN_FAILED,
             f"The teacher failed on inputs of shape {shape}: {_first_line(exc)}",
         ) from exc
     declared = teacher.declared_types
@@ -327,7 +330,8 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
     assert out is not None  # pick_output only picks float tensors
     if not torch.isfinite(out).all():
         raise UserError(
-            "bad_output", f"The teacher's output {info.name!r} on the dry run is not finite."
+            ErrorCode.BAD_OUTPUT,
+            f"The teacher's output {info.name!r} on the dry run is not finite.",
         )
     kind, why_kind = detect_kind(info, out, output_kind)
     reason = f"{info.name!r}: {why_output}; {kind}: {why_kind}"
@@ -356,29 +360,35 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
         # load_external_data=False: the upload is one file; nothing else may be read.
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise UserError("bad_teacher", f"Not a readable ONNX model: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"Not a readable ONNX model: {_first_line(exc)}"
+        ) from exc
     tensors = list(_onnx_tensors(model))
     if any(_is_external(tensor) for tensor in tensors):
         raise UserError(
-            "external_data",
+            ErrorCode.EXTERNAL_DATA,
             "The ONNX model refers to external data files; save it as one self-contained file.",
         )
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise UserError("bad_teacher", f"The ONNX model is invalid: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"The ONNX model is invalid: {_first_line(exc)}"
+        ) from exc
 
     initializer_names = {tensor.name for tensor in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializer_names]
     if len(inputs) != 1 or not inputs[0].type.HasField("tensor_type"):
-        raise UserError("bad_inputs", "The teacher must take exactly one tensor input.")
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
     tensor_type = inputs[0].type.tensor_type
     dims: list[int | None] = [
         dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
         for dim in tensor_type.shape.dim
     ]
     if not dims:
-        raise UserError("bad_inputs", "The teacher's input has no shape (not even a batch).")
+        raise UserError(
+            ErrorCode.BAD_INPUTS, "The teacher's input has no shape (not even a batch)."
+        )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     parameters = sum(math.prod(tensor.dims) for tensor in model.graph.initializer)
     parameters += _ml_parameters(model)
@@ -392,7 +402,9 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:
-        raise UserError("bad_teacher", f"onnxruntime cannot run it: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"onnxruntime cannot run it: {_first_line(exc)}"
+        ) from exc
     return session, dims, dtype, parameters
 
 

@@ -1,7 +1,7 @@
 """teachers: the outputs the dry run saw, the one used, its kind and why
 
-Revision ID: 0003_teacher_outputs
-Revises: 0002_ops
+Revision ID: 0004_teacher_outputs
+Revises: 0003
 Create Date: 2026-12-01 15:10:00.000000
 """
 
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0003_teacher_outputs"
-down_revision: str | None = "0002_ops"
+revision: str = "0004_teacher_outputs"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
