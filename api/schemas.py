@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.contracts import EpochRecord, Report
 from core.enums import ExportFormat, JobEventKind, JobStatus, Stage, UploadStatus
+from core.outputs import RequestedOutputKind
 from core.spec import JobSpec
 
 T = TypeVar("T")
@@ -23,6 +24,12 @@ class ErrorInfo(BaseModel):
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+class TeacherOutput(BaseModel):
+    name: str
+    dtype: str = Field(description='e.g. "float32", "int64" or "seq(map(int64,float))" (ZipMap)')
+    shape: list[int | None] | None = Field(description="null for the batch dimension")
 
 
 class TeacherRead(BaseModel):
@@ -39,6 +46,19 @@ class TeacherRead(BaseModel):
     input_dtype: str | None
     num_classes: int | None
     parameters: int | None
+    outputs: list[TeacherOutput] | None = Field(
+        default=None, description="every output the validation dry run saw"
+    )
+    output_name: str | None = Field(
+        default=None, description="the output used as class scores (as asked, until validated)"
+    )
+    output_kind: RequestedOutputKind | None = Field(
+        default=None,
+        description='what that output holds; "auto" until the validation dry run decides',
+    )
+    output_reason: str | None = Field(
+        default=None, description="which output was picked and why, and why of that kind"
+    )
     error: ErrorInfo | None
     created_at: datetime
 

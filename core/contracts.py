@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from core.enums import ExportFormat, Stage
+from core.errors import ErrorCode
 from core.spec import JobSpec, SoftLabelMode
 
 
@@ -35,6 +36,9 @@ class FileRef(_Closed):
     path: str
     format: str
     sha256: str
+    # Teachers: the output to distil and what it holds (None: picked again at run time).
+    output_name: str | None = None
+    output_kind: str | None = None
 
 
 class InspectTeacherRequest(_Closed):
@@ -42,6 +46,8 @@ class InspectTeacherRequest(_Closed):
     path: str
     format: str
     allow_torchscript: bool = False
+    output_name: str | None = None
+    output_kind: str = "auto"
 
 
 class InspectDatasetRequest(_Closed):
@@ -200,7 +206,7 @@ def parse_event(line: str) -> AnyEvent:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return ErrorEvent(
-            code="bad_child_output",
+            code=ErrorCode.BAD_CHILD_OUTPUT,
             message=f"the engine wrote a line that is not an event ({where}: {first['msg']}): "
             f"{shown!r}",
         )

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.enums import ACTIVE, JobEventKind, JobStatus
+from core.errors import ErrorCode
 from models.base import utcnow
 from models.pagination import newest_first, page
 from models.tables import Job, JobDataset, JobEvent, JobTeacher
@@ -239,7 +240,7 @@ class JobRepository:
 
     def fail_exhausted(self, job: Job, max_attempts: int) -> bool:
         error = {
-            "code": "worker_lost",
+            "code": ErrorCode.WORKER_LOST,
             "message": f"the worker running this job stopped {max_attempts} times; giving up",
         }
         stmt = (

@@ -35,6 +35,8 @@ from core.contracts import (
 )
 from core.db import session_scope
 from core.enums import EXTENSIONS, JobEventKind
+from core.errors import ErrorCode, is_disk_full
+from core.logs import log_context, set_log_context
 from core.settings import Settings, get_settings
 from core.spec import JobSpec
 from core.storage import get_storage
@@ -83,6 +85,13 @@ def _file_ref(session: Session, row: Teacher | Dataset | None) -> FileRef:
     )
 
 
+def _teacher_ref(session: Session, row: Teacher | None) -> FileRef:
+    """A teacher's file with the output and kind its validation dry run settled on."""
+    assert row is not None
+    ref = _file_ref(session, row)
+    return ref.model_copy(update={"output_name": row.output_name, "output_kind": row.output_kind})
+
+
 def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
     jobs, teachers, datasets = (
         JobRepository(session),
@@ -92,7 +101,7 @@ def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
     roles = jobs.dataset_roles(job.id)
     workdir = job_workdir(settings, job.id)
     return DistillRequest(
-        teachers=[_file_ref(session, teachers.get(t)) for t in jobs.teacher_ids(job.id)],
+        teachers=[_teacher_ref(session, teachers.get(t)) for t in jobs.teacher_ids(job.id)],
         transfer=_file_ref(session, datasets.get(roles["transfer"])),
         eval=_file_ref(session, datasets.get(roles["eval"])) if "eval" in roles else None,
         spec=JobSpec.model_validate(job.spec),
@@ -236,7 +245,7 @@ class Run:
                 )
                 return
             if event is None:
-                self._fail("worker_crashed", child.crash_message())
+                self._fail(ErrorCode.WORKER_CRASHED, child.crash_message())
                 return
             if event is not False and self._handle(event):
                 return
@@ -261,14 +270,16 @@ class Run:
             self._publish(event)
             return True
         elif isinstance(event, ErrorEvent):
-            if event.code == "cancelled":
+            if event.code == ErrorCode.CANCELLED:
                 with session_scope() as session:
                     JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
             else:
                 self._fail(event.code, event.message)
             return True
         else:  # an inspect answer to a distill request
-            self._fail("bad_child_output", f"unexpected {event.event!r} event from the engine")
+            self._fail(
+                ErrorCode.BAD_CHILD_OUTPUT, f"unexpected {event.event!r} event from the engine"
+            )
             return True
         return False
 
@@ -364,11 +375,17 @@ class Run:
 
 
 def run_job(job_id: str) -> None:
+    with log_context(job_id=job_id, tenant_id=None):
+        _run_job(job_id)
+
+
+def _run_job(job_id: str) -> None:
     settings = get_settings()
     claimed = claim(job_id, settings)
     if claimed is None:
         log.info("job %s: not claimable (taken, finished, cancelled or out of attempts)", job_id)
         return
+    set_log_context(tenant_id=claimed.tenant_id)
     log.info("job %s: attempt %s on %s", job_id, claimed.attempt, worker_name())
     try:
         try:
@@ -380,15 +397,27 @@ def run_job(job_id: str) -> None:
             JobRepository(session).fail(
                 job_id,
                 claimed.attempt,
-                code="time_limit",
+                code=ErrorCode.TIME_LIMIT,
                 message=f"the job ran past the limit of {settings.job_soft_time_limit_s} s",
             )
+    except OSError as exc:
+        if not is_disk_full(exc):
+            _give_back(job_id, claimed.attempt)
+            raise
+        with session_scope() as session:
+            JobRepository(session).fail(
+                job_id, claimed.attempt, code=ErrorCode.STORAGE_FULL, message=str(exc)
+            )
     except TRANSIENT:
-        # Give the job back at once so that the retry (with backoff) can claim it again;
-        # if the database itself is down, the lease runs out and the sweep re-publishes it.
-        with contextlib.suppress(*TRANSIENT), session_scope() as session:
-            JobRepository(session).release(job_id, claimed.attempt)
+        _give_back(job_id, claimed.attempt)
         raise
+
+
+def _give_back(job_id: str, attempt: int) -> None:
+    """Give the job back at once so that the retry (with backoff) can claim it again; if the
+    database itself is down, the lease runs out and the sweep re-publishes it."""
+    with contextlib.suppress(*TRANSIENT), session_scope() as session:
+        JobRepository(session).release(job_id, attempt)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -428,11 +457,14 @@ def requeue_stale(publish: Any) -> int:
     with session_scope() as session:
         jobs = JobRepository(session)
         stale = jobs.stale(now)
+        ended = []
         for job in stale:
             if job.cancel_requested:
                 jobs.cancel_running(job.id, job.attempt)
+                ended.append(job.id)
             elif job.attempt >= settings.max_attempts:
                 jobs.fail_exhausted(job, settings.max_attempts)
+                ended.append(job.id)
             else:
                 count += 1
         ids = [j.id for j in stale if not j.cancel_requested and j.attempt < settings.max_attempts]
@@ -444,4 +476,6 @@ def requeue_stale(publish: Any) -> int:
         ids += [j.id for j in lost]
     for job_id in ids:
         publish(job_id)
+    if ids or ended:
+        log.info("sweep: re-queued %s, ended %s (%s)", len(ids), len(ended), ", ".join(ids + ended))
     return len(ids)

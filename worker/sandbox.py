@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 import worker
 from core.contracts import AnyEvent, ErrorEvent, ProgressEvent, parse_event
+from core.errors import ErrorCode
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
 PR_SET_PDEATHSIG = 1
@@ -190,7 +191,7 @@ def run_once(
                         on_progress(event)
                 elif event.event in FINAL_EVENTS:
                     return event
-            raise SandboxError("teacher_crashed", child.crash_message())
+            raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message())
         finally:
             timer.cancel()
             child.close()

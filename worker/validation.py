@@ -41,8 +41,9 @@ def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] 
 def _validate(
     repository: Repository,
     row_id: str,
-    make_request: Callable[[str, str], BaseModel],
+    make_request: Callable[[str, str, dict[str, Any]], BaseModel],
     metadata: Callable[[dict[str, Any]], dict[str, Any]],
+    asks: Callable[[Any], dict[str, Any]] = lambda row: {},
 ) -> None:
     """Read the row, inspect its file in the sandbox (no session held meanwhile), then write
     ``ready`` with the metadata or ``rejected`` with the reason, unless the row moved on."""
@@ -53,7 +54,9 @@ def _validate(
         stored = StoredFileRepository(session).get(row.file_id)
         if stored is None:
             return
-        request = make_request(str(get_storage().local_path(stored.key, stored.sha256)), row.format)
+        request = make_request(
+            str(get_storage().local_path(stored.key, stored.sha256)), row.format, asks(row)
+        )
     info, error = _inspect(request)
     with session_scope() as session:
         repo = repository(session)
@@ -72,15 +75,21 @@ def validate_teacher(teacher_id: str) -> None:
     _validate(
         TeacherRepository,
         teacher_id,
-        lambda path, fmt: InspectTeacherRequest(
-            path=path, format=fmt, allow_torchscript=get_settings().allow_torchscript
+        lambda path, fmt, asked: InspectTeacherRequest(
+            path=path, format=fmt, allow_torchscript=get_settings().allow_torchscript, **asked
         ),
         lambda info: {
             "input_shape": info["input_shape"],
             "input_dtype": info["input_dtype"],
             "num_classes": info["num_classes"],
             "parameters": info.get("parameters"),
+            "outputs": info.get("outputs"),
+            "output_name": info.get("output_name"),
+            "output_kind": info.get("output_kind"),
+            "output_reason": info.get("output_reason"),
         },
+        # What the upload asked for: the dry run honours it or rejects the teacher saying why.
+        lambda row: {"output_name": row.output_name, "output_kind": row.output_kind or "auto"},
     )
 
 
@@ -88,7 +97,7 @@ def validate_dataset(dataset_id: str) -> None:
     _validate(
         DatasetRepository,
         dataset_id,
-        lambda path, fmt: InspectDatasetRequest(path=path, format=fmt),
+        lambda path, fmt, asked: InspectDatasetRequest(path=path, format=fmt),
         lambda info: {
             "num_samples": info["num_samples"],
             "sample_shape": info["sample_shape"],

@@ -24,6 +24,7 @@ from core.contracts import (
     InspectTeacherRequest,
     TeacherInfo,
 )
+from core.errors import ErrorCode, is_disk_full
 from worker.distill.errors import UserError
 
 
@@ -43,7 +44,11 @@ def _handle(request: AnyRequest, channel: Channel, preloaded: bool) -> AnyEvent:
         from worker.distill.teachers import inspect_teacher
 
         info = inspect_teacher(
-            request.path, request.format, allow_torchscript=request.allow_torchscript
+            request.path,
+            request.format,
+            allow_torchscript=request.allow_torchscript,
+            output_name=request.output_name,
+            output_kind=request.output_kind,
         )
         return TeacherInfo.model_validate(info)
     if isinstance(request, DistillRequest):
@@ -81,24 +86,35 @@ def _private_channel() -> Channel:
     return Channel(events)
 
 
+def error_event(exc: BaseException) -> ErrorEvent:
+    """The ``error`` line for an exception that ended the request."""
+    if isinstance(exc, UserError):
+        return ErrorEvent(code=exc.code, message=exc.message)
+    if isinstance(exc, MemoryError):
+        code, message = ErrorCode.OUT_OF_MEMORY, "the worker ran out of memory"
+    elif is_disk_full(exc):
+        code, message = ErrorCode.STORAGE_FULL, f"the worker's disk is full: {exc}"
+    else:
+        code, message = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+    return ErrorEvent(code=code, message=message)
+
+
 def _run(channel: Channel, preloaded: bool) -> int:
     try:
         request = CHILD_REQUEST.validate_json(sys.stdin.read())
     except ValidationError as exc:
-        channel.emit(ErrorEvent(code="bad_request", message=f"not a request: {exc}"))
+        channel.emit(ErrorEvent(code=ErrorCode.BAD_REQUEST, message=f"not a request: {exc}"))
         return 1
     try:
         channel.emit(_handle(request, channel, preloaded))
         return 0
     except UserError as exc:
-        channel.emit(ErrorEvent(code=exc.code, message=exc.message))
+        channel.emit(error_event(exc))
         return 0
-    except MemoryError:
-        channel.emit(ErrorEvent(code="out_of_memory", message="the worker ran out of memory"))
-        return 1
-    except Exception as exc:
-        traceback.print_exc()
-        channel.emit(ErrorEvent(code="internal", message=f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # MemoryError too: the error line says what happened
+        if not isinstance(exc, MemoryError) and not is_disk_full(exc):
+            traceback.print_exc()
+        channel.emit(error_event(exc))
         return 1
 
 

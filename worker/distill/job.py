@@ -18,6 +18,7 @@ from core.contracts import (
     Report,
     ResumedEvent,
 )
+from core.errors import ErrorCode
 from worker.distill.errors import Cancelled, UserError
 
 History = EpochEvent | CheckpointEvent | ResumedEvent
@@ -28,7 +29,13 @@ _HISTORY: TypeAdapter[History] = TypeAdapter(Annotated[History, Field(discrimina
 def _source(ref: FileRef) -> Any:
     from worker.distill.engine import Source
 
-    return Source(path=Path(ref.path), format=ref.format, sha256=ref.sha256)
+    return Source(
+        path=Path(ref.path),
+        format=ref.format,
+        sha256=ref.sha256,
+        output_name=ref.output_name,
+        output_kind=ref.output_kind,
+    )
 
 
 def run_from_request(
@@ -53,7 +60,7 @@ def run_from_request(
             allow_torchscript=request.allow_torchscript,
         )
     except Cancelled as exc:
-        raise UserError("cancelled", "the job was cancelled") from exc
+        raise UserError(ErrorCode.CANCELLED, "the job was cancelled") from exc
     # Whether this ran in a spare child started ahead of the job (imports already done).
     report = Report.model_validate({**result.report, "sandbox": {"preloaded": preloaded}})
     return Outcome(

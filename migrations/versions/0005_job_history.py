@@ -1,7 +1,7 @@
 """job history: one row per finished epoch, and the stored events of each job
 
-Revision ID: 0003
-Revises: 0002_ops
+Revision ID: 0005_job_history
+Revises: 0004_teacher_outputs
 Create Date: 2026-12-01 15:00:00
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 import models.base
 
-revision: str = "0003"
-down_revision: str | None = "0002_ops"
+revision: str = "0005_job_history"
+down_revision: str | None = "0004_teacher_outputs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
