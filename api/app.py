@@ -17,6 +17,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import install_metrics
 from api.openapi import install_openapi
+from api.pages import install_pages
 from api.publisher import drain_forever
 from api.routes import health, jobs, keys, problems, students, uploads, webhooks
 from core.db import session_scope
@@ -73,6 +74,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     install_docs(app)
+    install_pages(app)
     install_openapi(app)
     app.include_router(problems.router)
     app.include_router(health.router)

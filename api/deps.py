@@ -2,8 +2,8 @@
 
 Both are ``async`` on purpose: FastAPI runs every sync dependency in the threadpool, one hop
 each way, and neither needs a thread unless it touches the database. A request's database
-work happens in the route's own thread; only the release of its connection (a rollback after
-reads) takes one more hop, and a key lookup that misses the cache one more checkout.
+work happens in the route's own thread; only the end of its transaction (the commit) takes
+one more hop, and a key lookup that misses the cache one more checkout.
 """
 
 from __future__ import annotations
@@ -32,38 +32,61 @@ LAST_USED_RESOLUTION_S = 60.0
 
 @dataclass
 class UnitOfWork:
-    """A session plus work to do once its transaction has committed (publishing tasks)."""
+    """A request's session. The edge owns its transaction: ``get_uow`` commits once the route
+    has returned, then runs the after-commit hooks (publishing tasks: a worker must find the
+    row it is sent); on an error it rolls back and runs the after-rollback hooks (removing
+    bytes stored for rows that will not exist). Services only flush."""
 
     session: Session
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _after_rollback: list[Callable[[], None]] = field(default_factory=list)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         self._after_commit.append(fn)
 
-    def commit(self) -> None:
-        self.session.commit()
-        hooks, self._after_commit = self._after_commit, []
-        for hook in hooks:
+    def after_rollback(self, fn: Callable[[], None]) -> None:
+        self._after_rollback.append(fn)
+
+    def finish(self) -> None:
+        """Commit (a no-op commit after reads only gives the connection back) and close."""
+        try:
+            self.session.commit()
+        except BaseException:
+            self.abort()
+            raise
+        self.session.close()
+        for hook in self._after_commit:
             hook()
 
-
-def _release(session: Session) -> None:
-    session.rollback()  # a no-op after commit; undoes whatever the route left uncommitted
-    session.close()
+    def abort(self) -> None:
+        try:
+            self.session.rollback()
+            self.session.close()
+        finally:
+            for hook in self._after_rollback:
+                hook()
 
 
 async def get_uow() -> AsyncIterator[UnitOfWork]:
     session = get_sessionmaker()()  # no I/O: a connection is checked out on first use
+    uow = UnitOfWork(session)
     try:
-        yield UnitOfWork(session)
-    finally:
-        if session.in_transaction():  # holds a pooled connection: roll back off the loop
-            await run_in_threadpool(_release, session)
+        yield uow
+    except BaseException:
+        if session.in_transaction() or uow._after_rollback:
+            await run_in_threadpool(uow.abort)  # holds a pooled connection: off the loop
         else:
             session.close()
+        raise
+    if session.in_transaction() or uow._after_commit:
+        await run_in_threadpool(uow.finish)
+    else:
+        session.close()
 
 
-UoW = Annotated[UnitOfWork, Depends(get_uow)]
+# scope="function": the commit happens before the response is sent, so a client that reads
+# right after a 201 finds the row, and a failed commit is the request's error.
+UoW = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
 class KeyCache:

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import get_args
 
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import (
@@ -25,8 +24,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.schemas import JobStatus
 from core.db import get_sessionmaker
+from core.enums import JobStatus
 from core.metrics import enable_multiprocess
 from core.queue import ROUTES
 from core.settings import get_settings
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-STATUSES = get_args(JobStatus)
+STATUSES = tuple(JobStatus)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

@@ -1,4 +1,5 @@
-"""Request and response models (apart from the ORM classes)."""
+"""Request and response models (apart from the ORM classes). What crosses to the worker and
+the engine (the job spec, the report) is the same class, from ``core``."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.contracts import EpochRecord, Report
+from core.enums import ExportFormat, JobEventKind, JobStatus, Stage, UploadStatus
 from core.outputs import RequestedOutputKind
+from core.spec import JobSpec
 
 T = TypeVar("T")
-
-UploadStatus = Literal["validating", "ready", "rejected"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Stage = Literal["soft_labeling", "training", "evaluating", "exporting"]
 
 
 class ErrorInfo(BaseModel):
@@ -82,33 +82,6 @@ class DatasetRead(BaseModel):
     created_at: datetime
 
 
-class ModelMeasure(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    parameters: int
-    size_bytes_fp32: int
-    size_bytes_fp16: int
-    latency_ms_batch1: float
-    throughput_per_s: float
-
-
-class Report(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    teacher: ModelMeasure
-    student: ModelMeasure
-    compression_ratio: float
-    speedup: float
-    agreement_top1: float
-    kl_divergence: float
-    teacher_accuracy: float | None
-    student_accuracy: float | None
-    eval_samples: int
-    device: str
-    soft_labels: Literal["cached", "online"]
-    timings_s: dict[str, float]
-
-
 class JobRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -120,13 +93,33 @@ class JobRead(BaseModel):
     epochs: int
     metrics: dict[str, Any]
     error: ErrorInfo | None
-    spec: dict[str, Any]
+    spec: JobSpec
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     report: Report | None
     attempt: int
-    student_formats: list[str]
+    student_formats: list[ExportFormat]
+
+
+class EpochRow(EpochRecord):
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int = Field(description="the attempt that ran it (a resumed job has several)")
+
+
+class Metrics(BaseModel):
+    items: list[EpochRow]
+
+
+class JobEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: JobEventKind
+    attempt: int | None
+    data: dict[str, Any]
+    created_at: datetime
 
 
 class StudentArchitecture(BaseModel):

@@ -59,6 +59,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_OPERATOR = "unsupported_operator"
     DRY_RUN_FAILED = "dry_run_failed"
     TEACHER_CRASHED = "teacher_crashed"
+    BAD_CHILD_OUTPUT = "bad_child_output"
     # Datasets.
     BAD_HEADER = "bad_header"
     BAD_CSV = "bad_csv"
@@ -325,6 +326,12 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "Dry run failed",
         "Running the teacher on a sample input failed.",
         "Check that the model runs on an input of the shape it declares.",
+    ),
+    ErrorCode.BAD_CHILD_OUTPUT: CatalogueEntry(
+        "The engine answered out of turn",
+        "The sandboxed engine wrote a line that is not the event the worker expected (a foreign "
+        "or malformed line, or an answer to another kind of request).",
+        "Retry the job; if it fails the same way, report it with the job id: it is a bug.",
     ),
     ErrorCode.TEACHER_CRASHED: CatalogueEntry(
         "Validation crashed",

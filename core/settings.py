@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024**2
     allow_torchscript: bool = False
 
-    # Archive and image caps (DESIGN.md, "Untrusted files").
+    # Archive and image caps of untrusted uploads.
     max_archive_entries: int = 100_000
     max_unpacked_bytes: int = 8 * 1024**3
     max_image_pixels: int = 4096 * 4096
@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     job_hard_time_limit_s: int = 6 * 3600 + 300
     # A checkpoint costs ~9 ms (MNIST MLP student, fsynced); 1,000 steps is 2-3 s of CPU work.
     checkpoint_every_steps: int = 1000
+
+    # The jobs' device: "cpu", "cuda" or "cuda:N"; unset, CUDA when there is one, else CPU.
+    device: str | None = None
 
     # Sandbox for teacher code.
     sandbox_memory_bytes: int = 16 * 1024**3

@@ -1,18 +1,31 @@
-"""The job spec: the body of ``POST /v1/jobs`` with every default filled in (API.md, "Jobs").
+"""The job spec: the body of ``POST /v1/jobs``, every default filled in.
 
-Shared by the API (validation at submission) and the worker (the engine's input). Closed
-choices only: the spec picks students and formats by name, never by import path.
+Shared by the API (validation at submission, and the schema users see in ``/openapi.json``)
+and the engine (its input). Closed choices only: the spec picks students and formats by
+name, never by import path. Scalars are strict: ``"epochs": "5"`` is refused (422 naming
+``training.epochs``), not read as 5.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
-ExportFormat = Literal["torch_export", "onnx", "safetensors"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("torch_export", "onnx", "safetensors")
+from core.enums import ExportFormat
+
+EXPORT_FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
 ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
+Architecture = Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
+SoftLabelMode = Literal["cached", "online"]
 
 
 class _Strict(BaseModel):
@@ -20,10 +33,16 @@ class _Strict(BaseModel):
 
 
 class StudentSpec(_Strict):
-    architecture: Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"] = "auto"
-    size_ratio: float = Field(default=0.1, gt=0.0, le=1.0)
-    max_parameters: int | None = Field(default=None, ge=16)
-    hidden: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
+    architecture: Architecture = Field(
+        default="auto", description="a name from GET /v1/students, or auto (picked by input rank)"
+    )
+    size_ratio: StrictFloat = Field(
+        default=0.1, gt=0.0, le=1.0, description="target student parameters / teacher parameters"
+    )
+    max_parameters: StrictInt | None = Field(
+        default=None, ge=16, description="an absolute cap on parameters; wins over size_ratio"
+    )
+    hidden: list[Annotated[StrictInt, Field(ge=1, le=65536)]] | None = Field(
         default=None,
         min_length=1,
         max_length=8,
@@ -38,18 +57,24 @@ class StudentSpec(_Strict):
 
 
 class DistillationSpec(_Strict):
-    temperature: float = Field(default=4.0, ge=1.0, le=100.0)
-    alpha: float = Field(default=0.1, ge=0.0, le=1.0)
-    soft_labels: Literal["cached", "online"] = "cached"
+    temperature: StrictFloat = Field(
+        default=4.0, ge=1.0, le=100.0, description="softmax temperature of the soft targets"
+    )
+    alpha: StrictFloat = Field(
+        default=0.1, ge=0.0, le=1.0, description="weight of the hard-label loss (with labels)"
+    )
+    soft_labels: SoftLabelMode = Field(
+        default="cached", description="cached: the teacher runs once; online: every step"
+    )
     loss: Literal["kd"] = "kd"
-    top_k: int | None = Field(
+    top_k: StrictInt | None = Field(
         default=None, ge=1, description="keep only the teacher's top-k logits (default: all)"
     )
 
 
 class PreprocessingSpec(_Strict):
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    mean: list[StrictFloat] | None = Field(default=None, description="per channel, or one value")
+    std: list[StrictFloat] | None = Field(default=None, description="per channel, or one value")
 
     @model_validator(mode="after")
     def _pairs(self) -> PreprocessingSpec:
@@ -64,21 +89,41 @@ class PreprocessingSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(default=20, ge=1, le=1000)
-    batch_size: int = Field(default=128, ge=1, le=65536)
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    warmup_fraction: float = Field(default=0.05, ge=0.0, le=0.5)
-    eval_fraction: float = Field(
+    epochs: StrictInt = Field(default=20, ge=1, le=1000)
+    batch_size: StrictInt = Field(default=128, ge=1, le=65536)
+    learning_rate: StrictFloat = Field(default=1e-3, gt=0.0, le=10.0)
+    seed: StrictInt = Field(default=0, ge=0, le=2**31 - 1)
+    weight_decay: StrictFloat = Field(default=0.0, ge=0.0, le=1.0)
+    warmup_fraction: StrictFloat = Field(default=0.05, ge=0.0, le=0.5)
+    eval_fraction: StrictFloat = Field(
         default=0.1, gt=0.0, lt=0.9, description="held-out split when no eval set is given"
     )
 
 
 class JobSpec(_Strict):
-    teacher_ids: list[str] = Field(min_length=1, max_length=8)
-    dataset_id: str
-    eval_dataset_id: str | None = None
+    """A distillation job. Every field but ``teacher_ids`` and ``dataset_id`` has a default."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "teacher_ids": ["tch_..."],
+                    "dataset_id": "ds_...",
+                    "eval_dataset_id": None,
+                    "training": {"epochs": 20, "batch_size": 128},
+                }
+            ]
+        },
+    )
+
+    teacher_ids: list[StrictStr] = Field(
+        min_length=1, max_length=8, description="several = an ensemble (probabilities averaged)"
+    )
+    dataset_id: StrictStr = Field(description="the transfer set; its labels feed the hard loss")
+    eval_dataset_id: StrictStr | None = Field(
+        default=None, description="held-out set for the report; default: a held-out split"
+    )
     student: StudentSpec = StudentSpec()
     distillation: DistillationSpec = DistillationSpec()
     preprocessing: PreprocessingSpec = PreprocessingSpec()

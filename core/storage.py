@@ -12,7 +12,6 @@ import functools
 import hashlib
 import os
 import secrets
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,9 +178,6 @@ class LocalStorage:
 
     def local_path(self, key: str, sha256: str | None = None) -> Path:
         return self._path(key)
-
-    def wipe(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @functools.cache

@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.enums import ACTIVE, JobEventKind, JobStatus
 from core.errors import ErrorCode
 from models.base import utcnow
 from models.pagination import newest_first, page
-from models.tables import Job, JobDataset, JobTeacher
+from models.tables import Job, JobDataset, JobEvent, JobTeacher
 from models.webhook_repository import WebhookRepository
 
-ACTIVE = ("queued", "running")
-TERMINAL = ("succeeded", "failed", "cancelled")
+QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
 
 
 class JobRepository:
@@ -30,8 +30,30 @@ class JobRepository:
             self.session.add(JobTeacher(job_id=job.id, position=position, teacher_id=teacher_id))
         for role, dataset_id in datasets.items():
             self.session.add(JobDataset(job_id=job.id, role=role, dataset_id=dataset_id))
+        self.event(job.id, JobEventKind.CREATED)
+        self.event(job.id, JobEventKind.QUEUED)
         self.session.flush()
         return job
+
+    def event(
+        self, job_id: str, kind: JobEventKind, attempt: int | None = None, **data: Any
+    ) -> None:
+        """Append to the job's history (a worker's caller fences it: see ``fenced_event``)."""
+        self.session.add(JobEvent(job_id=job_id, kind=kind, attempt=attempt, data=data))
+
+    def teacher_ids(self, job_id: str) -> list[str]:
+        stmt = select(JobTeacher.teacher_id).where(JobTeacher.job_id == job_id)
+        return list(self.session.scalars(stmt.order_by(JobTeacher.position)))
+
+    def dataset_roles(self, job_id: str) -> dict[str, str]:
+        """{"transfer": dataset id, "eval": dataset id (when given)}."""
+        stmt = select(JobDataset.role, JobDataset.dataset_id).where(JobDataset.job_id == job_id)
+        return {role: dataset_id for role, dataset_id in self.session.execute(stmt)}
+
+    def delete(self, job: Job) -> None:
+        """The row, its links and its history (the foreign keys cascade)."""
+        self.session.delete(job)
+        self.session.flush()
 
     def get(self, job_id: str) -> Job | None:
         return self.session.get(Job, job_id)
@@ -69,12 +91,12 @@ class JobRepository:
                 Job.cancel_requested.is_(False),
                 Job.attempt < max_attempts,
                 or_(
-                    Job.status == "queued",
-                    (Job.status == "running") & (Job.lease_expires_at < now),
+                    Job.status == QUEUED,
+                    (Job.status == RUNNING) & (Job.lease_expires_at < now),
                 ),
             )
             .values(
-                status="running",
+                status=RUNNING,
                 attempt=Job.attempt + 1,
                 lease_expires_at=now + lease,
                 worker=worker,
@@ -85,6 +107,8 @@ class JobRepository:
             .returning(Job.attempt)
         )
         attempt = self.session.scalar(stmt)
+        if attempt is not None:
+            self.event(job_id, JobEventKind.STARTED, attempt, worker=worker)
         self.session.flush()
         return attempt
 
@@ -92,11 +116,27 @@ class JobRepository:
         values.setdefault("updated_at", utcnow())
         stmt = (
             update(Job)
-            .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == RUNNING)
             .values(revision=Job.revision + 1, **values)
         )
         result = self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0))
+
+    def holds(self, job_id: str, attempt: int) -> bool:
+        """Whether ``attempt`` still owns the job; it locks the row (Postgres) until the
+        transaction ends, so a write that follows in the same transaction is fenced too."""
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == RUNNING)
+            .values(updated_at=utcnow())
+        )
+        return bool(getattr(self.session.execute(stmt), "rowcount", 0))
+
+    def fenced_event(self, job_id: str, attempt: int, kind: JobEventKind, **data: Any) -> bool:
+        if not self.holds(job_id, attempt):
+            return False
+        self.event(job_id, kind, attempt, **data)
+        return True
 
     def _ended(self, job_id: str, attempt: int, **values: Any) -> bool:
         """A fenced write of a terminal status, with its webhook events in the same transaction."""
@@ -108,7 +148,7 @@ class JobRepository:
     def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
         stmt = (
             update(Job)
-            .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == RUNNING)
             .values(lease_expires_at=utcnow() + lease)
         )
         return bool(getattr(self.session.execute(stmt), "rowcount", 0))
@@ -125,11 +165,11 @@ class JobRepository:
         artifacts: dict[str, Any],
         metrics: dict[str, Any],
     ) -> bool:
-        return self._ended(
+        done = self._ended(
             job_id,
             attempt,
             metrics=metrics,
-            status="succeeded",
+            status=JobStatus.SUCCEEDED,
             stage=None,
             progress=1.0,
             report=report,
@@ -137,25 +177,38 @@ class JobRepository:
             finished_at=utcnow(),
             lease_expires_at=None,
         )
+        if done:
+            self.event(job_id, JobEventKind.SUCCEEDED, attempt)
+        return done
 
     def fail(self, job_id: str, attempt: int, *, code: str, message: str) -> bool:
-        return self._ended(
+        error = {"code": code, "message": message}
+        done = self._ended(
             job_id,
             attempt,
-            status="failed",
-            error={"code": code, "message": message},
+            status=JobStatus.FAILED,
+            error=error,
             finished_at=utcnow(),
             lease_expires_at=None,
         )
+        if done:
+            self.event(job_id, JobEventKind.FAILED, attempt, **error)
+        return done
 
     def cancel_running(self, job_id: str, attempt: int) -> bool:
-        return self._ended(
-            job_id, attempt, status="cancelled", finished_at=utcnow(), lease_expires_at=None
+        done = self._ended(
+            job_id, attempt, status=JobStatus.CANCELLED, finished_at=utcnow(), lease_expires_at=None
         )
+        if done:
+            self.event(job_id, JobEventKind.CANCELLED, attempt)
+        return done
 
     def release(self, job_id: str, attempt: int) -> bool:
         """Give a job back (a transient fault): queued again, the next claim resumes it."""
-        return self._fenced(job_id, attempt, status="queued", lease_expires_at=None)
+        done = self._fenced(job_id, attempt, status=QUEUED, lease_expires_at=None)
+        if done:
+            self.event(job_id, JobEventKind.QUEUED, attempt, reason="released")
+        return done
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
@@ -165,13 +218,16 @@ class JobRepository:
         """Queued jobs end at once; running ones get the flag their worker reads every step."""
         now = utcnow()
         values: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
-        if job.status == "queued":
-            values.update(status="cancelled", finished_at=now)
+        queued = job.status == QUEUED
+        if queued:
+            values.update(status=JobStatus.CANCELLED, finished_at=now)
         result = self.session.execute(
             update(Job)
             .where(Job.id == job.id, Job.status.in_(ACTIVE))
             .values(revision=Job.revision + 1, **values)
         )
+        if queued and bool(getattr(result, "rowcount", 0)):
+            self.event(job.id, JobEventKind.CANCELLED)
         self.session.flush()
         self.session.refresh(job)
         if getattr(result, "rowcount", 0) and values.get("status") == "cancelled":
@@ -179,53 +235,48 @@ class JobRepository:
 
     # sweep -------------------------------------------------------------------------------
     def stale(self, now: datetime) -> list[Job]:
-        stmt = select(Job).where(Job.status == "running", Job.lease_expires_at < now)
+        stmt = select(Job).where(Job.status == RUNNING, Job.lease_expires_at < now)
         return list(self.session.scalars(stmt))
 
     def fail_exhausted(self, job: Job, max_attempts: int) -> bool:
+        error = {
+            "code": ErrorCode.WORKER_LOST,
+            "message": f"the worker running this job stopped {max_attempts} times; giving up",
+        }
         stmt = (
             update(Job)
-            .where(Job.id == job.id, Job.attempt == job.attempt, Job.status == "running")
+            .where(Job.id == job.id, Job.attempt == job.attempt, Job.status == RUNNING)
             .values(
-                status="failed",
-                error={
-                    "code": ErrorCode.WORKER_LOST,
-                    "message": f"the worker running this job stopped {max_attempts} times; "
-                    "giving up",
-                },
+                status=JobStatus.FAILED,
+                error=error,
                 finished_at=utcnow(),
                 lease_expires_at=None,
                 revision=Job.revision + 1,
             )
         )
-        if not getattr(self.session.execute(stmt), "rowcount", 0):
-            return False
-        WebhookRepository(self.session).enqueue_job_event(job.id)
-        return True
+        done = bool(getattr(self.session.execute(stmt), "rowcount", 0))
+        if done:
+            self.event(job.id, JobEventKind.FAILED, job.attempt, **error)
+            WebhookRepository(self.session).enqueue_job_event(job.id)
+        return done
 
     def running_on(self, worker_prefix: str) -> list[Job]:
-        stmt = select(Job).where(Job.status == "running", Job.worker.startswith(worker_prefix))
+        stmt = select(Job).where(Job.status == RUNNING, Job.worker.startswith(worker_prefix))
         return list(self.session.scalars(stmt))
 
     def expire_lease(self, job_id: str, attempt: int) -> bool:
         stmt = (
             update(Job)
-            .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+            .where(Job.id == job_id, Job.attempt == attempt, Job.status == RUNNING)
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
         return bool(getattr(self.session.execute(stmt), "rowcount", 0))
-
-    def stale_cancelled(self, now: datetime) -> list[Job]:
-        stmt = select(Job).where(
-            Job.status == "running", Job.cancel_requested.is_(True), Job.lease_expires_at < now
-        )
-        return list(self.session.scalars(stmt))
 
     def touch(self, job_id: str) -> None:
         self.session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
 
     def queued_older_than(self, cutoff: datetime) -> list[Job]:
-        stmt = select(Job).where(Job.status == "queued", Job.updated_at < cutoff)
+        stmt = select(Job).where(Job.status == QUEUED, Job.updated_at < cutoff)
         return list(self.session.scalars(stmt))
 
 

@@ -8,6 +8,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from core.enums import ACTIVE
 from models.pagination import newest_first, page
 from models.tables import (
     ApiKey,
@@ -19,8 +20,6 @@ from models.tables import (
     Teacher,
     Tenant,
 )
-
-ACTIVE_JOB_STATUSES = ("queued", "running")
 
 M = TypeVar("M", Teacher, Dataset)
 
@@ -151,7 +150,7 @@ class TeacherRepository(_UploadRepository[Teacher]):
             exists()
             .where(JobTeacher.teacher_id == teacher_id)
             .where(JobTeacher.job_id == Job.id)
-            .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+            .where(Job.status.in_(ACTIVE))
         )
         return bool(self.session.scalar(stmt))
 
@@ -167,7 +166,7 @@ class DatasetRepository(_UploadRepository[Dataset]):
             exists()
             .where(JobDataset.dataset_id == dataset_id)
             .where(JobDataset.job_id == Job.id)
-            .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+            .where(Job.status.in_(ACTIVE))
         )
         return bool(self.session.scalar(stmt))
 

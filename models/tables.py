@@ -1,5 +1,5 @@
-"""ORM classes: tenants, API keys, stored files, teachers, datasets, jobs (webhooks live in
-``models.webhooks``)."""
+"""ORM classes: tenants, API keys, stored files, teachers, datasets, jobs and their history
+(webhooks live in ``models.webhooks``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.enums import JobStatus, UploadStatus
 from models.base import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -69,7 +71,7 @@ class _Upload:
     format: Mapped[str] = mapped_column(String(32))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="validating")
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.VALIDATING)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -113,7 +115,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
@@ -157,3 +159,36 @@ class JobDataset(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[str] = mapped_column(String(16), primary_key=True)  # "transfer" | "eval"
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+
+
+class JobEpoch(Base):
+    """One finished epoch of one attempt (a resumed attempt repeats the epoch it resumed in)."""
+
+    __tablename__ = "job_epochs"
+    __table_args__ = (PrimaryKeyConstraint("job_id", "epoch", "attempt"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    soft_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hard_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    eval_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class JobEvent(Base):
+    """What happened to a job, oldest first (``id`` orders it and is the list cursor)."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.job_repository import ACTIVE
+from core.enums import ACTIVE
 from models.tables import Job, StoredFile, Tenant
 
 

@@ -26,7 +26,6 @@ STOP_GRACE_S = 15
 class Proc:
     name: str
     argv: list[str]
-    restart: bool = True
     popen: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0

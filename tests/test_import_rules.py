@@ -1,4 +1,4 @@
-"""DESIGN.md's import rules, checked on the source (not on what happens to be imported)."""
+"""The layers' import rules, checked on the source (not on what happens to be imported)."""
 
 from __future__ import annotations
 

@@ -19,19 +19,18 @@ Deterministic for a given torch build and thread count (seeded split, init and s
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
-import secrets
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from core.atomic import atomic_write
 
 SEED = 0
 TRANSFER_FRACTION = 0.6
@@ -118,23 +117,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it over ``path`` on success."""
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_bytes(path: Path, write: Callable[[io.BufferedWriter], Any]) -> Path:
-    with _atomic(path) as tmp, open(tmp, "wb") as fh:
-        write(fh)
-    return path
+    def to(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+
+    return atomic_write(path, to)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -159,9 +147,7 @@ def _batch_dim() -> Any:
 def export_pt2(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     """torch.export with a dynamic batch dimension, saved as a .pt2 archive."""
     program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
-    with _atomic(path) as tmp:
-        torch.export.save(program, str(tmp))
-    return path
+    return atomic_write(path, lambda tmp: torch.export.save(program, str(tmp)))
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -188,9 +174,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     finally:
         logger.setLevel(level)
     assert program is not None
-    with _atomic(path) as tmp:
-        program.save(str(tmp))
-    return path
+    return atomic_write(path, lambda tmp: program.save(str(tmp)))
 
 
 def write_demo_files(directory: Path) -> list[Path]:

@@ -15,26 +15,40 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from core.contracts import (
+    AnyEvent,
+    CheckpointEvent,
+    DistillRequest,
+    EpochEvent,
+    ErrorEvent,
+    FileRef,
+    Outcome,
+    ProgressEvent,
+    ResumedEvent,
+)
 from core.db import session_scope
+from core.enums import EXTENSIONS, JobEventKind
 from core.errors import ErrorCode, is_disk_full
 from core.logs import log_context, set_log_context
 from core.settings import Settings, get_settings
+from core.spec import JobSpec
 from core.storage import get_storage
-from models import StoredFile, new_id, utcnow
+from models import Dataset, Job, StoredFile, Teacher, new_id, utcnow
+from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
-from models.tables import JobDataset, JobTeacher
 from worker.metrics import observe_stages
 from worker.sandbox import Child
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors"}
 PROGRESS_EVERY_S = 0.5
 # Faults worth a retry: the database, the broker or storage going away for a while.
 TRANSIENT = (OperationalError, OSError)
@@ -45,7 +59,7 @@ class Claimed:
     job_id: str
     attempt: int
     tenant_id: str
-    request: dict[str, Any]
+    request: DistillRequest
 
 
 def worker_name() -> str:
@@ -60,8 +74,47 @@ def job_workdir(settings: Settings, job_id: str) -> Path:
     return (settings.data_dir / "work" / job_id).resolve()
 
 
+def _file_ref(session: Session, row: Teacher | Dataset | None) -> FileRef:
+    assert row is not None
+    stored = StoredFileRepository(session).get(row.file_id)
+    assert stored is not None
+    return FileRef(
+        path=str(get_storage().local_path(stored.key, stored.sha256)),
+        format=row.format,
+        sha256=row.sha256,
+    )
+
+
+def _teacher_ref(session: Session, row: Teacher | None) -> FileRef:
+    """A teacher's file with the output and kind its validation dry run settled on."""
+    assert row is not None
+    ref = _file_ref(session, row)
+    return ref.model_copy(update={"output_name": row.output_name, "output_kind": row.output_kind})
+
+
+def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
+    jobs, teachers, datasets = (
+        JobRepository(session),
+        TeacherRepository(session),
+        DatasetRepository(session),
+    )
+    roles = jobs.dataset_roles(job.id)
+    workdir = job_workdir(settings, job.id)
+    return DistillRequest(
+        teachers=[_teacher_ref(session, teachers.get(t)) for t in jobs.teacher_ids(job.id)],
+        transfer=_file_ref(session, datasets.get(roles["transfer"])),
+        eval=_file_ref(session, datasets.get(roles["eval"])) if "eval" in roles else None,
+        spec=JobSpec.model_validate(job.spec),
+        workdir=str(workdir / "engine"),
+        cache_dir=str(settings.storage_dir / "softlabels"),
+        stop_file=str(workdir / "STOP"),
+        checkpoint_every=settings.checkpoint_every_steps,
+        allow_torchscript=settings.allow_torchscript,
+        device=settings.device,
+    )
+
+
 def claim(job_id: str, settings: Settings) -> Claimed | None:
-    storage = get_storage()
     with session_scope() as session:
         jobs = JobRepository(session)
         attempt = jobs.claim(
@@ -71,40 +124,7 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
             return None
         job = jobs.get(job_id)
         assert job is not None
-        files = StoredFileRepository(session)
-
-        def source(row: Any) -> dict[str, Any]:
-            stored = files.get(row.file_id)
-            assert stored is not None
-            return {
-                "path": str(storage.local_path(stored.key, stored.sha256)),
-                "format": row.format,
-                "sha256": row.sha256,
-            }
-
-        def teacher_source(row: Any) -> dict[str, Any]:
-            # The output and kind the validation dry run settled on: the job uses the same.
-            return {**source(row), "output_name": row.output_name, "output_kind": row.output_kind}
-
-        links = session.query(JobTeacher).filter_by(job_id=job_id).order_by(JobTeacher.position)
-        teachers = TeacherRepository(session)
-        teacher_sources = [teacher_source(teachers.get(link.teacher_id)) for link in links]
-        roles = {d.role: d.dataset_id for d in session.query(JobDataset).filter_by(job_id=job_id)}
-        datasets = DatasetRepository(session)
-        workdir = job_workdir(settings, job_id)
-        request = {
-            "op": "distill",
-            "teachers": teacher_sources,
-            "transfer": source(datasets.get(roles["transfer"])),
-            "eval": source(datasets.get(roles["eval"])) if "eval" in roles else None,
-            "spec": job.spec,
-            "workdir": str(workdir / "engine"),
-            "cache_dir": str(settings.storage_dir / "softlabels"),
-            "stop_file": str(workdir / "STOP"),
-            "checkpoint_every": settings.checkpoint_every_steps,
-            "allow_torchscript": settings.allow_torchscript,
-        }
-        return Claimed(job_id, attempt, job.tenant_id, request)
+        return Claimed(job_id, attempt, job.tenant_id, _request(session, job, settings))
 
 
 # The spare sandbox child of this worker process (worker/sandbox.py): at most one.
@@ -155,7 +175,7 @@ def start_spare(settings: Settings | None = None) -> None:
         log.exception("could not start a spare sandbox child; jobs start cold")
 
 
-def _take_spare(settings: Settings, request: dict[str, Any]) -> Child | None:
+def _take_spare(settings: Settings, request: BaseModel) -> Child | None:
     """The spare, handed ``request``; None when there is no live spare with these limits."""
     global _spare
     child, _spare = _spare, None
@@ -177,11 +197,12 @@ class Run:
     def __init__(self, claimed: Claimed, settings: Settings) -> None:
         self.c = claimed
         self.settings = settings
-        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.events: queue.Queue[AnyEvent | None] = queue.Queue()
         self.last_write = 0.0
         self.last_beat = time.monotonic()
-        self.pending: dict[str, Any] | None = None
+        self.pending: ProgressEvent | None = None
         self.written_key: tuple[Any, ...] = ()
+        self.stage: str | None = None
 
     def _read(self, child: Child) -> None:
         for event in child.lines():
@@ -189,7 +210,7 @@ class Run:
         self.events.put(None)
 
     def execute(self) -> None:
-        workdir = Path(self.c.request["workdir"]).parent
+        workdir = Path(self.c.request.workdir).parent
         (workdir / "STOP").unlink(missing_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
         threads, cpu_seconds = _child_limits(self.settings)
@@ -215,9 +236,9 @@ class Run:
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:
             try:
-                event = self.events.get(timeout=1.0)
+                event: AnyEvent | None | Literal[False] = self.events.get(timeout=1.0)
             except queue.Empty:
-                event = {"event": "tick"}
+                event = False  # no event: only the heartbeat and the cancel check
             if not self._tick(workdir):
                 log.warning(
                     "job %s: lease lost; stopping attempt %s", self.c.job_id, self.c.attempt
@@ -226,22 +247,41 @@ class Run:
             if event is None:
                 self._fail(ErrorCode.WORKER_CRASHED, child.crash_message())
                 return
-            kind = event.get("event")
-            if kind == "progress":
-                self.pending = event
-                self._flush_progress()
-            elif kind == "result":
-                self._flush_progress(force=True)
-                self._publish(event)
+            if event is not False and self._handle(event):
                 return
-            elif kind == "error":
-                code, message = str(event.get("code")), str(event.get("message"))
-                if code == ErrorCode.CANCELLED:
-                    with session_scope() as session:
-                        JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
-                else:
-                    self._fail(code, message)
-                return
+
+    def _handle(self, event: AnyEvent) -> bool:
+        """Relay one event of the child; True when it ends the run."""
+        if isinstance(event, ProgressEvent):
+            self.pending = event
+            self._flush_progress()
+        elif isinstance(event, EpochEvent):
+            with session_scope() as session:
+                record = event.record.model_dump()
+                HistoryRepository(session).add_epoch(self.c.job_id, self.c.attempt, record)
+        elif isinstance(event, CheckpointEvent | ResumedEvent):
+            kind = JobEventKind(event.event)
+            with session_scope() as session:
+                JobRepository(session).fenced_event(
+                    self.c.job_id, self.c.attempt, kind, epoch=event.epoch, step=event.step
+                )
+        elif isinstance(event, Outcome):
+            self._flush_progress(force=True)
+            self._publish(event)
+            return True
+        elif isinstance(event, ErrorEvent):
+            if event.code == ErrorCode.CANCELLED:
+                with session_scope() as session:
+                    JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
+            else:
+                self._fail(event.code, event.message)
+            return True
+        else:  # an inspect answer to a distill request
+            self._fail(
+                ErrorCode.BAD_CHILD_OUTPUT, f"unexpected {event.event!r} event from the engine"
+            )
+            return True
+        return False
 
     def _tick(self, workdir: Path) -> bool:
         """Heartbeat and cancel check. False when the lease was taken over."""
@@ -261,31 +301,34 @@ class Run:
         event = self.pending
         if event is None:
             return
-        key = (event.get("stage"), event.get("epoch"))
+        key = (event.stage, event.epoch)
         now = time.monotonic()
         if not force and key == self.written_key and now - self.last_write < PROGRESS_EVERY_S:
             return
         values: dict[str, Any] = {
-            "stage": event.get("stage"),
-            "progress": float(event.get("progress") or 0.0),
-            "epoch": int(event.get("epoch") or 0),
+            "stage": event.stage,
+            "progress": event.progress,
+            "epoch": event.epoch or 0,
         }
-        if event.get("metrics"):
-            values["metrics"] = event["metrics"]
+        if event.metrics:
+            values["metrics"] = event.metrics
         with session_scope() as session:
-            JobRepository(session).progress(self.c.job_id, self.c.attempt, **values)
+            jobs = JobRepository(session)
+            if jobs.progress(self.c.job_id, self.c.attempt, **values) and event.stage != self.stage:
+                jobs.event(self.c.job_id, JobEventKind.STAGE, self.c.attempt, stage=event.stage)
+                self.stage = event.stage
         self.pending, self.written_key, self.last_write = None, key, now
 
     def _fail(self, code: str, message: str) -> None:
         with session_scope() as session:
             JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
 
-    def _publish(self, result: dict[str, Any]) -> None:
+    def _publish(self, result: Outcome) -> None:
         """Store the students under keys derived from the job, then finish in one transaction."""
         storage = get_storage()
         artifacts: dict[str, Any] = {}
         rows = []
-        for fmt, path in result["files"].items():
+        for fmt, path in result.files.items():
             key = f"students/{self.c.job_id}/attempt-{self.c.attempt}/student.{EXTENSIONS[fmt]}"
             put = storage.put_file(key, Path(path))
             file_id = new_id("file")
@@ -309,15 +352,16 @@ class Run:
                 "size_bytes": put.size_bytes,
                 "filename": filename,
             }
-        report = dict(result["report"])
-        report.setdefault("student_files", {f: a["sha256"] for f, a in artifacts.items()})
+        report = result.report.model_copy(
+            update={"student_files": {f: a["sha256"] for f, a in artifacts.items()}}
+        ).model_dump(mode="json")
         with session_scope() as session:
             finished = JobRepository(session).finish(
                 self.c.job_id,
                 self.c.attempt,
                 report=report,
                 artifacts=artifacts,
-                metrics=result.get("metrics") or {},
+                metrics=result.metrics,
             )
             if finished:
                 for row in rows:
@@ -327,7 +371,7 @@ class Run:
                 storage.delete(art["key"])
             return
         observe_stages(report)
-        shutil.rmtree(Path(self.c.request["workdir"]).parent, ignore_errors=True)
+        shutil.rmtree(Path(self.c.request.workdir).parent, ignore_errors=True)
 
 
 def run_job(job_id: str) -> None:

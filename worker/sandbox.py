@@ -1,8 +1,8 @@
 """Run teacher code in a child process: scrubbed environment, resource limits, private folder.
 
-The child is ``python -m worker.distill.child``. It reads one JSON request on stdin and writes
-JSON lines on stdout: ``{"event": "progress", ...}`` any number of times, then exactly one
-``{"event": "result", ...}`` or ``{"event": "error", "code", "message"}``. It never sees the
+The child is ``python -m worker.distill.child``. It reads one ``ChildRequest`` on stdin and
+writes ``ChildEvent`` JSON lines on stdout (``core/contracts.py``): progress and history any
+number of times, then exactly one outcome or ``ErrorEvent``. It never sees the
 database or broker credentials, and it dies with its parent (PR_SET_PDEATHSIG).
 
 A child may be started before its request exists (``request=None``, ``preload=True``): it
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import resource
 import signal
@@ -23,15 +22,18 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel
 
 import worker
+from core.contracts import AnyEvent, ErrorEvent, ProgressEvent, parse_event
 from core.errors import ErrorCode
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
 PR_SET_PDEATHSIG = 1
+FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
 
 
 class SandboxError(Exception):
@@ -79,7 +81,7 @@ class Child:
 
     def __init__(
         self,
-        request: dict[str, Any] | None,
+        request: BaseModel | None,
         *,
         workdir: Path,
         threads: int,
@@ -108,10 +110,10 @@ class Child:
         if request is not None:
             self.send(request)
 
-    def send(self, request: dict[str, Any]) -> None:
+    def send(self, request: BaseModel) -> None:
         """Hand the child its one request (it starts work when stdin closes)."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(request))
+        self.proc.stdin.write(request.model_dump_json())
         self.proc.stdin.close()
 
     def alive(self) -> bool:
@@ -122,16 +124,16 @@ class Child:
         for line in self.proc.stderr:
             self.stderr_tail.append(line.rstrip())
 
-    def lines(self) -> Any:
+    def lines(self) -> Iterator[AnyEvent]:
+        """The child's events; a line that is not one ends the stream as an ``ErrorEvent``."""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
+            if not line.strip():
                 continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+            event = parse_event(line)
+            yield event
+            if isinstance(event, ErrorEvent):
+                return
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -161,15 +163,15 @@ class Child:
 
 
 def run_once(
-    request: dict[str, Any],
+    request: BaseModel,
     *,
     threads: int = 1,
     memory_bytes: int,
     cpu_seconds: int,
     timeout_s: float,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run one request to completion and return its result, or raise ``SandboxError``."""
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+) -> AnyEvent:
+    """Run one request to completion and return its final event, or raise ``SandboxError``."""
     with tempfile.TemporaryDirectory(prefix="stillhouse-child-") as tmp:
         child = Child(
             request,
@@ -182,13 +184,13 @@ def run_once(
         timer.start()
         try:
             for event in child.lines():
-                kind = event.get("event")
-                if kind == "progress" and on_progress is not None:
-                    on_progress(event)
-                elif kind == "result":
-                    return dict(event)
-                elif kind == "error":
-                    raise SandboxError(str(event.get("code")), str(event.get("message")))
+                if isinstance(event, ErrorEvent):
+                    raise SandboxError(event.code, event.message)
+                if isinstance(event, ProgressEvent):
+                    if on_progress is not None:
+                        on_progress(event)
+                elif event.event in FINAL_EVENTS:
+                    return event
             raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message())
         finally:
             timer.cancel()

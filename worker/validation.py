@@ -6,7 +6,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
+from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.db import session_scope
+from core.enums import UploadStatus
 from core.settings import get_settings
 from core.storage import get_storage
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
@@ -19,7 +23,7 @@ VALIDATE_TIMEOUT_S = 600
 Repository = Callable[[Any], Any]
 
 
-def _inspect(request: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     settings = get_settings()
     try:
         result = run_once(
@@ -31,14 +35,13 @@ def _inspect(request: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, 
         )
     except SandboxError as exc:
         return None, {"code": exc.code, "message": exc.message}
-    result.pop("event", None)
-    return result, None
+    return result.model_dump(exclude={"event"}), None
 
 
 def _validate(
     repository: Repository,
     row_id: str,
-    op: str,
+    make_request: Callable[[str, str, dict[str, Any]], BaseModel],
     metadata: Callable[[dict[str, Any]], dict[str, Any]],
     asks: Callable[[Any], dict[str, Any]] = lambda row: {},
 ) -> None:
@@ -46,37 +49,35 @@ def _validate(
     ``ready`` with the metadata or ``rejected`` with the reason, unless the row moved on."""
     with session_scope() as session:
         row = repository(session).get(row_id)
-        if row is None or row.status != "validating":
+        if row is None or row.status != UploadStatus.VALIDATING:
             return
         stored = StoredFileRepository(session).get(row.file_id)
         if stored is None:
             return
-        request = {
-            "op": op,
-            "path": str(get_storage().local_path(stored.key, stored.sha256)),
-            "format": row.format,
-            "allow_torchscript": get_settings().allow_torchscript,
-            **asks(row),
-        }
+        request = make_request(
+            str(get_storage().local_path(stored.key, stored.sha256)), row.format, asks(row)
+        )
     info, error = _inspect(request)
     with session_scope() as session:
         repo = repository(session)
         row = repo.get(row_id)
-        if row is None or row.status != "validating":
+        if row is None or row.status != UploadStatus.VALIDATING:
             return
         if error is not None:
-            repo.update(row, status="rejected", error=error)
+            repo.update(row, status=UploadStatus.REJECTED, error=error)
             log.info("%s rejected: %s", row_id, error)
         else:
             assert info is not None
-            repo.update(row, status="ready", **metadata(info))
+            repo.update(row, status=UploadStatus.READY, **metadata(info))
 
 
 def validate_teacher(teacher_id: str) -> None:
     _validate(
         TeacherRepository,
         teacher_id,
-        "inspect_teacher",
+        lambda path, fmt, asked: InspectTeacherRequest(
+            path=path, format=fmt, allow_torchscript=get_settings().allow_torchscript, **asked
+        ),
         lambda info: {
             "input_shape": info["input_shape"],
             "input_dtype": info["input_dtype"],
@@ -96,7 +97,7 @@ def validate_dataset(dataset_id: str) -> None:
     _validate(
         DatasetRepository,
         dataset_id,
-        "inspect_dataset",
+        lambda path, fmt, asked: InspectDatasetRequest(path=path, format=fmt),
         lambda info: {
             "num_samples": info["num_samples"],
             "sample_shape": info["sample_shape"],

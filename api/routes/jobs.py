@@ -1,24 +1,28 @@
-"""Jobs: submit, list, read, cancel, events (SSE), report, student download."""
+"""Jobs: submit, list, read, cancel, delete, events (SSE or stored), metrics, report, student."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import headers
-from api.deps import StandaloneTenantId, TenantId, UoW
+from api.deps import StandaloneTenantId, TenantId, UnitOfWork, UoW
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
 from api.openapi import problems
-from api.schemas import JobRead, JobStatus, Page, Report
+from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
+from core.contracts import Report
+from core.enums import TERMINAL, ExportFormat, JobStatus
 from core.errors import ErrorCode
-from models.job_repository import TERMINAL, JobRepository
+from core.spec import JobSpec
+from core.storage import get_storage
+from models.job_repository import JobRepository
 from models.pagination import BadCursor
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -51,11 +55,11 @@ def submit_job(
     uow: UoW,
     tenant_id: TenantId,
     response: Response,
-    body: Annotated[dict[str, Any], Body(examples=[EXAMPLE_JOB])],
+    spec: Annotated[JobSpec, Body(examples=[EXAMPLE_JOB])],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     job, created = service.submit(
-        uow, tenant_id=tenant_id, body=body, idempotency_key=idempotency_key
+        uow, tenant_id=tenant_id, spec=spec, idempotency_key=idempotency_key
     )
     response.status_code = 201 if created else 200
     return service.job_view(job)
@@ -97,10 +101,30 @@ def cancel_job(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return service.job_view(service.cancel(uow, tenant_id=tenant_id, job_id=job_id))
 
 
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a finished job, its history and its students (409 while it is active)",
+)
+def delete_job(job_id: str, uow: UoW, tenant_id: TenantId) -> Response:
+    service.delete(uow, get_storage(), tenant_id=tenant_id, job_id=job_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/jobs/{job_id}/metrics",
+    response_model=Metrics,
+    summary="One row per finished epoch (a resumed attempt's rows carry its attempt)",
+)
+def job_metrics(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
+    return {"items": service.epochs(uow, tenant_id=tenant_id, job_id=job_id)}
+
+
 @router.get("/jobs/{job_id}/report", response_model=Report)
 def get_report(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     job = service.get_job(uow, tenant_id=tenant_id, job_id=job_id)
-    if job.status != "succeeded" or job.report is None:
+    if job.status != JobStatus.SUCCEEDED or job.report is None:
         raise NotFound(f"job {job_id!r} has no report yet ({job.status})")
     return job.report
 
@@ -122,10 +146,10 @@ def download_student(
     request: Request,
     uow: UoW,
     tenant_id: TenantId,
-    format: Literal["torch_export", "onnx", "safetensors"] = "onnx",
+    format: ExportFormat = ExportFormat.ONNX,
 ) -> Response:
     job = service.get_job(uow, tenant_id=tenant_id, job_id=job_id)
-    artifact = (job.artifacts or {}).get(format) if job.status == "succeeded" else None
+    artifact = (job.artifacts or {}).get(format) if job.status == JobStatus.SUCCEEDED else None
     if artifact is None:
         raise NotFound(f"job {job_id!r} has no {format} student ({job.status})")
     return file_response(request, artifact)
@@ -144,18 +168,50 @@ def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
     return f"event: {event}\nid: {event_id}\ndata: {json.dumps(data)}\n\n"
 
 
+EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": Page[JobEventRead],
+        "description": "`text/event-stream` by default; the stored events with "
+        "`Accept: application/json`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _stored_events(
+    uow: UnitOfWork, tenant_id: str, job_id: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    try:
+        items, nxt = service.events(
+            uow, tenant_id=tenant_id, job_id=job_id, limit=limit, cursor=cursor
+        )
+    except BadCursor as exc:
+        raise BadRequest(str(exc)) from exc
+    page = Page[JobEventRead](
+        items=[JobEventRead.model_validate(e) for e in items], next_cursor=nxt
+    )
+    return page.model_dump(mode="json")
+
+
 @router.get(
     "/jobs/{job_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
-    summary="Server-sent events: progress on every change, then a final status",
+    responses=EVENTS_RESPONSES,
+    summary="Server-sent events (progress on every change, then a final status), or the "
+    "stored events, oldest first, with Accept: application/json",
 )
 async def job_events(
     job_id: str,
     request: Request,
     tenant_id: StandaloneTenantId,
+    uow: UoW,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Response:
+    if "application/json" in request.headers.get("accept", ""):
+        body = await run_in_threadpool(_stored_events, uow, tenant_id, job_id, limit, cursor)
+        return JSONResponse(body)
     first = await run_in_threadpool(_snapshot, tenant_id, job_id)
     if first is None:
         raise NotFound(f"no job {job_id!r}")

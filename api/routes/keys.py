@@ -49,5 +49,7 @@ def list_keys(
 def revoke_key(key_id: str, request: Request, uow: UoW, principal: AdminKey) -> Response:
     key_hash = service.revoke(uow, tenant_id=principal.tenant_id, key_id=key_id)
     cache: KeyCache = request.app.state.key_cache
-    cache.discard(key_hash)  # at once in this process; others within their cache time
+    # At once in this process (after the commit: a lookup in between would re-cache it);
+    # others within their cache time.
+    uow.after_commit(lambda: cache.discard(key_hash))
     return Response(status_code=204)

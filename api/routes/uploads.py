@@ -124,8 +124,7 @@ def get_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     responses=problems(ErrorCode.CONFLICT),
 )
 def delete_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Response:
-    uploads.delete_teacher(uow.session, get_storage(), tenant_id=tenant_id, teacher_id=teacher_id)
-    uow.commit()
+    uploads.delete_teacher(uow, get_storage(), tenant_id=tenant_id, teacher_id=teacher_id)
     return Response(status_code=204)
 
 
@@ -174,6 +173,5 @@ def get_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     responses=problems(ErrorCode.CONFLICT),
 )
 def delete_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Response:
-    uploads.delete_dataset(uow.session, get_storage(), tenant_id=tenant_id, dataset_id=dataset_id)
-    uow.commit()
+    uploads.delete_dataset(uow, get_storage(), tenant_id=tenant_id, dataset_id=dataset_id)
     return Response(status_code=204)

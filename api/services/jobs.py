@@ -1,5 +1,5 @@
 """Job submission (validated against the teachers and datasets before anything is queued),
-reading, cancelling."""
+reading, cancelling, deleting, history. Services flush; the request's unit of work commits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import math
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -17,28 +16,19 @@ from api.errors import Conflict, Invalid, NotFound
 from api.publisher import enqueue
 from api.services.quotas import check_active_jobs
 from core.db import get_engine
+from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec
+from core.storage import Storage
 from core.students import fits_input
-from models import Dataset, Job, Teacher, new_id
-from models.job_repository import TERMINAL, JobRepository, read_job_row
-from models.repositories import DatasetRepository, TeacherRepository
+from models import Dataset, Job, JobEpoch, JobEvent, Teacher, new_id
+from models.history_repository import HistoryRepository
+from models.job_repository import JobRepository, read_job_row
+from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 
 
 def _invalid(field: str, message: str) -> Invalid:
     return Invalid(f"{field}: {message}", errors=[{"field": field, "message": message}])
-
-
-def parse_spec(body: Any) -> JobSpec:
-    try:
-        return JobSpec.model_validate(body)
-    except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise Invalid(detail, errors=errors) from exc
 
 
 def _teachers(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> list[Teacher]:
@@ -49,7 +39,7 @@ def _teachers(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> list[Teacher]:
         teacher = found.get(teacher_id)
         if teacher is None:
             raise _invalid(field, f"no teacher {teacher_id!r}")
-        if teacher.status != "ready":
+        if teacher.status != UploadStatus.READY:
             raise _invalid(field, f"teacher {teacher_id!r} is {teacher.status}, not ready")
         if teacher.input_dtype and not teacher.input_dtype.startswith(("float", "bfloat")):
             raise _invalid(field, f"teacher takes {teacher.input_dtype} inputs; only float inputs")
@@ -73,7 +63,7 @@ def _dataset(uow: UnitOfWork, tenant_id: str, field: str, dataset_id: str) -> Da
     dataset = DatasetRepository(uow.session).get_for_tenant(tenant_id, dataset_id)
     if dataset is None:
         raise _invalid(field, f"no dataset {dataset_id!r}")
-    if dataset.status != "ready":
+    if dataset.status != UploadStatus.READY:
         raise _invalid(field, f"dataset {dataset_id!r} is {dataset.status}, not ready")
     return dataset
 
@@ -136,10 +126,9 @@ def _request_hash(spec: JobSpec) -> str:
 
 
 def submit(
-    uow: UnitOfWork, *, tenant_id: str, body: Any, idempotency_key: str | None
+    uow: UnitOfWork, *, tenant_id: str, spec: JobSpec, idempotency_key: str | None
 ) -> tuple[Job, bool]:
     """Returns (job, created). The same key with the same body returns the first job."""
-    spec = parse_spec(body)
     digest = _request_hash(spec)
     jobs = JobRepository(uow.session)
     if idempotency_key:
@@ -151,7 +140,7 @@ def submit(
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
-        status="queued",
+        status=JobStatus.QUEUED,
         epochs=spec.training.epochs,
         spec=spec.model_dump(mode="json"),
         metrics={},
@@ -163,16 +152,15 @@ def submit(
     if spec.eval_dataset_id is not None:
         datasets["eval"] = spec.eval_dataset_id
     try:
-        jobs.add(job, spec.teacher_ids, datasets)
+        with uow.session.begin_nested():  # a concurrent twin with the same key: replay it
+            jobs.add(job, spec.teacher_ids, datasets)
     except IntegrityError:
-        uow.session.rollback()
         existing = jobs.by_idempotency_key(tenant_id, idempotency_key or "")
         if existing is None:
             raise
         return _replay(existing, digest), False
     job_id = job.id
     enqueue(uow, TASK_RUN_JOB, job_id)
-    uow.commit()
     return job, True
 
 
@@ -194,8 +182,40 @@ def cancel(uow: UnitOfWork, *, tenant_id: str, job_id: str) -> Job:
     if job.status in TERMINAL:
         raise Conflict(f"the job already ended ({job.status})")
     JobRepository(uow.session).request_cancel(job)
-    uow.commit()
     return job
+
+
+def delete(uow: UnitOfWork, storage: Storage, *, tenant_id: str, job_id: str) -> None:
+    """A finished job goes with its history and its students' files (once committed)."""
+    job = get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    if job.status in ACTIVE:
+        raise Conflict(f"the job is {job.status}: cancel it first, or wait until it ends")
+    files = StoredFileRepository(uow.session)
+    keys = []
+    for artifact in (job.artifacts or {}).values():
+        stored = files.get(artifact["file_id"])
+        if stored is not None:
+            files.delete(stored)
+        keys.append(artifact["key"])
+    JobRepository(uow.session).delete(job)
+
+    def remove_files() -> None:
+        for key in keys:
+            storage.delete(key)
+
+    uow.after_commit(remove_files)
+
+
+def epochs(uow: UnitOfWork, *, tenant_id: str, job_id: str) -> list[JobEpoch]:
+    get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    return HistoryRepository(uow.session).epochs(job_id)
+
+
+def events(
+    uow: UnitOfWork, *, tenant_id: str, job_id: str, limit: int, cursor: str | None
+) -> tuple[list[JobEvent], str | None]:
+    get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    return HistoryRepository(uow.session).events(job_id, limit=limit, cursor=cursor)
 
 
 def read_job_view(tenant_id: str, job_id: str) -> tuple[int, dict[str, Any]] | None:
@@ -219,7 +239,7 @@ def job_view(job: Job | Row[Any]) -> dict[str, Any]:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "report": job.report if job.status == "succeeded" else None,
+        "report": job.report if job.status == JobStatus.SUCCEEDED else None,
         "attempt": job.attempt,
         "student_formats": sorted(job.artifacts or {}),
     }

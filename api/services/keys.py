@@ -11,7 +11,7 @@ from models.repositories import ApiKeyRepository
 
 def create(uow: UnitOfWork, *, tenant_id: str, name: str, scope: str) -> tuple[ApiKey, str]:
     row, plain = add_key(uow.session, tenant_id=tenant_id, name=name, scope=Scope(scope))
-    uow.commit()
+    uow.session.flush()
     return row, plain
 
 
@@ -22,5 +22,5 @@ def revoke(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> str:
     if row is None:
         raise NotFound(f"no key {key_id!r}")
     keys.revoke(row, utcnow())
-    uow.commit()
+    uow.session.flush()
     return row.key_hash

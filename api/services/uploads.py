@@ -15,6 +15,7 @@ from api.multipart import stream_upload
 from api.publisher import enqueue
 from api.services.quotas import check_stored_bytes
 from core import formats
+from core.enums import UploadStatus
 from core.outputs import MAX_OUTPUT_NAME, REQUESTED_OUTPUT_KINDS
 from core.queue import TASK_VALIDATE_DATASET, TASK_VALIDATE_TEACHER
 from core.settings import get_settings
@@ -50,14 +51,11 @@ async def receive_upload(
     fmt = await run_in_threadpool(_recognise, kind, storage, key)
     filename = parsed.filename or "upload"
     name = (parsed.fields.get("name") or "").strip()[:200] or filename
-    try:
-        extra = _teacher_fields(parsed.fields) if kind == "teacher" else {}
-        row = await run_in_threadpool(
-            _record, uow, kind, tenant_id, fmt, filename, name, parsed.result, extra
-        )
-    except BaseException:
-        storage.delete(key)
-        raise
+    uow.after_rollback(lambda: storage.delete(key))  # no row, no bytes
+    extra = _teacher_fields(parsed.fields) if kind == "teacher" else {}
+    row = await run_in_threadpool(
+        _record, uow, kind, tenant_id, fmt, filename, name, parsed.result, extra
+    )
     count_upload(kind, row.size_bytes)
     return row
 
@@ -139,7 +137,7 @@ def _record(
         format=fmt,
         size_bytes=put.size_bytes,
         sha256=put.sha256,
-        status="validating",
+        status=UploadStatus.VALIDATING,
     )
     row: Teacher | Dataset
     if kind == "teacher":
@@ -150,7 +148,6 @@ def _record(
         task = TASK_VALIDATE_DATASET
     row_id = row.id
     enqueue(uow, task, row_id)
-    uow.commit()
     return row
 
 
@@ -168,31 +165,31 @@ def get_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset
     return row
 
 
-def delete_teacher(session: Session, storage: Storage, *, tenant_id: str, teacher_id: str) -> None:
-    row = get_teacher(session, tenant_id=tenant_id, teacher_id=teacher_id)
-    _delete_upload(session, storage, TeacherRepository(session), row, "teacher")
+def delete_teacher(uow: UnitOfWork, storage: Storage, *, tenant_id: str, teacher_id: str) -> None:
+    row = get_teacher(uow.session, tenant_id=tenant_id, teacher_id=teacher_id)
+    _delete_upload(uow, storage, TeacherRepository(uow.session), row, "teacher")
 
 
-def delete_dataset(session: Session, storage: Storage, *, tenant_id: str, dataset_id: str) -> None:
-    row = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
-    _delete_upload(session, storage, DatasetRepository(session), row, "dataset")
+def delete_dataset(uow: UnitOfWork, storage: Storage, *, tenant_id: str, dataset_id: str) -> None:
+    row = get_dataset(uow.session, tenant_id=tenant_id, dataset_id=dataset_id)
+    _delete_upload(uow, storage, DatasetRepository(uow.session), row, "dataset")
 
 
 def _delete_upload(
-    session: Session,
+    uow: UnitOfWork,
     storage: Storage,
     repo: TeacherRepository | DatasetRepository,
     row: Any,
     kind: Kind,
 ) -> None:
-    """Finished jobs keep the id in their spec; the row and the bytes go."""
+    """Finished jobs keep the id in their spec; the row goes, then (once committed) the bytes."""
     if repo.used_by_active_job(row.id):
         raise Conflict(f"a queued or running job uses this {kind}; cancel it or wait")
     repo.detach_from_jobs(row.id)
-    files = StoredFileRepository(session)
+    files = StoredFileRepository(uow.session)
     stored = files.get(row.file_id)
-    session.delete(row)
-    session.flush()
+    repo.delete(row)
     if stored is not None:
         files.delete(stored)
-        storage.delete(stored.key)
+        key = stored.key
+        uow.after_commit(lambda: storage.delete(key))

@@ -29,7 +29,7 @@ def create(uow: UnitOfWork, *, tenant_id: str, url: str, events: list[str]) -> W
             secret=new_secret(),
         )
     )
-    uow.commit()
+    uow.session.flush()
     return hook
 
 
@@ -43,7 +43,7 @@ def get(uow: UnitOfWork, *, tenant_id: str, webhook_id: str) -> Webhook:
 def delete(uow: UnitOfWork, *, tenant_id: str, webhook_id: str) -> None:
     """Its pending messages and its delivery log go with it."""
     WebhookRepository(uow.session).delete(get(uow, tenant_id=tenant_id, webhook_id=webhook_id))
-    uow.commit()
+    uow.session.flush()
 
 
 def deliveries(

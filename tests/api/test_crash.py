@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import get_settings
 from tests.api.conftest import _body, _finished
 from tests.conftest import start_worker, stop_process, wait_for
 
@@ -49,6 +50,7 @@ def test_killed_worker_job_resumes_with_identical_student(
         assert resumed["status"] == "succeeded", resumed["error"]
         assert resumed["attempt"] == 2
         assert before["attempt"] == 1
+        _history_of_two_attempts(client, job["id"], epochs=LONG["training"]["epochs"])
         interrupted_sha = _student_sha(client, job["id"])
 
         clean = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
@@ -59,6 +61,39 @@ def test_killed_worker_job_resumes_with_identical_student(
         assert clean["report"]["timings_s"]["soft_labeling"] < 1.0
     finally:
         stop_process(second)
+
+
+def _history_of_two_attempts(client: TestClient, job_id: str, epochs: int) -> None:
+    """Every epoch has a row; the second attempt's rows carry attempt 2 and start where the
+    first attempt's last checkpoint was; the events say where it resumed."""
+    rows = client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
+    assert sorted({r["epoch"] for r in rows}) == list(range(1, epochs + 1))
+    first = [r["epoch"] for r in rows if r["attempt"] == 1]
+    second = [r["epoch"] for r in rows if r["attempt"] == 2]
+    # The job row showed epoch 3 in progress: epochs 1 and 2 had finished (their rows come
+    # first in the child's output and are written in order).
+    assert first == list(range(1, len(first) + 1)) and len(first) >= 2
+    assert second == list(range(second[0], epochs + 1)) and second[0] <= len(first) + 1
+    events, cursor = [], None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = client.get(
+            f"/v1/jobs/{job_id}/events", params=params, headers={"Accept": "application/json"}
+        ).json()
+        events += page["items"]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    started = [e["attempt"] for e in events if e["kind"] == "started"]
+    assert started == [1, 2]
+    (resumed,) = [e for e in events if e["kind"] == "resumed"]
+    assert resumed["attempt"] == 2 and resumed["data"]["epoch"] == second[0] - 1
+    # The kill can fall between a checkpoint's write and the worker recording its event:
+    # the resume is at the last recorded checkpoint or at a later one.
+    recorded = [
+        e["data"]["step"] for e in events if e["kind"] == "checkpoint" and e["attempt"] == 1
+    ]
+    every = get_settings().checkpoint_every_steps
+    assert resumed["data"]["step"] >= recorded[-1] and resumed["data"]["step"] % every == 0
 
 
 def test_job_past_its_time_limit_fails_with_a_reason(

@@ -231,3 +231,103 @@ def test_a_job_that_cannot_work_fails_at_once_with_a_reason(
     assert job["status"] == "failed" and job["attempt"] == 1
     assert job["error"]["code"] == "non_finite_inputs"
     assert "NaN" in job["error"]["message"]
+
+
+def test_a_string_for_a_number_is_422_naming_the_field(
+    client: TestClient, inputs: dict[str, str]
+) -> None:
+    resp = client.post("/v1/jobs", json=_body(inputs, training={"epochs": "5"}))
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in resp.json()["errors"]] == ["training.epochs"]
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_the_openapi_body_of_submit_is_the_full_job_spec(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/JobSpec"
+    components = schema["components"]["schemas"]
+    spec = components["JobSpec"]
+    assert spec["required"] == ["teacher_ids", "dataset_id"]
+    assert spec["additionalProperties"] is False
+    assert {"student", "distillation", "preprocessing", "training", "export_formats"} <= set(
+        spec["properties"]
+    )
+    assert components["TrainingSpec"]["properties"]["epochs"]["type"] == "integer"
+    assert components["ExportFormat"]["enum"] == ["torch_export", "onnx", "safetensors"]
+    job = schema["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]["content"]
+    read = components[job["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert read["properties"]["report"]["anyOf"][0] == {"$ref": "#/components/schemas/Report"}
+
+
+def test_a_finished_job_keeps_its_epochs_and_events_then_can_be_deleted(
+    client: TestClient, inputs: dict[str, str], gpu_worker: object
+) -> None:
+    job = _finished(client, client.post("/v1/jobs", json=_body(inputs)).json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    rows = client.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
+    assert [(r["epoch"], r["attempt"]) for r in rows] == [(1, 1), (2, 1), (3, 1)]
+    for row in rows:
+        assert set(row) == {
+            "epoch",
+            "train_loss",
+            "soft_loss",
+            "hard_loss",
+            "eval_agreement",
+            "learning_rate",
+            "seconds",
+            "attempt",
+        }
+        assert row["hard_loss"] is None  # the transfer set has no labels
+        assert row["soft_loss"] == pytest.approx(row["train_loss"])
+        assert 0.0 <= row["eval_agreement"] <= 1.0 and row["learning_rate"] > 0
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+    json_accept = {"Accept": "application/json"}
+    events = client.get(f"/v1/jobs/{job['id']}/events", headers=json_accept).json()
+    assert events["next_cursor"] is None
+    kinds = [e["kind"] for e in events["items"]]
+    assert kinds[:3] == ["created", "queued", "started"] and kinds[-1] == "succeeded"
+    stages = [e["data"]["stage"] for e in events["items"] if e["kind"] == "stage"]
+    assert stages == ["soft_labeling", "training", "evaluating", "exporting"]
+    assert "checkpoint" in kinds  # every 5 steps in the tests
+    ids = [e["id"] for e in events["items"]]
+    assert ids == sorted(ids)
+    # Pages of two, oldest first, chained by the cursor, give the same list.
+    paged, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/v1/jobs/{job['id']}/events", params=params, headers=json_accept)
+        paged += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == events["items"]
+
+    key = _artifact_key(job["id"])
+    assert key.exists()
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert not key.exists()
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}/metrics").status_code == 404
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def _artifact_key(job_id: str) -> Path:
+    files = get_settings().storage_dir / "students" / job_id
+    found = sorted(files.glob("attempt-*/student.onnx"))
+    assert found, f"no stored student under {files}"
+    return found[0]
+
+
+def test_an_active_job_cannot_be_deleted(client: TestClient, inputs: dict[str, str]) -> None:
+    job = client.post("/v1/jobs", json=_body(inputs)).json()  # no gpu worker: stays queued
+    resp = client.delete(f"/v1/jobs/{job['id']}")
+    assert resp.status_code == 409
+    assert "cancel" in resp.json()["detail"]
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    cancelled = client.get(f"/v1/jobs/{job['id']}/events", headers={"Accept": "application/json"})
+    assert [e["kind"] for e in cancelled.json()["items"]] == ["created", "queued", "cancelled"]
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404

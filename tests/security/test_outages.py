@@ -233,9 +233,9 @@ def test_engine_failing_on_a_full_disk_reports_storage_full() -> None:
             event = error_event(wrapped)
     finally:
         os.close(fd)
-    assert event["event"] == "error" and event["code"] == "storage_full"
-    assert "disk is full" in event["message"] and "safetensors" in event["message"]
-    assert error_event(ValueError("boom"))["code"] == "internal"
+    assert event.event == "error" and event.code == "storage_full"
+    assert "disk is full" in event.message and "safetensors" in event.message
+    assert error_event(ValueError("boom")).code == "internal"
 
 
 def test_hung_broker_does_not_hang_a_request(stack: Stack) -> None:

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
+from core.contracts import (
+    AnyEvent,
+    DatasetInfo,
+    ErrorEvent,
+    InspectDatasetRequest,
+    ProgressEvent,
+    parse_event,
+)
+from core.enums import Stage
 from core.settings import Settings
 from worker import pipeline
 from worker.sandbox import Child
 
 
-def _dataset(tmp_path: Path) -> dict[str, Any]:
+def _dataset(tmp_path: Path) -> InspectDatasetRequest:
     path = tmp_path / "x.npz"
     np.savez(path, x=np.zeros((5, 3), dtype=np.float32))
-    return {"op": "inspect_dataset", "path": str(path), "format": "npz"}
+    return InspectDatasetRequest(path=str(path), format="npz")
 
 
-def _result(child: Child) -> dict[str, Any]:
+def _result(child: Child) -> AnyEvent:
     try:
         for event in child.lines():
-            if event.get("event") in ("result", "error"):
+            if event.event in ("dataset", "error"):
                 return event
         raise AssertionError(child.crash_message())
     finally:
@@ -44,8 +54,8 @@ def test_a_preloaded_child_takes_its_request_later(tmp_path: Path) -> None:
     assert not any(e.startswith(b"STILLHOUSE_SECRET") for e in environ)
     child.send(_dataset(tmp_path))
     result = _result(child)
-    assert result["event"] == "result", result
-    assert result["num_samples"] == 5
+    assert isinstance(result, DatasetInfo), result
+    assert result.num_samples == 5
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +78,7 @@ def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) 
     assert spare is not None and spare.alive()
     child = pipeline._take_spare(settings, _dataset(tmp_path))
     assert child is spare and pipeline._spare is None
-    assert _result(child)["event"] == "result"
+    assert isinstance(_result(child), DatasetInfo)
 
 
 def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_path: Path) -> None:
@@ -112,3 +122,42 @@ def test_a_dead_spare_is_replaced_and_its_folder_removed(settings: Settings) -> 
     pipeline.start_spare(settings)
     assert pipeline._spare is not None and pipeline._spare is not dead
     assert pipeline._spare.alive() and not dead.workdir.exists()
+
+
+def test_library_output_cannot_corrupt_the_event_channel(tmp_path: Path) -> None:
+    """Whatever the engine's libraries print goes to stderr; stdout carries events only."""
+    code = (
+        "from worker.distill.child import _private_channel\n"
+        "from core.contracts import ErrorEvent\n"
+        "channel = _private_channel()\n"
+        "print('a library talking')\n"
+        "import os; os.write(1, b'native noise\\n')\n"
+        "channel.emit(ErrorEvent(code='x', message='y'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(pipeline.__file__).parent.parent)},
+        check=True,
+    )
+    assert [parse_event(line) for line in done.stdout.splitlines()] == [
+        ErrorEvent(code="x", message="y")
+    ]
+    assert "a library talking" in done.stderr and "native noise" in done.stderr
+
+
+def test_a_foreign_line_ends_the_stream_as_an_error(tmp_path: Path) -> None:
+    progress = ProgressEvent(stage=Stage.TRAINING, progress=0.5, epochs=2)
+    child = Child.__new__(Child)  # only its output is under test: a real process writes it
+    child.proc = subprocess.Popen(
+        ["printf", "%s\\n", progress.model_dump_json(), '{"event": "result"}', "unseen"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with child.proc:
+        events = list(child.lines())
+    assert events[0] == progress
+    assert isinstance(events[1], ErrorEvent) and events[1].code == "bad_child_output"
+    assert len(events) == 2

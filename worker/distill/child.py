@@ -1,43 +1,63 @@
-"""Entry point of the sandboxed child process (see ``worker/sandbox.py`` for the protocol)."""
+"""Entry point of the sandboxed child process (see ``worker/sandbox.py`` for the protocol).
+
+The child reads one ``ChildRequest`` (``core/contracts.py``) on stdin and writes events as
+JSON lines on the stdout it was started with. That channel is kept for events alone: file
+descriptor 1 is pointed at stderr first, so whatever a library prints cannot corrupt it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
-from typing import Any
+from typing import IO
 
+from pydantic import BaseModel, ValidationError
+
+from core.contracts import (
+    CHILD_REQUEST,
+    AnyEvent,
+    AnyRequest,
+    DatasetInfo,
+    DistillRequest,
+    ErrorEvent,
+    InspectTeacherRequest,
+    TeacherInfo,
+)
 from core.errors import ErrorCode, is_disk_full
 from worker.distill.errors import UserError
 
 
-def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event, default=str) + "\n")
-    sys.stdout.flush()
+class Channel:
+    """The event channel: one JSON line per event, flushed at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def emit(self, event: BaseModel) -> None:
+        self.stream.write(event.model_dump_json() + "\n")
+        self.stream.flush()
 
 
-def _handle(request: dict[str, Any]) -> dict[str, Any]:
-    op = request.get("op")
-    if op == "inspect_teacher":
+def _handle(request: AnyRequest, channel: Channel, preloaded: bool) -> AnyEvent:
+    if isinstance(request, InspectTeacherRequest):
         from worker.distill.teachers import inspect_teacher
 
-        return inspect_teacher(
-            request["path"],
-            request["format"],
-            allow_torchscript=bool(request.get("allow_torchscript")),
-            output_name=request.get("output_name"),
-            output_kind=request.get("output_kind") or "auto",
+        info = inspect_teacher(
+            request.path,
+            request.format,
+            allow_torchscript=request.allow_torchscript,
+            output_name=request.output_name,
+            output_kind=request.output_kind,
         )
-    if op == "inspect_dataset":
-        from worker.distill.data import inspect_dataset
-
-        return inspect_dataset(request["path"], request["format"])
-    if op == "distill":
+        return TeacherInfo.model_validate(info)
+    if isinstance(request, DistillRequest):
         from worker.distill.job import run_from_request
 
-        return run_from_request(request, emit=_emit)
-    raise UserError(ErrorCode.BAD_REQUEST, f"unknown operation {op!r}")
+        return run_from_request(request, emit=channel.emit, preloaded=preloaded)
+    from worker.distill.data import inspect_dataset
+
+    return DatasetInfo.model_validate(inspect_dataset(request.path, request.format))
 
 
 def _preload() -> None:
@@ -58,20 +78,48 @@ def _preload() -> None:
         traceback.print_exc()
 
 
-def error_event(exc: BaseException) -> dict[str, Any]:
+def _private_channel() -> Channel:
+    """Keep the inherited stdout for events; fd 1 (and ``sys.stdout``) go to stderr."""
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return Channel(events)
+
+
+def error_event(exc: BaseException) -> ErrorEvent:
     """The ``error`` line for an exception that ended the request."""
     if isinstance(exc, UserError):
-        return {"event": "error", "code": exc.code, "message": exc.message}
+        return ErrorEvent(code=exc.code, message=exc.message)
     if isinstance(exc, MemoryError):
         code, message = ErrorCode.OUT_OF_MEMORY, "the worker ran out of memory"
     elif is_disk_full(exc):
         code, message = ErrorCode.STORAGE_FULL, f"the worker's disk is full: {exc}"
     else:
         code, message = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-    return {"event": "error", "code": code, "message": message}
+    return ErrorEvent(code=code, message=message)
+
+
+def _run(channel: Channel, preloaded: bool) -> int:
+    try:
+        request = CHILD_REQUEST.validate_json(sys.stdin.read())
+    except ValidationError as exc:
+        channel.emit(ErrorEvent(code=ErrorCode.BAD_REQUEST, message=f"not a request: {exc}"))
+        return 1
+    try:
+        channel.emit(_handle(request, channel, preloaded))
+        return 0
+    except UserError as exc:
+        channel.emit(error_event(exc))
+        return 0
+    except Exception as exc:  # MemoryError too: the error line says what happened
+        if not isinstance(exc, MemoryError) and not is_disk_full(exc):
+            traceback.print_exc()
+        channel.emit(error_event(exc))
+        return 1
 
 
 def main() -> int:
+    channel = _private_channel()
     threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
     try:
         import torch
@@ -82,21 +130,7 @@ def main() -> int:
     preloaded = os.environ.get("STILLHOUSE_CHILD_PRELOAD") == "1"
     if preloaded:
         _preload()
-    try:
-        request = json.loads(sys.stdin.read())
-        if preloaded:
-            request["preloaded"] = True
-        result = _handle(request)
-        _emit({"event": "result", **result})
-        return 0
-    except UserError as exc:
-        _emit(error_event(exc))
-        return 0
-    except Exception as exc:  # MemoryError too: the error line says what happened
-        if not isinstance(exc, MemoryError) and not is_disk_full(exc):
-            traceback.print_exc()
-        _emit(error_event(exc))
-        return 1
+    return _run(channel, preloaded)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 CUDA: bf16 autocast for the student's forward pass (tensor cores; the loss stays fp32),
 pinned host memory and non-blocking copies. CPU: plain fp32 — CPUs without native bf16
-run bf16 autocast 2–10× slower (docs FACTS.md).
+run bf16 autocast 2–10× slower (measured on AMD Zen 3).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.settings import get_settings
 from core.spec import JobSpec
 from worker.distill.device import resolve_device, set_threads
 from worker.distill.progress import Progress, Reporter
@@ -80,9 +81,10 @@ def run_distillation(
     workdir: Path,
     cache_dir: Path,
     on_progress: Progress = lambda ev: None,
+    on_event: Progress = lambda ev: None,
     should_stop: Callable[[], bool] = lambda: False,
     device: str | None = None,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int | None = None,
     allow_torchscript: bool = False,
     threads: int | None = None,
 ) -> DistillResult:
@@ -137,6 +139,7 @@ def run_distillation(
         cache_dir=cache_dir,
         identity=identity,
         on_progress=on_progress,
+        on_event=on_event,
         should_stop=should_stop,
         device=dev,
         checkpoint_every=checkpoint_every,
@@ -155,9 +158,10 @@ def distill(
     cache_dir: Path | None,
     identity: dict[str, Any] | None = None,
     on_progress: Progress = lambda ev: None,
+    on_event: Progress = lambda ev: None,
     should_stop: Callable[[], bool] = lambda: False,
     device: torch.device | None = None,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int | None = None,
 ) -> DistillResult:
     """The engine on loaded teachers and tensors (``y``/``eval_y`` their labels) or rows
     (which carry their own). ``identity`` (teacher and dataset sha256s) keys the soft-label
@@ -173,7 +177,8 @@ def distill(
         identity,
         Reporter(on_progress, spec.training.epochs),
         should_stop,
-        checkpoint_every,
+        get_settings().checkpoint_every_steps if checkpoint_every is None else checkpoint_every,
+        on_event=on_event,
     )
     ctx.inference_batch = max(1, min(8192, INFERENCE_ELEMENTS // math.prod(transfer.sample_shape)))
     return run_stages(ctx, transfer, held)

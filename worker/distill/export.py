@@ -9,10 +9,10 @@ anything is published: logits within ``TOLERANCE``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.atomic import atomic_write
 from worker.distill.evaluate import Predict
 from worker.distill.students import build_student, config_from_dict, config_to_dict
 
@@ -115,11 +116,7 @@ def export_student(
             save_file(state, str(path), metadata={"stillhouse_student": config_json})
             staged["safetensors"] = path
         for key, path in staged.items():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            target = outdir / path.name
-            os.replace(path, target)
-            files[key] = target
+            files[key] = atomic_write(outdir / path.name, functools.partial(os.replace, path))
     return files
 
 
@@ -181,10 +178,6 @@ def verify_exports(
             if not diff <= TOLERANCE:  # also catches NaN
                 raise ExportError(f"{fmt}: exported student differs by {diff:.3g} > {TOLERANCE}")
     return diffs
-
-
-def remove_exports(outdir: Path) -> None:
-    shutil.rmtree(outdir, ignore_errors=True)
 
 
 def warm_up(outdir: str | Path) -> None:

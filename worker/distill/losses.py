@@ -45,6 +45,26 @@ def soft_loss(
     return kl * temperature**2
 
 
+def kd_terms(
+    student_logits: torch.Tensor,
+    target_probs: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The two terms of ``kd_loss``, apart (the trainer reports both per epoch): the soft
+    term ``T² · KL(p ‖ softmax(s/T))`` and the hard term ``CE(y, s)`` (None without labels)."""
+    soft = soft_loss(student_logits, target_probs, temperature)
+    if labels is None:
+        return soft, None
+    return soft, F.cross_entropy(student_logits.float(), labels)
+
+
+def combine_kd(soft: torch.Tensor, hard: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """``alpha · hard + (1 − alpha) · soft``, or the soft term alone without labels."""
+    return soft if hard is None else alpha * hard + (1.0 - alpha) * soft
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     target_probs: torch.Tensor,
@@ -61,11 +81,8 @@ def kd_loss(
     ``target_probs`` is ``soft_targets(t, T)`` (the mean over teachers for an ensemble).
     CE is the ordinary cross-entropy at T = 1, averaged over the batch.
     """
-    soft = soft_loss(student_logits, target_probs, temperature)
-    if labels is None:
-        return soft
-    hard = F.cross_entropy(student_logits.float(), labels)
-    return alpha * hard + (1.0 - alpha) * soft
+    soft, hard = kd_terms(student_logits, target_probs, labels, temperature=temperature)
+    return combine_kd(soft, hard, alpha)
 
 
 class LossFn(Protocol):

@@ -1,4 +1,4 @@
-"""The report (API.md, "Report"): sizes, speed, agreement, timings.
+"""The report (``core.contracts.Report``): sizes, speed, agreement, timings.
 
 Speed is measured on the worker's device: the median wall time of one batch of 1
 (latency) and of 256 (throughput = 256 / median), after warm-up, with a CUDA synchronize

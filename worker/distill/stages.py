@@ -78,6 +78,8 @@ class Context:
     checkpoint_every: int
     inference_batch: int = 1024
     timings: dict[str, float] = field(default_factory=dict)
+    # The job's history (finished epochs, checkpoints, a resume), from the trainer.
+    on_event: Callable[[dict[str, Any]], None] = lambda ev: None
 
     def stop_point(self) -> None:
         if self.should_stop():
@@ -292,9 +294,11 @@ def train_stage(
         loss=dist.loss,
     )
 
-    def on_epoch(epoch: int, model: nn.Module) -> None:
+    def on_epoch(epoch: int, model: nn.Module) -> dict[str, Any]:
         logits = ev.predict(lambda xb: model(xb.to(ctx.device)), ref.progress_x, 1024)
-        ctx.progress.epoch_end(epoch, ev.agreement(ref.progress_p, logits))
+        agreement = ev.agreement(ref.progress_p, logits)
+        ctx.progress.epoch_end(epoch, agreement)
+        return {"eval_agreement": agreement}
 
     result = train(
         student.module,
@@ -308,6 +312,7 @@ def train_stage(
         on_step=ctx.progress.step,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
+        on_event=ctx.on_event,
     )
     ctx.timings["training"] = result.seconds
     ctx.stop_point()

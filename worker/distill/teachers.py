@@ -37,7 +37,7 @@ _DRY_RUN_DIM = 32
 # logits by, seeded so that a teacher validates the same way every time.
 _DRY_RUN_BATCH = 4
 _DRY_RUN_SEED = 0
-_ONNX_INTRA_OP_THREADS = 2  # workers × threads must stay within the cores (see FACTS.md)
+_ONNX_INTRA_OP_THREADS = 2  # workers × threads must stay within the cores
 
 # Runs the teacher's graph on one batch: every output by name (None), or only the named one.
 RunOutputs = Callable[[torch.Tensor, str | None], dict[str, Any]]

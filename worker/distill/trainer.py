@@ -24,7 +24,7 @@ from core.errors import ErrorCode
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import autocast, to_device
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.losses import LOSSES
+from worker.distill.losses import LOSSES, combine_kd, kd_terms
 from worker.distill.rows import Rows, TensorRows
 
 GRAD_CLIP = 1.0  # max global L2 norm of the gradient (the usual value: timm, nanoGPT)
@@ -46,7 +46,7 @@ class TrainConfig:
     temperature: float
     alpha: float
     seed: int
-    checkpoint_every: int = 1000
+    checkpoint_every: int  # steps; 0: never
     loss: str = "kd"  # a name in ``losses.LOSSES``
 
 
@@ -55,6 +55,43 @@ class TrainResult:
     steps: int
     final_loss: float | None
     seconds: float  # training wall time over every attempt
+
+
+# An event for the job's history: {"event": "epoch" | "checkpoint" | "resumed", ...}.
+EventFn = Callable[[dict[str, Any]], None]
+EpochFn = Callable[[int, nn.Module], dict[str, Any] | None]
+
+
+class EpochStats:
+    """Means of one epoch's loss terms, summed on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.batches = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.lr = 0.0
+
+    def add(self, lr: float, **terms: torch.Tensor | None) -> None:
+        self.batches += 1
+        self.lr = lr
+        for name, value in terms.items():
+            if value is not None:
+                total = self.sums.get(name)
+                self.sums[name] = value.detach() if total is None else total + value.detach()
+
+    def record(self, epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's row (``core.contracts.EpochRecord``); a resumed epoch counts only the
+        batches run since the resume."""
+        means = {k: float(v) / max(1, self.batches) for k, v in self.sums.items()}
+        return {
+            "epoch": epoch + 1,
+            "train_loss": means.get("loss"),
+            "soft_loss": means.get("soft"),
+            "hard_loss": means.get("hard"),
+            "eval_agreement": extra.get("eval_agreement"),
+            "learning_rate": self.lr,
+            "seconds": time.perf_counter() - self.started,
+        }
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -91,8 +128,9 @@ def train(
     workdir: Path,
     fingerprint: str,
     on_step: Callable[[dict[str, Any]], None] = lambda ev: None,
-    on_epoch: Callable[[int, nn.Module], None] = lambda epoch, model: None,
+    on_epoch: EpochFn = lambda epoch, model: None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_event: EventFn = lambda ev: None,
 ) -> TrainResult:
     """Train ``model`` in place on (x, y) against the teacher's distribution ``target_probs``.
 
@@ -100,20 +138,26 @@ def train(
     is then ignored): batches are read by index, so a memory-mapped set is never whole in
     memory. ``on_step`` gets {"epoch", "step", "steps", "loss", "lr"} after every step;
     ``on_epoch`` runs after each epoch (the engine evaluates there; it must not touch RNG or
-    weights). Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns
+    weights; it may return metrics for the epoch's record). ``on_event`` gets the history:
+    each finished epoch's record, each checkpoint, where a resumed run starts. Raises
+    ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns
     true (asked at most every ``STOP_CHECK_EVERY_S``).
     """
     rows: Rows = TensorRows(x, y) if isinstance(x, torch.Tensor) else x
     run = _Run(model, _on_device(rows, device), target_probs, cfg, device, workdir, fingerprint)
-    run.on_step, run.should_stop = on_step, should_stop
+    run.on_step, run.should_stop, run.on_event = on_step, should_stop, on_event
+    if run.resumed:
+        on_event({"event": "resumed", "epoch": int(run.state["epoch"]), "step": run.steps})
     for epoch in range(int(run.state["epoch"]), cfg.epochs):
         order = epoch_order(cfg.seed, epoch, run.n)
+        run.stats = EpochStats()
         first = int(run.state["batch"]) if run.resumed and epoch == int(run.state["epoch"]) else 0
         for batch in range(first, run.steps_per_epoch):
             run.stop_if_asked(epoch, batch)
             run.step(epoch, batch, order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size])
         model.eval()
-        on_epoch(epoch, model)
+        extra = on_epoch(epoch, model) or {}
+        on_event({"event": "epoch", "record": run.stats.record(epoch, extra)})
         model.train()
     model.eval()
     return TrainResult(run.steps, run.loss_value, time.perf_counter() - run.started)
@@ -167,6 +211,8 @@ class _Run:
         self.next_stop_check = 0.0
         self.on_step: Callable[[dict[str, Any]], None] = lambda ev: None
         self.should_stop: Callable[[], bool] = lambda: False
+        self.on_event: EventFn = lambda ev: None
+        self.stats = EpochStats()
 
     def save(self, epoch: int, batch: int) -> None:
         """Checkpoint with the data position (epoch, batch) where the next step starts."""
@@ -181,6 +227,7 @@ class _Run:
             train=self.state,
             fingerprint=self.fingerprint,
         )
+        self.on_event({"event": "checkpoint", "epoch": epoch, "step": self.steps})
 
     def stop_if_asked(self, epoch: int, batch: int) -> None:
         now = time.monotonic()
@@ -204,7 +251,15 @@ class _Run:
             group["lr"] = lr
         with autocast(device):
             logits = self.model(xb)
-        loss = self.loss_fn(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
+        soft: torch.Tensor | None
+        hard: torch.Tensor | None
+        if cfg.loss == "kd":  # its two terms apart, for the epoch's record
+            soft, hard = kd_terms(logits, probs, yb, temperature=cfg.temperature)
+            loss = combine_kd(soft, hard, cfg.alpha)
+        else:
+            soft = hard = None
+            loss = self.loss_fn(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
+        self.stats.add(lr, loss=loss, soft=soft, hard=hard)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)

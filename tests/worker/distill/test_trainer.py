@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -172,3 +173,43 @@ def test_a_last_batch_of_one_sample_is_skipped_for_batch_norm() -> None:
     assert batches_per_epoch(98, 16) == 7
     with pytest.raises(UserError):
         batches_per_epoch(1, 16)
+
+
+def test_each_epoch_reports_its_loss_terms_and_the_history(tmp_path: Path) -> None:
+    """Per epoch: the mean soft and hard terms (train loss is their alpha-mix, so a wrong
+    split would show), the last learning rate and what the engine's epoch hook returned;
+    checkpoints and a resume are reported as they happen."""
+    x, t = problem()
+    y = t[0].argmax(-1)
+    cfg = config(epochs=2, checkpoint_every=5)
+    events: list[dict[str, Any]] = []
+
+    def fit(model: nn.Module) -> None:
+        train(
+            model,
+            x,
+            y,
+            lambda idx, xb: soft_targets(t[:, idx], cfg.temperature),
+            cfg,
+            device=CPU,
+            workdir=tmp_path,
+            fingerprint="job",
+            on_epoch=lambda e, m: {"eval_agreement": 0.25 * (e + 1)},
+            on_event=events.append,
+        )
+
+    fit(student())
+    records = [e["record"] for e in events if e["event"] == "epoch"]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert r["hard_loss"] is not None and r["soft_loss"] is not None
+        mixed = cfg.alpha * r["hard_loss"] + (1 - cfg.alpha) * r["soft_loss"]
+        assert r["train_loss"] == pytest.approx(mixed, rel=1e-5)
+        assert r["seconds"] > 0
+    assert [r["eval_agreement"] for r in records] == [0.25, 0.5]
+    assert records[1]["learning_rate"] == pytest.approx(lr_at(11, 12, 1, cfg.learning_rate))
+    checkpoints = [e["step"] for e in events if e["event"] == "checkpoint"]
+    assert checkpoints == [5, 10, 12]  # every 5 steps, and at the end
+    events.clear()
+    fit(student())  # the final checkpoint exists: nothing left to train
+    assert events == [{"event": "resumed", "epoch": 2, "step": 12}]

@@ -1,0 +1,212 @@
+"""What crosses a process boundary, as pydantic contracts (no torch here).
+
+API → worker → sandboxed engine child: the worker sends the child one ``ChildRequest`` on
+stdin; the child answers with ``ChildEvent`` JSON lines on its own channel (progress,
+finished epochs, checkpoints, then exactly one outcome or error). One side writes them with
+``model_dump_json``, the other validates them with ``parse_event``: a line that is not one
+of these events is a protocol error, never a ``KeyError`` later. The ``Report`` is also the
+API's response model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from core.enums import ExportFormat, Stage
+from core.errors import ErrorCode
+from core.spec import JobSpec, SoftLabelMode
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """Fields named here are typed; a newer engine may add more, which pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class FileRef(_Closed):
+    path: str
+    format: str
+    sha256: str
+    # Teachers: the output to distil and what it holds (None: picked again at run time).
+    output_name: str | None = None
+    output_kind: str | None = None
+
+
+class InspectTeacherRequest(_Closed):
+    op: Literal["inspect_teacher"] = "inspect_teacher"
+    path: str
+    format: str
+    allow_torchscript: bool = False
+    output_name: str | None = None
+    output_kind: str = "auto"
+
+
+class InspectDatasetRequest(_Closed):
+    op: Literal["inspect_dataset"] = "inspect_dataset"
+    path: str
+    format: str
+
+
+class DistillRequest(_Closed):
+    op: Literal["distill"] = "distill"
+    teachers: list[FileRef] = Field(min_length=1)
+    transfer: FileRef
+    eval: FileRef | None
+    spec: JobSpec
+    workdir: str
+    cache_dir: str
+    stop_file: str
+    checkpoint_every: int = Field(ge=0)
+    allow_torchscript: bool = False
+    device: str | None = Field(default=None, description="None: cuda when available, else cpu")
+
+
+AnyRequest: TypeAlias = InspectTeacherRequest | InspectDatasetRequest | DistillRequest
+CHILD_REQUEST: TypeAdapter[AnyRequest] = TypeAdapter(
+    Annotated[AnyRequest, Field(discriminator="op")]
+)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+class ModelMeasure(_Open):
+    parameters: int | None = Field(description="None when a teacher's count is unknown")
+    size_bytes_fp32: int | None
+    size_bytes_fp16: int | None
+    latency_ms_batch1: float
+    throughput_per_s: float
+    runtime: str | None = None
+    file_bytes: dict[str, int] | None = None
+
+
+class Report(_Open):
+    """Sizes, speed, agreement and timings of a finished job (stored with the job)."""
+
+    teacher: ModelMeasure
+    student: ModelMeasure
+    compression_ratio: float | None = Field(description="teacher / student parameters")
+    speedup: float = Field(description="student throughput / teacher throughput")
+    agreement_top1: float
+    agreement_top5: float | None = None
+    kl_divergence: float = Field(description="mean KL(teacher || student) at T=1, eval set")
+    teacher_accuracy: float | None
+    student_accuracy: float | None
+    eval_samples: int
+    device: str
+    soft_labels: SoftLabelMode
+    timings_s: dict[str, float]
+    metrics_source: ExportFormat | None = None
+    student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
+
+
+# --- events (child → worker) -----------------------------------------------------------------
+
+
+class EpochRecord(_Closed):
+    """One finished epoch (``GET /v1/jobs/{id}/metrics``)."""
+
+    epoch: int = Field(ge=1)
+    train_loss: float | None
+    soft_loss: float | None
+    hard_loss: float | None = Field(description="None without labels")
+    eval_agreement: float | None
+    learning_rate: float | None
+    seconds: float
+
+
+class ProgressEvent(_Closed):
+    event: Literal["progress"] = "progress"
+    stage: Stage
+    progress: float = Field(ge=0.0, le=1.0)
+    epochs: int
+    epoch: int | None = None
+    step: int | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
+class EpochEvent(_Closed):
+    event: Literal["epoch"] = "epoch"
+    record: EpochRecord
+
+
+class CheckpointEvent(_Closed):
+    event: Literal["checkpoint"] = "checkpoint"
+    epoch: int
+    step: int
+
+
+class ResumedEvent(_Closed):
+    event: Literal["resumed"] = "resumed"
+    epoch: int
+    step: int
+
+
+class Outcome(_Closed):
+    """The end of a successful distill run: the files to publish and the report."""
+
+    event: Literal["result"] = "result"
+    files: dict[ExportFormat, str]
+    report: Report
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherInfo(_Open):
+    event: Literal["teacher"] = "teacher"
+    input_shape: list[int | None]
+    input_dtype: str
+    num_classes: int
+    parameters: int | None = None
+
+
+class DatasetInfo(_Open):
+    event: Literal["dataset"] = "dataset"
+    num_samples: int
+    sample_shape: list[int]
+    dtype: str
+    has_labels: bool
+    num_classes: int | None = None
+
+
+class ErrorEvent(_Closed):
+    event: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+AnyEvent: TypeAlias = (
+    ProgressEvent
+    | EpochEvent
+    | CheckpointEvent
+    | ResumedEvent
+    | Outcome
+    | TeacherInfo
+    | DatasetInfo
+    | ErrorEvent
+)
+_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Annotated[AnyEvent, Field(discriminator="event")])
+
+
+def parse_event(line: str) -> AnyEvent:
+    """One line of the child's output as an event; anything else becomes an ``ErrorEvent``
+    (``bad_child_output``) that ends the run, so that no caller reads a half-valid dict."""
+    try:
+        return _EVENT.validate_json(line)
+    except ValidationError as exc:
+        shown = line if len(line) <= 200 else line[:200] + "…"
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return ErrorEvent(
+            code=ErrorCode.BAD_CHILD_OUTPUT,
+            message=f"the engine wrote a line that is not an event ({where}: {first['msg']}): "
+            f"{shown!r}",
+        )

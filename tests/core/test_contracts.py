@@ -1,0 +1,135 @@
+"""The contracts that cross processes: strict where a wrong type would be misread, and a
+line that is not an event is an error event, never a dict read later."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.contracts import (
+    CHILD_REQUEST,
+    DistillRequest,
+    EpochEvent,
+    EpochRecord,
+    ErrorEvent,
+    FileRef,
+    Outcome,
+    ProgressEvent,
+    parse_event,
+)
+from core.enums import ExportFormat, Stage
+from core.spec import JobSpec
+
+BASE = {"teacher_ids": ["tch_1"], "dataset_id": "ds_1"}
+
+
+def _locations(exc: ValidationError) -> list[str]:
+    return [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+
+
+@pytest.mark.parametrize(
+    ("patch", "where"),
+    [
+        ({"training": {"epochs": "5"}}, "training.epochs"),
+        ({"training": {"learning_rate": "0.1"}}, "training.learning_rate"),
+        ({"distillation": {"temperature": True}}, "distillation.temperature"),
+        ({"teacher_ids": [5]}, "teacher_ids.0"),
+        ({"export_formats": ["pickle"]}, "export_formats.0"),
+        ({"distillation": {"soft_labels": "sometimes"}}, "distillation.soft_labels"),
+        ({"training": {"epochs": 5, "epoch": 5}}, "training.epoch"),
+    ],
+)
+def test_spec_refuses_wrong_types_and_names_the_field(patch: dict[str, object], where: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate({**BASE, **patch})
+    assert where in _locations(info.value)
+
+
+def test_spec_fills_defaults_and_takes_ints_for_floats() -> None:
+    spec = JobSpec.model_validate({**BASE, "distillation": {"temperature": 2}})
+    assert spec.distillation.temperature == 2.0 and spec.training.epochs == 20
+    assert spec.export_formats == list(ExportFormat)
+    dumped = spec.model_dump(mode="json")
+    assert dumped["export_formats"] == ["torch_export", "onnx", "safetensors"]
+    assert JobSpec.model_validate(dumped) == spec  # what the database keeps reads back
+
+
+def test_child_request_round_trips_as_json() -> None:
+    ref = FileRef(path="/x", format="npz", sha256="0" * 64)
+    request = DistillRequest(
+        teachers=[ref],
+        transfer=ref,
+        eval=None,
+        spec=JobSpec.model_validate(BASE),
+        workdir="/w",
+        cache_dir="/c",
+        stop_file="/w/STOP",
+        checkpoint_every=7,
+        device="cpu",
+    )
+    assert CHILD_REQUEST.validate_json(request.model_dump_json()) == request
+    with pytest.raises(ValidationError):
+        CHILD_REQUEST.validate_json('{"op": "distill", "teachers": []}')
+    with pytest.raises(ValidationError):
+        CHILD_REQUEST.validate_json('{"op": "format_disk"}')
+
+
+def test_events_round_trip() -> None:
+    progress = ProgressEvent(stage=Stage.TRAINING, progress=0.5, epochs=3, epoch=2, step=10)
+    record = EpochRecord(
+        epoch=1,
+        train_loss=0.5,
+        soft_loss=0.4,
+        hard_loss=None,
+        eval_agreement=0.9,
+        learning_rate=1e-3,
+        seconds=0.2,
+    )
+    for event in (progress, EpochEvent(record=record)):
+        assert parse_event(event.model_dump_json()) == event
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Warning: something a library printed",
+        '{"event": "progress", "stage": "training"}',  # fields missing
+        '{"event": "launch_missiles"}',  # foreign kind
+        '{"event": "progress", "stage": "dreaming", "progress": 0.1, "epochs": 1}',
+        '{"event": "result", "files": {"pickle": "/x"}, "report": {}}',
+    ],
+)
+def test_a_line_that_is_not_an_event_is_an_error_event(line: str) -> None:
+    event = parse_event(line)
+    assert isinstance(event, ErrorEvent) and event.code == "bad_child_output"
+    assert "not an event" in event.message
+
+
+def test_outcome_carries_a_typed_report_and_keeps_extra_fields() -> None:
+    measure = {
+        "parameters": 10,
+        "size_bytes_fp32": 40,
+        "size_bytes_fp16": 20,
+        "latency_ms_batch1": 0.1,
+        "throughput_per_s": 100.0,
+    }
+    report = {
+        "teacher": measure,
+        "student": measure,
+        "compression_ratio": 1.0,
+        "speedup": 1.0,
+        "agreement_top1": 1.0,
+        "kl_divergence": 0.0,
+        "teacher_accuracy": None,
+        "student_accuracy": None,
+        "eval_samples": 3,
+        "device": "cpu",
+        "soft_labels": "cached",
+        "timings_s": {"training": 1.0},
+        "steps": 12,  # a field the contract does not name passes through
+    }
+    line = Outcome.model_validate({"files": {"onnx": "/s.onnx"}, "report": report})
+    parsed = parse_event(line.model_dump_json())
+    assert isinstance(parsed, Outcome)
+    assert parsed.files == {ExportFormat.ONNX: "/s.onnx"}
+    assert parsed.report.model_dump()["steps"] == 12
