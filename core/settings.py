@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     max_archive_entries: int = 100_000
     max_unpacked_bytes: int = 8 * 1024**3
     max_image_pixels: int = 4096 * 4096
+    # No archive member may inflate more than this many times its stored size (zip bombs).
+    max_compression_ratio: int = 20
 
     # Jobs.
     lease_seconds: int = 60
@@ -46,8 +49,16 @@ class Settings(BaseSettings):
     # A checkpoint costs ~9 ms (MNIST MLP student, fsynced); 1,000 steps is 2-3 s of CPU work.
     checkpoint_every_steps: int = 1000
 
-    # Sandbox for teacher code.
-    sandbox_memory_bytes: int = 16 * 1024**3
+    # The sandbox of everything that parses or runs a user file (worker/sandbox.py).
+    # "none" turns it off: only for hosts that are a sandbox themselves (README.md).
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    # Address space of a job's child; 0: half of the host's memory (none on a GPU host).
+    sandbox_memory_bytes: int = 0
+    # Address space of an upload's validation (a dry run of the teacher included): a
+    # teacher or dataset that needs more is rejected as too_large.
+    validation_memory_bytes: int = 2 * 1024**3
+    sandbox_file_bytes: int = 16 * 1024**3
+    sandbox_max_processes: int = 1024
     sandbox_cpu_seconds: int = 6 * 3600
     torch_threads: int = Field(default=0, description="0: let the worker pick (cores / workers)")
     # Each job worker process keeps one sandbox child started ahead, imports done (about

@@ -4,6 +4,8 @@ the student and the report. The job row is the truth; every write is fenced by a
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -27,12 +29,20 @@ from models import StoredFile, new_id, utcnow
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from models.tables import JobDataset, JobTeacher
-from worker.sandbox import Child
+from worker.sandbox import (
+    Child,
+    SandboxError,
+    job_memory_bytes,
+    prepare_jobdir,
+    upload_caps,
+)
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors"}
 PROGRESS_EVERY_S = 0.5
+# The names worker/distill/soft_labels.py gives its files (not imported: it imports torch).
+SOFT_LABELS = "soft-labels-*.safetensors"
 # Faults worth a retry: the database, the broker or storage going away for a while.
 TRANSIENT = (OperationalError, OSError)
 
@@ -85,27 +95,39 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
         roles = {d.role: d.dataset_id for d in session.query(JobDataset).filter_by(job_id=job_id)}
         datasets = DatasetRepository(session)
         workdir = job_workdir(settings, job_id)
+        transfer = source(datasets.get(roles["transfer"]))
         request = {
             "op": "distill",
             "teachers": teacher_sources,
-            "transfer": source(datasets.get(roles["transfer"])),
+            "transfer": transfer,
             "eval": source(datasets.get(roles["eval"])) if "eval" in roles else None,
             "spec": job.spec,
             "workdir": str(workdir / "engine"),
-            "cache_dir": str(settings.storage_dir / "softlabels"),
+            "cache_dir": str(_soft_label_scope(settings, teacher_sources, transfer)),
             "stop_file": str(workdir / "STOP"),
             "checkpoint_every": settings.checkpoint_every_steps,
             "allow_torchscript": settings.allow_torchscript,
+            "caps": upload_caps(settings),
         }
         return Claimed(job_id, attempt, job.tenant_id, request)
+
+
+def _soft_label_scope(
+    settings: Settings, teachers: list[dict[str, Any]], transfer: dict[str, Any]
+) -> Path:
+    """The soft-label cache folder of exactly these teachers on exactly this dataset (by
+    content): all a job's sandbox may read or add to, never another set's labels."""
+    content = json.dumps([[t["sha256"] for t in teachers], transfer["sha256"]])
+    return settings.storage_dir / "softlabels" / hashlib.sha256(content.encode()).hexdigest()
 
 
 # The spare sandbox child of this worker process (worker/sandbox.py): at most one.
 _spare: Child | None = None
 
 
-def _child_limits(settings: Settings) -> tuple[int, int]:
-    return settings.torch_threads or (os.cpu_count() or 1), settings.sandbox_cpu_seconds
+def _child_limits(settings: Settings) -> tuple[int, int, int]:
+    threads = settings.torch_threads or (os.cpu_count() or 1)
+    return threads, settings.sandbox_cpu_seconds, job_memory_bytes(settings)
 
 
 def _drop(child: Child) -> None:
@@ -135,33 +157,103 @@ def start_spare(settings: Settings | None = None) -> None:
             pid = old.name[len(f".spare-{host}-") :].split("-")[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
-        threads, cpu_seconds = _child_limits(settings)
+        threads, cpu_seconds, memory_bytes = _child_limits(settings)
         _spare = Child(
             None,
             workdir=work / f".spare-{host}-{os.getpid()}-{secrets.token_hex(4)}",
             threads=threads,
-            memory_bytes=0,
+            memory_bytes=memory_bytes,
             cpu_seconds=cpu_seconds,
             preload=True,
+            settings=settings,
         )
     except Exception:
         log.exception("could not start a spare sandbox child; jobs start cold")
 
 
-def _take_spare(settings: Settings, request: dict[str, Any]) -> Child | None:
-    """The spare, handed ``request``; None when there is no live spare with these limits."""
+def _take_spare(settings: Settings) -> Child | None:
+    """The spare, when it is alive and has these limits; else None (and it is dropped)."""
     global _spare
     child, _spare = _spare, None
     if child is None:
         return None
-    if child.alive() and (child.threads, child.cpu_seconds) == _child_limits(settings):
-        try:
-            child.send(request)
-            return child
-        except BrokenPipeError:  # it died just now: start cold instead
-            pass
+    if child.alive() and (child.threads, child.cpu_seconds, child.memory_bytes) == _child_limits(
+        settings
+    ):
+        return child
     _drop(child)
     return None
+
+
+def _cold_child(settings: Settings, jobdir: Path) -> Child:
+    threads, cpu_seconds, memory_bytes = _child_limits(settings)
+    return Child(
+        None,
+        workdir=jobdir,
+        threads=threads,
+        memory_bytes=memory_bytes,
+        cpu_seconds=cpu_seconds,
+        settings=settings,
+    )
+
+
+def start_child(settings: Settings, jobdir: Path, request: dict[str, Any]) -> Child:
+    """A child working on ``request`` in ``jobdir``: the spare when it can take it, else a
+    new one. The request's files are staged into the sandbox and its paths translated."""
+    child = _take_spare(settings)
+    if child is not None:
+        try:
+            child.adopt(jobdir)
+            child.send(sandbox_request(child, jobdir, request))
+            return child
+        except BrokenPipeError:  # it died just now: start cold instead
+            child.close()
+    child = _cold_child(settings, jobdir)
+    child.send(sandbox_request(child, jobdir, request))
+    return child
+
+
+def sandbox_request(child: Child, jobdir: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` with the child's names for its paths: inputs hard-linked in, the job's
+    engine folder, stop file and the soft labels of these inputs (copied in by links)."""
+
+    def staged(name: str, item: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if item is None else {**item, "path": child.stage(name, Path(item["path"]))}
+
+    out = dict(request)
+    out["teachers"] = [staged(f"teacher-{i}", t) for i, t in enumerate(request["teachers"])]
+    out["transfer"] = staged("transfer", request["transfer"])
+    out["eval"] = staged("eval", request.get("eval"))
+    out["workdir"] = child.inside(jobdir / "engine")
+    out["stop_file"] = child.inside(jobdir / "STOP")
+    if child.sandboxed:
+        cache = link_soft_labels(Path(request["cache_dir"]), jobdir / "cache")
+        out["cache_dir"] = child.inside(cache)
+    return out
+
+
+def link_soft_labels(scope: Path, cache: Path) -> Path:
+    """Fill the job's ``cache`` folder with links to the stored labels of its scope."""
+    prepare_jobdir(cache)
+    for path in scope.glob(SOFT_LABELS):
+        target = cache / path.name
+        if not target.exists():
+            with contextlib.suppress(OSError):  # another filesystem: computed again
+                os.link(path, target)
+    return cache
+
+
+def keep_soft_labels(cache: Path, scope: Path) -> None:
+    """After the child is gone: labels it computed join its scope of the shared cache."""
+    if not cache.is_dir():
+        return
+    for path in cache.glob(SOFT_LABELS):
+        target = scope / path.name
+        if path.is_file() and not path.is_symlink() and not target.exists():
+            scope.mkdir(parents=True, exist_ok=True)
+            tmp = scope / f".{path.name}.{secrets.token_hex(4)}.tmp"
+            os.link(path, tmp)
+            os.replace(tmp, target)
 
 
 class Run:
@@ -175,6 +267,7 @@ class Run:
         self.last_beat = time.monotonic()
         self.pending: dict[str, Any] | None = None
         self.written_key: tuple[Any, ...] = ()
+        self.finished = False
 
     def _read(self, child: Child) -> None:
         for event in child.lines():
@@ -182,28 +275,26 @@ class Run:
         self.events.put(None)
 
     def execute(self) -> None:
-        workdir = Path(self.c.request["workdir"]).parent
-        (workdir / "STOP").unlink(missing_ok=True)
-        workdir.mkdir(parents=True, exist_ok=True)
-        threads, cpu_seconds = _child_limits(self.settings)
-        child = _take_spare(self.settings, self.c.request) or Child(
-            self.c.request,
-            workdir=workdir / "child",
-            threads=threads,
-            memory_bytes=0,  # CUDA maps far more virtual memory than it uses: no RLIMIT_AS
-            cpu_seconds=cpu_seconds,
-        )
+        jobdir = Path(self.c.request["workdir"]).parent
+        jobdir.mkdir(parents=True, exist_ok=True)
+        (jobdir / "STOP").unlink(missing_ok=True)
+        try:
+            child = start_child(self.settings, jobdir, self.c.request)
+        except SandboxError as exc:
+            self._fail(exc.code, exc.message)
+            return
         reader = threading.Thread(target=self._read, args=(child,), daemon=True)
         reader.start()
         try:
-            self._loop(child, workdir)
+            self._loop(child, jobdir)
         finally:
             child.kill()
             reader.join(timeout=5)  # it ends at the killed child's end of output
-            if child.workdir.parent == workdir:
-                child.close()
-            else:
-                _drop(child)  # a spare: its private folder goes with it
+            child.close()  # its folder is the job's: checkpoints stay for the next attempt
+            if child.sandboxed:
+                keep_soft_labels(jobdir / "cache", Path(self.c.request["cache_dir"]))
+        if self.finished:
+            shutil.rmtree(jobdir, ignore_errors=True)
 
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:
@@ -225,7 +316,7 @@ class Run:
                 self._flush_progress()
             elif kind == "result":
                 self._flush_progress(force=True)
-                self._publish(event)
+                self._publish(event, child)
                 return
             elif kind == "error":
                 code, message = str(event.get("code")), str(event.get("message"))
@@ -273,14 +364,14 @@ class Run:
         with session_scope() as session:
             JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
 
-    def _publish(self, result: dict[str, Any]) -> None:
+    def _publish(self, result: dict[str, Any], child: Child) -> None:
         """Store the students under keys derived from the job, then finish in one transaction."""
         storage = get_storage()
         artifacts: dict[str, Any] = {}
         rows = []
         for fmt, path in result["files"].items():
             key = f"students/{self.c.job_id}/attempt-{self.c.attempt}/student.{EXTENSIONS[fmt]}"
-            put = storage.put_file(key, Path(path))
+            put = storage.put_file(key, child.outside(str(path)))
             file_id = new_id("file")
             filename = f"student-{self.c.job_id}.{EXTENSIONS[fmt]}"
             rows.append(
@@ -319,7 +410,7 @@ class Run:
             for art in artifacts.values():
                 storage.delete(art["key"])
             return
-        shutil.rmtree(Path(self.c.request["workdir"]).parent, ignore_errors=True)
+        self.finished = True
 
 
 def run_job(job_id: str) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from core.db import session_scope
 from core.settings import get_settings
 from core.storage import get_storage
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
-from worker.sandbox import SandboxError, run_once
+from worker.sandbox import SandboxError, run_once, upload_caps
 
 log = logging.getLogger(__name__)
 VALIDATE_TIMEOUT_S = 600
@@ -19,13 +20,17 @@ VALIDATE_TIMEOUT_S = 600
 Repository = Callable[[Any], Any]
 
 
-def _inspect(request: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+def inspect_in_sandbox(
+    request: dict[str, Any], path: Path
+) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+    """Run the guarded loader on ``path`` in the sandbox, in memory sized for validation."""
     settings = get_settings()
     try:
         result = run_once(
             request,
+            inputs={"path": path},
             threads=1,
-            memory_bytes=settings.sandbox_memory_bytes,
+            memory_bytes=settings.validation_memory_bytes,
             cpu_seconds=VALIDATE_TIMEOUT_S,
             timeout_s=VALIDATE_TIMEOUT_S,
         )
@@ -50,13 +55,14 @@ def _validate(
         stored = StoredFileRepository(session).get(row.file_id)
         if stored is None:
             return
+        path = get_storage().local_path(stored.key)
         request = {
             "op": op,
-            "path": str(get_storage().local_path(stored.key)),
             "format": row.format,
             "allow_torchscript": get_settings().allow_torchscript,
+            "caps": upload_caps(get_settings()),
         }
-    info, error = _inspect(request)
+    info, error = inspect_in_sandbox(request, path)
     with session_scope() as session:
         repo = repository(session)
         row = repo.get(row_id)

@@ -15,10 +15,11 @@ from worker import pipeline
 from worker.sandbox import Child
 
 
-def _dataset(tmp_path: Path) -> dict[str, Any]:
+def _dataset(tmp_path: Path, child: Child) -> dict[str, Any]:
+    """A request for ``child``: the file is staged into its sandbox's read-only inputs."""
     path = tmp_path / "x.npz"
     np.savez(path, x=np.zeros((5, 3), dtype=np.float32))
-    return {"op": "inspect_dataset", "path": str(path), "format": "npz"}
+    return {"op": "inspect_dataset", "path": child.stage("x", path), "format": "npz"}
 
 
 def _result(child: Child) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def test_a_preloaded_child_takes_its_request_later(tmp_path: Path) -> None:
     environ = Path(f"/proc/{child.proc.pid}/environ").read_bytes().split(b"\0")
     assert b"STILLHOUSE_CHILD_PRELOAD=1" in environ
     assert not any(e.startswith(b"STILLHOUSE_SECRET") for e in environ)
-    child.send(_dataset(tmp_path))
+    child.send(_dataset(tmp_path, child))
     result = _result(child)
     assert result["event"] == "result", result
     assert result["num_samples"] == 5
@@ -66,9 +67,31 @@ def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) 
     pipeline.start_spare(settings)
     spare = pipeline._spare
     assert spare is not None and spare.alive()
-    child = pipeline._take_spare(settings, _dataset(tmp_path))
+    child = pipeline._take_spare(settings)
     assert child is spare and pipeline._spare is None
+    child.send(_dataset(tmp_path, child))
     assert _result(child)["event"] == "result"
+
+
+def test_a_spare_adopts_the_job_folder_and_keeps_its_checkpoints(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The spare started in a folder of its own; the job's folder (checkpoints of an earlier
+    attempt) becomes its folder, and the running sandbox sees it there."""
+    jobdir = tmp_path / "work" / "job_1"
+    (jobdir / "engine").mkdir(parents=True)
+    (jobdir / "engine" / "checkpoint.json").write_text("{}")
+    pipeline.start_spare(settings)
+    child = pipeline._take_spare(settings)
+    assert child is not None
+    child.adopt(jobdir)
+    assert child.workdir == jobdir and (jobdir / "engine" / "checkpoint.json").exists()
+    assert not list((tmp_path / "work").glob(".spare-*"))
+    assert child.inside(jobdir / "engine") == "/job/engine"
+    assert child.outside("/job/engine/export/student.onnx") == jobdir / "engine/export/student.onnx"
+    child.send(_dataset(tmp_path, child))
+    assert _result(child)["num_samples"] == 5
+    assert (jobdir / "inputs" / "x").exists()
 
 
 def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_path: Path) -> None:
@@ -76,14 +99,14 @@ def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_
     spare = pipeline._spare
     assert spare is not None
     spare.kill()  # as if it had died on its own
-    assert pipeline._take_spare(settings, _dataset(tmp_path)) is None
+    assert pipeline._take_spare(settings) is None
     assert not spare.workdir.exists()
 
 
 def test_a_spare_with_other_limits_is_not_used(settings: Settings, tmp_path: Path) -> None:
     pipeline.start_spare(settings)
     other = settings.model_copy(update={"torch_threads": 2})
-    assert pipeline._take_spare(other, _dataset(tmp_path)) is None
+    assert pipeline._take_spare(other) is None
 
 
 def test_spares_can_be_turned_off(tmp_path: Path) -> None:

@@ -16,7 +16,46 @@ def _emit(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+# What onnxruntime and torch say when an allocation fails under the address-space limit.
+_ALLOCATION_FAILED = ("failed to allocate", "bad_alloc", "can't allocate memory", "out of memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MemoryError):
+            return True
+        if any(text in str(seen).lower() for text in _ALLOCATION_FAILED):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _handle(request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    if isinstance(request.get("caps"), dict):
+        from worker.distill.guard import Caps, use_caps
+
+        use_caps(Caps(**request["caps"]))
+    if op in ("inspect_teacher", "inspect_dataset"):
+        try:
+            return _inspect(request)
+        except (UserError, MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise UserError(
+                "too_large",
+                "Validating this file needs more memory than an upload may use "
+                "(STILLHOUSE_VALIDATION_MEMORY_BYTES).",
+            ) from exc
+    if op == "distill":
+        from worker.distill.job import run_from_request
+
+        return run_from_request(request, emit=_emit)
+    raise UserError("bad_request", f"unknown operation {op!r}")
+
+
+def _inspect(request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "inspect_teacher":
         from worker.distill.teachers import inspect_teacher
@@ -26,15 +65,9 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
             request["format"],
             allow_torchscript=bool(request.get("allow_torchscript")),
         )
-    if op == "inspect_dataset":
-        from worker.distill.data import inspect_dataset
+    from worker.distill.data import inspect_dataset
 
-        return inspect_dataset(request["path"], request["format"])
-    if op == "distill":
-        from worker.distill.job import run_from_request
-
-        return run_from_request(request, emit=_emit)
-    raise UserError("bad_request", f"unknown operation {op!r}")
+    return inspect_dataset(request["path"], request["format"])
 
 
 def _preload() -> None:
@@ -56,6 +89,7 @@ def _preload() -> None:
 
 
 def main() -> int:
+    _emit({"event": "ready"})  # the sandbox is set up (worker/sandbox.py, Child.adopt)
     threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
     try:
         import torch

@@ -10,7 +10,7 @@ import math
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from worker.distill.errors import UserError
-from worker.distill.guard import ArchiveLimits, check_zip
+from worker.distill.guard import ArchiveLimits, check_zip, current_caps, image_member_bytes, read_member
 
 DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip")
 LABEL_COLUMN = "label"
-_GiB = 1024**3
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
@@ -30,9 +29,12 @@ _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 @dataclass(frozen=True)
 class DataLimits:
-    max_entries: int = 100_000
-    max_unpacked_bytes: int = 8 * _GiB
-    max_image_pixels: int = 4096 * 4096  # per image; PIL's own bomb check is far looser
+    """The operator's caps (guard.current_caps(), from Settings) unless a caller sets them."""
+
+    max_entries: int = field(default_factory=lambda: current_caps().max_entries)
+    max_unpacked_bytes: int = field(default_factory=lambda: current_caps().max_unpacked_bytes)
+    # Per image; PIL's own bomb check is far looser.
+    max_image_pixels: int = field(default_factory=lambda: current_caps().max_image_pixels)
 
     def archive(self) -> ArchiveLimits:
         return ArchiveLimits(max_entries=self.max_entries, max_total_bytes=self.max_unpacked_bytes)
@@ -331,10 +333,15 @@ def _is_junk(name: str) -> bool:
 def _open_image(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limits: DataLimits) -> Any:
     from PIL import Image
 
-    data = archive.read(member)
     name = member.filename[:80]
-    if not data.startswith((_PNG_MAGIC, _JPEG_MAGIC)):
-        raise UserError("unsupported_image", f"{name!r} is not a PNG or JPEG image.")
+    data = read_member(
+        archive,
+        member,
+        magic=(_PNG_MAGIC, _JPEG_MAGIC),
+        max_bytes=image_member_bytes(limits.max_image_pixels),
+        what=f"{name!r}",
+        wrong_type="unsupported_image",
+    )
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

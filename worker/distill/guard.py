@@ -2,12 +2,20 @@
 
 Zip rules (every archive: .pt2, torch.save blobs inside it, .npz, image zips): no absolute
 paths, no `..`, no links, no encryption, no duplicate names, entry count and total unpacked
-size capped. ZipFile enforces each member's declared size when reading, so capping the
-declared sizes caps what we decompress.
+size capped, and no member inflating more than `max_compression_ratio` times its stored size
+(a 1 MB .npz whose array inflates to 1 GiB, a 2 MB zip holding a 2 GiB "image"). ZipFile
+enforces each member's declared size when reading, so capping the declared sizes caps what
+we decompress; `read_member` checks a member's type from its first bytes before the rest.
 
 Pickle rules: a pickle is accepted only if an opcode scan finds nothing but the globals a
 plain tensor (or a tuple/dict of them) needs, and `torch.load(weights_only=True)` also
-accepts it. The scan is the stricter of the two; the second keeps us aligned with torch.
+accepts it with every storage on the CPU. The scan is the stricter of the two; the second
+keeps us aligned with torch. A storage claiming another device ("cuda") is refused: torch
+cannot map it on a CPU host, and torch.export.load then retries with weights_only=False.
+
+The caps are the operator's (Settings: max_archive_entries, max_unpacked_bytes,
+max_image_pixels, max_compression_ratio): the worker puts them in the sandboxed child's
+request and the child calls `use_caps` before loading anything.
 """
 
 import ast
@@ -17,21 +25,58 @@ import pickletools
 import re
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import torch
 
+from core.settings import Settings
 from worker.distill.errors import UserError
 
 _MiB = 1024 * 1024
 _GiB = 1024 * _MiB
+# Members this small may compress as well as they like: only big ones can be bombs.
+_RATIO_FREE_BYTES = 1 * _MiB
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_entries: int
+    max_unpacked_bytes: int
+    max_image_pixels: int
+    max_compression_ratio: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Caps":
+        return cls(
+            max_entries=settings.max_archive_entries,
+            max_unpacked_bytes=settings.max_unpacked_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            max_compression_ratio=settings.max_compression_ratio,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+_caps: Caps | None = None
+
+
+def use_caps(caps: Caps) -> None:
+    """Set the caps of this process (the sandboxed child: once, from its request)."""
+    global _caps
+    _caps = caps
+
+
+def current_caps() -> Caps:
+    return _caps if _caps is not None else Caps.from_settings(Settings())
 
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    max_entries: int = 10_000
-    max_total_bytes: int = 8 * _GiB
+    max_entries: int = field(default_factory=lambda: current_caps().max_entries)
+    max_total_bytes: int = field(default_factory=lambda: current_caps().max_unpacked_bytes)
+    max_ratio: int = field(default_factory=lambda: current_caps().max_compression_ratio)
     max_pickle_bytes: int = 64 * _MiB  # data.pkl of tensors is tiny: storages are separate
 
 
@@ -57,6 +102,7 @@ def check_zip(
             raise UserError("archive_link", f"{what} contains a link: {member.filename!r}.")
         if member.flag_bits & 0x1:
             raise UserError("archive_encrypted", f"{what} has an encrypted entry.")
+        _check_ratio(member, limits, what=what)
         total += member.file_size
         if total > limits.max_total_bytes:
             raise UserError(
@@ -64,6 +110,46 @@ def check_zip(
                 f"{what} unpacks to more than {limits.max_total_bytes} bytes.",
             )
     return members
+
+
+def _check_ratio(member: zipfile.ZipInfo, limits: ArchiveLimits, *, what: str) -> None:
+    if member.file_size <= max(_RATIO_FREE_BYTES, limits.max_ratio * member.compress_size):
+        return
+    raise UserError(
+        "archive_too_large",
+        f"{what}: {member.filename[:80]!r} inflates {member.compress_size} stored bytes to "
+        f"{member.file_size}, more than {limits.max_ratio} times; store it with less "
+        "compression (e.g. np.savez rather than np.savez_compressed).",
+    )
+
+
+def image_member_bytes(max_image_pixels: int) -> int:
+    """The most a PNG or JPEG within the pixel cap needs: 4 bytes a pixel, plus its chunks."""
+    return 4 * max_image_pixels + _RATIO_FREE_BYTES
+
+
+def read_member(
+    archive: zipfile.ZipFile,
+    member: zipfile.ZipInfo,
+    *,
+    magic: tuple[bytes, ...],
+    max_bytes: int,
+    what: str,
+    wrong_type: str,
+) -> bytes:
+    """The member's bytes, after its declared size is checked against ``max_bytes`` and its
+    first bytes, streamed, against ``magic``: a wrong type or a bomb is never read whole.
+    ``wrong_type`` is the error code of a member that does not start with ``magic``."""
+    if member.file_size > max_bytes:
+        raise UserError(
+            "too_large",
+            f"{what} unpacks to {member.file_size} bytes; the limit is {max_bytes}.",
+        )
+    with archive.open(member) as entry:
+        head = entry.read(max(len(m) for m in magic))
+        if not head.startswith(magic):
+            raise UserError(wrong_type, f"{what} is not of an accepted type.")
+        return head + entry.read()
 
 
 def _check_member_name(name: str, *, what: str) -> None:
@@ -172,10 +258,23 @@ def load_torch_blob(blob: bytes, limits: ArchiveLimits, *, what: str) -> object:
                 scan_pickle(archive.read(member), what=f"{what} ({member.filename})")
     except zipfile.BadZipFile as exc:
         raise UserError("bad_archive", f"{what} is not a valid zip archive.") from exc
+    locations: set[str] = set()
+
+    def on_cpu(storage: torch.UntypedStorage, location: str) -> torch.UntypedStorage:
+        locations.add(str(location))
+        return storage
+
     try:
-        return torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+        value = torch.load(io.BytesIO(blob), weights_only=True, map_location=on_cpu)
     except Exception as exc:  # torch raises many types here; all mean "not plain tensors"
         raise UserError("unsafe_pickle", f"{what} does not load as plain tensors.") from exc
+    if locations - {"cpu"}:
+        raise UserError(
+            "unsafe_location",
+            f"{what} holds tensors saved on {sorted(locations - {'cpu'})[:3]}; "
+            "export the model with its tensors on the CPU.",
+        )
+    return value
 
 
 # --- torch.export archives -------------------------------------------------------------

@@ -248,3 +248,111 @@ def image_bytes(mode: str, size: tuple[int, int], image_format: str, value: int 
         buffer, format=image_format
     )
     return buffer.getvalue()
+
+
+# --- files that claim a device or inflate far beyond their size ---------------------------
+
+
+def with_cuda_location(blob: bytes) -> bytes:
+    """A torch.save zip whose storages claim the location "cuda" instead of "cpu"."""
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x04\x00\x00\x00cuda"
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as old, zipfile.ZipFile(out, "w") as new:
+        for name in old.namelist():
+            data = old.read(name)
+            if name.endswith("data.pkl"):
+                assert cpu in data
+                data = data.replace(cpu, cuda)
+            new.writestr(name, data)
+    return out.getvalue()
+
+
+def pt2_with_cuda_sample_inputs(source: Path, target: Path) -> Path:
+    """On a host without CUDA, torch.export.load's weights_only=True load of these sample
+    inputs fails, and it retries with torch.load(weights_only=False)."""
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/sample_inputs/model.pt":
+            return with_cuda_location(torch_blob(((torch.zeros(4, 64),), {})))
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+def pt2_with_cuda_pickled_weight(source: Path, target: Path) -> Path:
+    """A use_pickle weight whose storage claims "cuda"."""
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/weights/model_weights_config.json":
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(config).encode()
+        if record == "data/weights/weight_0":
+            return with_cuda_location(torch_blob(torch.zeros(32, 64)))
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+def zip_with_inflating_member(path: Path, name: str, size: int, head: bytes = b"") -> Path:
+    """A small zip whose member `name` inflates to `size` bytes (`head`, then zeros),
+    written in pieces: building it never holds the member in memory."""
+    piece = b"\0" * (16 << 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open(name, "w", force_zip64=True) as member:
+            member.write(head)
+            left = size - len(head)
+            while left > 0:
+                member.write(piece[: min(left, len(piece))])
+                left -= len(piece)
+    return path
+
+
+def npz_inflating(path: Path, size: int) -> Path:
+    """An .npz whose x.npy has an honest header for `size` bytes of float32 zeros: the
+    header matches the inflated size, so only the compression ratio gives it away."""
+    header = io.BytesIO()
+    shape = (size // 4 // 64, 64)
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    return zip_with_inflating_member(
+        path, "x.npy", len(header.getvalue()) + shape[0] * 64 * 4, header.getvalue()
+    )
+
+
+def onnx_memory_bomb(path: Path, elements: int = 2**29) -> Path:
+    """A tiny ONNX classifier that builds a float tensor of `elements` zeros on every run
+    (ConstantOfShape, then ReduceSum) and adds the sum to its logits."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node(
+            "Constant",
+            [],
+            ["shape"],
+            value=helper.make_tensor("shape", TensorProto.INT64, [1], [elements]),
+        ),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["big"],
+            value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+        ),
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=1),
+        helper.make_node("MatMul", ["x", "w"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "total"], ["logits"]),
+    ]
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [0.1] * 12)
+    graph = helper.make_graph(
+        nodes,
+        "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
