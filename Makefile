@@ -20,6 +20,7 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 $(STAMP_RUN): pyproject.toml constraints.txt | $(PY)
+	@bash .ci/ensure-sandbox.sh
 	$(PIP) install -q -c constraints.txt -e '.[api,worker]'
 	touch $@
 
@@ -36,6 +37,7 @@ services: ## Start local Postgres and Redis when installed but not running
 	@bash .ci/ensure-services.sh
 
 test: $(STAMP_DEV) services ## Run every test against real Postgres and Redis (and SQLite)
+	@bash .ci/ensure-sandbox.sh
 	@bash .ci/ensure-chromium.sh
 	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

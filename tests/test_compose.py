@@ -137,11 +137,32 @@ def test_shared_settings(compose: dict[str, Any]) -> None:
         env = _env(_service(compose, name))
         assert env["STILLHOUSE_DATABASE_URL"].startswith("postgresql+psycopg://"), name
         assert env["STILLHOUSE_DATABASE_URL"].endswith("@postgres:5432/stillhouse"), name
-        assert env["STILLHOUSE_BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["STILLHOUSE_BROKER_URL"] == (
+            "redis://:${REDIS_PASSWORD:-stillhouse}@redis:6379/0"
+        ), name
         assert env["STILLHOUSE_DATA_DIR"] == DATA, name
     for name in ("api", "worker", "worker-validate", "beat"):
         assert "data:/data" in _service(compose, name)["volumes"], name
     assert "data" in compose["volumes"]
+
+
+def test_redis_requires_the_password_the_services_use(compose: dict[str, Any]) -> None:
+    redis = _service(compose, "redis")
+    command = redis["command"]
+    password = command[command.index("--requirepass") + 1]
+    assert password == "${REDIS_PASSWORD:-stillhouse}"
+    assert redis["environment"]["REDISCLI_AUTH"] == password  # the health check logs in
+    assert (
+        f"redis://:{password}@redis:" in _env(_service(compose, "worker"))["STILLHOUSE_BROKER_URL"]
+    )
+
+
+def test_workers_may_make_the_sandboxs_namespaces(compose: dict[str, Any]) -> None:
+    for name in ("worker", "worker-validate"):
+        options = _service(compose, name)["security_opt"]
+        assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(options), name
+    worker = (ROOT / "docker" / "Dockerfile.worker").read_text()
+    assert "bubblewrap" in worker
 
 
 def test_dockerfiles() -> None:

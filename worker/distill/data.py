@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from worker.distill.errors import UserError
-from worker.distill.guard import ArchiveLimits, check_zip, current_caps, image_member_bytes, read_member
+from worker.distill.guard import (
+    ArchiveLimits,
+    check_zip,
+    current_caps,
+    image_member_bytes,
+    read_member,
+)
 
 DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip")
 LABEL_COLUMN = "label"

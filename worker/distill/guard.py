@@ -260,7 +260,7 @@ def load_torch_blob(blob: bytes, limits: ArchiveLimits, *, what: str) -> object:
         raise UserError("bad_archive", f"{what} is not a valid zip archive.") from exc
     locations: set[str] = set()
 
-    def on_cpu(storage: torch.UntypedStorage, location: str) -> torch.UntypedStorage:
+    def on_cpu(storage: torch.types.Storage, location: str) -> torch.types.Storage:
         locations.add(str(location))
         return storage
 

@@ -299,13 +299,13 @@ def zip_with_inflating_member(path: Path, name: str, size: int, head: bytes = b"
     """A small zip whose member `name` inflates to `size` bytes (`head`, then zeros),
     written in pieces: building it never holds the member in memory."""
     piece = b"\0" * (16 << 20)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        with archive.open(name, "w", force_zip64=True) as member:
-            member.write(head)
-            left = size - len(head)
-            while left > 0:
-                member.write(piece[: min(left, len(piece))])
-                left -= len(piece)
+    archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+    with archive, archive.open(name, "w", force_zip64=True) as member:
+        member.write(head)
+        left = size - len(head)
+        while left > 0:
+            member.write(piece[: min(left, len(piece))])
+            left -= len(piece)
     return path
 
 
