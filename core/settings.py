@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     job_hard_time_limit_s: int = 6 * 3600 + 300
     # A checkpoint costs ~9 ms (MNIST MLP student, fsynced); 1,000 steps is 2-3 s of CPU work.
     checkpoint_every_steps: int = 1000
+    # ...and by time: a killed worker loses at most this much training (0: by steps only).
+    checkpoint_every_seconds: float = 30.0
 
     # The sandbox of everything that parses or runs a user file (worker/sandbox.py).
     # "none" turns it off: only for hosts that are a sandbox themselves (README.md).

@@ -43,7 +43,52 @@ EXTENSIONS = {"torch_export": "pt2", "onnx": "onnx", "safetensors": "safetensors
 PROGRESS_EVERY_S = 0.5
 # The names worker/distill/soft_labels.py gives its files (not imported: it imports torch).
 SOFT_LABELS = "soft-labels-*.safetensors"
-# Faults worth a retry: the database, the broker or storage going away for a while.
+# Within this of a cancel request the job's stop file exists (a query on the job's row).
+CANCEL_POLL_S = 0.5
+
+
+class ChildLost(OSError):
+    """The sandboxed child ended without a result: retried like any transient fault."""
+
+
+class HandedBack(OSError):
+    """The worker is stopping: the job checkpointed and goes to the next worker (a retry)."""
+
+
+# --- stopping: SIGTERM of a worker hands its job back ----------------------------------------
+# Celery's warm shutdown would wait for the job to end. Its main process marks the stop with
+# a file named after itself; the pool process running the job sees it on its next tick.
+_main_pid = os.getpid()
+
+
+def _drain_flag(settings: Settings, main_pid: int) -> Path:
+    return (settings.data_dir / "work").resolve() / f".stopping-{socket.gethostname()}-{main_pid}"
+
+
+def worker_stopping() -> None:
+    """In the worker's main process, when it begins to stop."""
+    flag = _drain_flag(get_settings(), os.getpid())
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.touch()
+
+
+def worker_starting() -> None:
+    """In the worker's main process, at start: a flag left by a process of the same id."""
+    _drain_flag(get_settings(), os.getpid()).unlink(missing_ok=True)
+
+
+def pool_process_started() -> None:
+    """In a pool process: its main process is its parent."""
+    global _main_pid
+    _main_pid = os.getppid()
+
+
+def _stopping(settings: Settings) -> bool:
+    return _drain_flag(settings, _main_pid).exists()
+
+
+# Faults worth a retry: the database, the broker or storage going away for a while, and a
+# sandboxed child that was lost.
 TRANSIENT = (OperationalError, OSError)
 
 
@@ -106,6 +151,7 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
             "cache_dir": str(_soft_label_scope(settings, teacher_sources, transfer)),
             "stop_file": str(workdir / "STOP"),
             "checkpoint_every": settings.checkpoint_every_steps,
+            "checkpoint_every_s": settings.checkpoint_every_seconds,
             "allow_torchscript": settings.allow_torchscript,
             "caps": upload_caps(settings),
         }
@@ -145,6 +191,8 @@ def start_spare(settings: Settings | None = None) -> None:
     try:
         settings = settings or get_settings()
         if not settings.spare_child or (_spare is not None and _spare.alive()):
+            return
+        if _stopping(settings):  # the worker is stopping: no job will come
             return
         if _spare is not None:  # died while waiting
             _drop(_spare)
@@ -265,6 +313,8 @@ class Run:
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.last_write = 0.0
         self.last_beat = time.monotonic()
+        self.last_cancel_poll = 0.0
+        self.cancelled = self.handing_back = False
         self.pending: dict[str, Any] | None = None
         self.written_key: tuple[Any, ...] = ()
         self.finished = False
@@ -291,6 +341,8 @@ class Run:
             child.kill()
             reader.join(timeout=5)  # it ends at the killed child's end of output
             child.close()  # its folder is the job's: checkpoints stay for the next attempt
+            if child.workdir != jobdir:  # a spare not adopted (no sandbox): its own folder
+                shutil.rmtree(child.workdir, ignore_errors=True)
             if child.sandboxed:
                 keep_soft_labels(jobdir / "cache", Path(self.c.request["cache_dir"]))
         if self.finished:
@@ -299,7 +351,7 @@ class Run:
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:
             try:
-                event = self.events.get(timeout=1.0)
+                event = self.events.get(timeout=CANCEL_POLL_S)
             except queue.Empty:
                 event = {"event": "tick"}
             if not self._tick(workdir):
@@ -308,7 +360,7 @@ class Run:
                 )
                 return
             if event is None:
-                self._fail("worker_crashed", child.crash_message())
+                self._lost(child)
                 return
             kind = event.get("event")
             if kind == "progress":
@@ -320,6 +372,8 @@ class Run:
                 return
             elif kind == "error":
                 code, message = str(event.get("code")), str(event.get("message"))
+                if code == "cancelled" and self.handing_back:
+                    raise HandedBack("the worker is stopping; the job goes to the next one")
                 if code == "cancelled":
                     with session_scope() as session:
                         JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
@@ -328,18 +382,34 @@ class Run:
                 return
 
     def _tick(self, workdir: Path) -> bool:
-        """Heartbeat and cancel check. False when the lease was taken over."""
+        """Cancel and worker-stop check (every CANCEL_POLL_S: the training loop sees the
+        stop file within 0.2 s more) and heartbeat. False when the lease was taken over."""
         now = time.monotonic()
+        if now - self.last_cancel_poll >= CANCEL_POLL_S:
+            self.last_cancel_poll = now
+            with session_scope() as session:
+                self.cancelled = JobRepository(session).cancel_requested(self.c.job_id)
+            self.handing_back = not self.cancelled and _stopping(self.settings)
+            if self.cancelled or self.handing_back:
+                (workdir / "STOP").touch()
         if now - self.last_beat < self.settings.heartbeat_seconds:
             return True
         self.last_beat = now
         with session_scope() as session:
-            jobs = JobRepository(session)
-            alive = jobs.heartbeat(self.c.job_id, self.c.attempt, _lease(self.settings))
-            cancel = jobs.cancel_requested(self.c.job_id)
-        if cancel:
-            (workdir / "STOP").touch()
-        return alive
+            return JobRepository(session).heartbeat(
+                self.c.job_id, self.c.attempt, _lease(self.settings)
+            )
+
+    def _lost(self, child: Child) -> None:
+        """The child died without an answer (killed, out of memory): like a lost worker, the
+        job goes back to the queue and the next attempt resumes from its checkpoint; on the
+        last attempt it fails with the reason."""
+        message = child.crash_message()
+        if self.c.attempt >= self.settings.max_attempts:
+            self._fail("worker_crashed", f"{message} (attempt {self.c.attempt}, the last)")
+            return
+        log.warning("job %s: the sandbox child was lost: %s", self.c.job_id, message)
+        raise ChildLost(message)
 
     def _flush_progress(self, force: bool = False) -> None:
         event = self.pending

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import signal
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from core.queue import (
     GPU_QUEUE,
@@ -53,6 +53,7 @@ def _die_with_the_worker(**_: object) -> None:
     race the attempt that takes the job over. A job worker's pool process also starts its
     spare sandbox child here, so that the first job does not wait for torch to import."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    pipeline.pool_process_started()
     if _consumes(GPU_QUEUE):
         pipeline.start_spare()
 
@@ -65,3 +66,15 @@ def _consumes(queue: str) -> bool:
 @worker_ready.connect
 def _reclaim_orphans(**_: object) -> None:
     pipeline.reclaim_orphans(_publish_run)
+
+
+@worker_init.connect
+def _clear_the_stop_flag(**_: object) -> None:
+    pipeline.worker_starting()
+
+
+@worker_shutting_down.connect
+def _hand_jobs_back(**_: object) -> None:
+    """SIGTERM (warm shutdown): a running job checkpoints and goes back to the queue at
+    once, instead of the worker waiting for it to end; the next worker resumes it."""
+    pipeline.worker_stopping()

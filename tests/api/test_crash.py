@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,3 +80,73 @@ def test_job_past_its_time_limit_fails_with_a_reason(
     assert job["status"] == "failed"
     assert job["error"]["code"] == "time_limit"
     assert "6 s" in job["error"]["message"]
+
+
+def _sandboxed_children(root: int) -> list[int]:
+    """Pids of the engine children below process ``root`` (ours only: found by walking
+    the tree from the worker this test started)."""
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        proc = Path(f"/proc/{pid}")
+        try:
+            for task in (proc / "task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile
+            continue
+        if not cmdline[0].endswith(b"bwrap") and b"worker.distill.child" in cmdline:
+            found.append(pid)
+    return found
+
+
+def test_a_killed_sandbox_child_is_retried_like_a_lost_worker(
+    client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
+) -> None:
+    gpu = start_worker("gpu", "gpu-child-lost", "worker-gpu-child-lost.log")
+    try:
+        job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
+
+        def mid_training() -> dict[str, Any] | None:
+            now = client.get(f"/v1/jobs/{job['id']}").json()
+            return now if now["stage"] == "training" and now["epoch"] >= 3 else None
+
+        wait_for(mid_training, timeout=180, interval=0.2)
+        # The job's child: the spare started with the worker, or a cold one (the newest).
+        children = wait_for(lambda: _sandboxed_children(gpu.pid), timeout=30)
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        finished = _finished(client, job["id"], timeout=300)
+        assert finished["status"] == "succeeded", finished["error"]
+        assert finished["attempt"] == 2
+        assert gpu.poll() is None
+    finally:
+        stop_process(gpu)
+
+
+def test_sigterm_checkpoints_hands_the_job_back_and_the_next_worker_resumes(
+    client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
+) -> None:
+    from tests.conftest import DATA_DIR
+
+    first = start_worker("gpu", "gpu-stopped", "worker-gpu-stopped.log")
+    job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
+
+    def mid_training() -> dict[str, Any] | None:
+        now = client.get(f"/v1/jobs/{job['id']}").json()
+        return now if now["stage"] == "training" and now["epoch"] >= 3 else None
+
+    wait_for(mid_training, timeout=180, interval=0.2)
+    first.terminate()  # a warm shutdown, as `docker stop` asks for
+    first.wait(timeout=120)
+    handed_back = client.get(f"/v1/jobs/{job['id']}").json()
+    # Without the hand-back, the warm shutdown would have waited for the job to succeed.
+    assert handed_back["status"] == "queued" and handed_back["attempt"] == 1, handed_back
+    assert list((DATA_DIR / "work" / job["id"]).rglob("checkpoint.json"))
+    second = start_worker("gpu", "gpu-next", "worker-gpu-next.log")
+    try:
+        resumed = _finished(client, job["id"], timeout=300)
+        assert resumed["status"] == "succeeded", resumed["error"]
+        assert resumed["attempt"] == 2
+    finally:
+        stop_process(second)

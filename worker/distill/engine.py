@@ -96,6 +96,7 @@ def run_distillation(
     should_stop: Callable[[], bool] = lambda: False,
     device: str | None = None,
     checkpoint_every: int = 1000,
+    checkpoint_every_s: float = 0.0,
     allow_torchscript: bool = False,
     threads: int | None = None,
 ) -> DistillResult:
@@ -143,6 +144,7 @@ def run_distillation(
         should_stop=should_stop,
         device=dev,
         checkpoint_every=checkpoint_every,
+        checkpoint_every_s=checkpoint_every_s,
     )
 
 
@@ -205,6 +207,7 @@ def distill(
     should_stop: Callable[[], bool] = lambda: False,
     device: torch.device | None = None,
     checkpoint_every: int = 1000,
+    checkpoint_every_s: float = 0.0,
 ) -> DistillResult:
     """The engine on loaded teachers and whole tensors. ``identity`` (teacher and dataset
     sha256s) keys the soft-label cache; without it nothing is cached."""
@@ -363,6 +366,7 @@ def distill(
         alpha=dist.alpha,
         seed=tr.seed,
         checkpoint_every=checkpoint_every,
+        checkpoint_every_s=checkpoint_every_s,
     )
     fingerprint = _fingerprint(spec, identity, name, config, x, split)
     result = train(

@@ -44,6 +44,9 @@ class TrainConfig:
     alpha: float
     seed: int
     checkpoint_every: int = 1000
+    # Also after this many seconds since the last checkpoint (0: steps only): a kill loses
+    # at most this much training, whatever the steps cost.
+    checkpoint_every_s: float = 0.0
 
 
 @dataclass
@@ -52,6 +55,12 @@ class TrainResult:
     final_loss: float | None
     seconds: float  # training wall time over every attempt
     resumed_from_step: int
+
+
+def _checkpoint_due(cfg: TrainConfig, step: int, total: int, since_last_s: float) -> bool:
+    by_steps = cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or step == total)
+    by_time = cfg.checkpoint_every_s > 0 and since_last_s >= cfg.checkpoint_every_s
+    return by_steps or by_time
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -128,6 +137,7 @@ def train(
     started = time.perf_counter() - float(state["seconds"])
     step, loss_value = int(state["step"]), state["loss"]
     next_stop_check = 0.0
+    last_checkpoint = time.monotonic()
     for epoch in range(int(state["epoch"]), cfg.epochs):
         order = epoch_order(cfg.seed, epoch, n)
         first = int(state["batch"]) if resumed and epoch == int(state["epoch"]) else 0
@@ -165,7 +175,7 @@ def train(
             loss_value = float(loss.item())  # a sync point on CUDA: once a step, for progress
             on_step({"epoch": epoch, "step": step, "steps": total, "loss": loss_value, "lr": lr})
             # Also at the very end, so a re-call after a later stage failed skips training.
-            if cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or step == total):
+            if _checkpoint_due(cfg, step, total, time.monotonic() - last_checkpoint):
                 next_epoch, next_batch = (epoch, batch + 1)
                 if next_batch == steps_per_epoch:
                     next_epoch, next_batch = epoch + 1, 0
@@ -178,6 +188,7 @@ def train(
                 )
                 resumed = True  # the state now describes where the next batch starts
                 checkpoint()
+                last_checkpoint = time.monotonic()
         model.eval()
         on_epoch(epoch, model)
         model.train()
