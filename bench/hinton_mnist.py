@@ -65,7 +65,9 @@ FULL = Plan(
     1200, 20, [800, 800], [30, 30], 20, 30, [2, 4, 8, 20], [1, 2, 4, 8], 0.1, 0.5, None, 10000, None
 )
 # --quick skips the small student (no grid): each job has ~20 s of fixed cost on this CPU.
-QUICK = Plan(64, 1, [32, 32], [], 1, 1, [4], [], 0.1, None, 600, 200, 1000)
+# 600 training images are 5 steps an epoch: 20 teacher and 10 student epochs cost seconds and
+# learn enough for the smoke test's floor (well above chance).
+QUICK = Plan(64, 20, [32, 32], [], 10, 1, [4], [], 0.1, None, 600, 200, 1000)
 
 
 def jitter(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:

@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "small_sets_quick" if args.quick else "small_sets"
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
-    teacher_epochs = 1 if args.quick else 60
+    # --quick: enough epochs on a few hundred samples to learn (the smoke test asserts a floor).
+    teacher_epochs = 20 if args.quick else 60
 
     sets = []
     for label, loader, teacher, students, anchor in (
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         sets.append(
-            SmallSet(label, x, y, xt, yt, teacher, students, 1 if args.quick else 60, anchor)
+            SmallSet(label, x, y, xt, yt, teacher, students, 20 if args.quick else 60, anchor)
         )
 
     rows: list[list[Any]] = []

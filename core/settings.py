@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     # working at most this many seconds. 0 looks every request up in the database.
     auth_cache_seconds: float = 5.0
 
+    # Object storage: empty = the data folder; ``s3://bucket/prefix`` = an S3-compatible store
+    # (``s3_endpoint_url`` for MinIO and the like; credentials from the standard AWS_* chain).
+    storage_url: str = ""
+    s3_endpoint_url: str | None = None
+    # Each host's cache of objects downloaded from S3 (by sha256), least recently used first out.
+    cache_max_bytes: int = 20 * 1024**3
+
     max_upload_bytes: int = 4 * 1024**3
     allow_torchscript: bool = False
 
@@ -84,6 +91,10 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return (self.data_dir / "files").resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.data_dir / "cache").resolve()
 
     @property
     def broker_dir(self) -> Path:

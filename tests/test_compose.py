@@ -67,6 +67,8 @@ def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
         "postgres",
         "redis",
+        "minio",
+        "minio-bucket",
         "migrate",
         "api",
         "worker",
@@ -77,6 +79,8 @@ def test_services(compose: dict[str, Any]) -> None:
     assert _service(compose, "redis")["image"] == "redis:7"
     assert "pg_isready" in " ".join(_service(compose, "postgres")["healthcheck"]["test"])
     assert "ping" in _service(compose, "redis")["healthcheck"]["test"]
+    assert _service(compose, "minio")["image"].startswith("minio/minio")
+    assert "mc mb" in " ".join(_service(compose, "minio-bucket")["entrypoint"])
 
 
 def test_api_command_is_the_supervisors(
@@ -117,6 +121,13 @@ def test_worker_commands_are_the_supervisors(
         }
 
 
+def test_everything_waits_for_the_bucket(compose: dict[str, Any]) -> None:
+    for name in ("api", "worker", "worker-validate", "beat"):
+        assert _service(compose, name)["depends_on"]["minio-bucket"] == {
+            "condition": "service_completed_successfully"
+        }
+
+
 def test_migrate_is_one_shot(compose: dict[str, Any]) -> None:
     migrate = _service(compose, "migrate")
     assert migrate["command"] == ["stillhouse", "migrate"]
@@ -141,6 +152,9 @@ def test_shared_settings(compose: dict[str, Any]) -> None:
             "redis://:${REDIS_PASSWORD:-stillhouse}@redis:6379/0"
         ), name
         assert env["STILLHOUSE_DATA_DIR"] == DATA, name
+        assert env["STILLHOUSE_STORAGE_URL"].startswith("s3://"), name  # MinIO by default
+        assert "http://minio:9000" in env["STILLHOUSE_S3_ENDPOINT_URL"], name
+        assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"], name
     for name in ("api", "worker", "worker-validate", "beat"):
         assert "data:/data" in _service(compose, name)["volumes"], name
     assert "data" in compose["volumes"]

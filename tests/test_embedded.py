@@ -3,6 +3,7 @@ worker that is restarted after kill -9 while its job resumes, and a clean stop o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -43,8 +44,11 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return out
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+@contextlib.contextmanager
+def service_process(
+    tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`stillhouse run` on a free port with its data folder in ``tmp_path / "var"``."""
     port = _free_port()
     env = {
         k: v
@@ -57,6 +61,7 @@ def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         STILLHOUSE_PORT=str(port),
         STILLHOUSE_BOOTSTRAP_API_KEY=KEY,
         PYTHONPATH=str(ROOT),
+        **(extra_env or {}),
     )
     log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -78,6 +83,12 @@ def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         log.close()
 
 
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    with service_process(tmp_path) as running:
+        yield running
+
+
 def _ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
@@ -85,6 +96,7 @@ def _ready(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_embedded_service_survives_a_killed_worker_and_stops_cleanly(
     service: tuple[subprocess.Popen[bytes], str], tmp_path: Path
 ) -> None:

@@ -129,7 +129,7 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
             stored = files.get(row.file_id)
             assert stored is not None
             return {
-                "path": str(storage.local_path(stored.key)),
+                "path": str(storage.local_path(stored.key, stored.sha256)),
                 "format": row.format,
                 "sha256": row.sha256,
             }

@@ -55,7 +55,7 @@ def _validate(
         stored = StoredFileRepository(session).get(row.file_id)
         if stored is None:
             return
-        path = get_storage().local_path(stored.key)
+        path = get_storage().local_path(stored.key, stored.sha256)
         request = {
             "op": op,
             "format": row.format,

@@ -30,6 +30,7 @@ def client(jobs_client: TestClient) -> TestClient:
     return jobs_client
 
 
+@pytest.mark.slow
 def test_killed_worker_job_resumes_with_identical_student(
     client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
 ) -> None:

@@ -7,6 +7,7 @@ The full MNIST smoke run needs the IDX files (fetched once from PyPI by bench/da
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Floors for the quick runs: a few hundred samples and seconds of training, so far below the
+# real results, but far above chance (10 classes: 90 % errors, 10 % accuracy).
+MAX_TEST_ERRORS_OF_1000 = 650
+MIN_DIGITS_ACCURACY = 0.60
+MIN_MNIST1D_ACCURACY = 0.15
+
+
+def _rows(out: str, first_cell: str) -> list[list[str]]:
+    """The cells of the table rows whose first cell starts with ``first_cell``."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
+
+
+def _percent(cell: str) -> float:
+    found = re.fullmatch(r"([0-9.]+) %", cell)
+    assert found, cell
+    return float(found.group(1)) / 100
 
 
 def _run(module: str) -> str:
@@ -28,20 +50,35 @@ def _run(module: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(660)
 def test_hinton_mnist_quick_prints_its_table() -> None:
     out = _run("bench.hinton_mnist")
-    assert "| model | T | alpha |" in out
-    for row in ("teacher 784-64-64-10", "hard labels only", "distilled", "without labels"):
-        assert row in out
-    assert "gap recovered" in out
+    assert "| model | T | alpha | val errors (200) | test errors | gap recovered |" in out
+    rows = _rows(out, "teacher 784-64-64-10") + _rows(out, "student 784-32-32-10")
+    assert [r[0].split(", ", 1)[-1] for r in rows[1:]] == [
+        "hard labels only",
+        "distilled",
+        "distilled, transfer set without labels",
+    ]
+    for row in rows:
+        assert int(row[4]) <= MAX_TEST_ERRORS_OF_1000, row
+    for row in rows[2:]:
+        assert re.fullmatch(r"-?[0-9]+ %", row[5]), row
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(660)
 def test_small_sets_quick_prints_its_table() -> None:
     out = _run("bench.small_sets")
-    assert "| set | student |" in out
-    assert "digits (sklearn, 1×8×8)" in out and "MNIST-1D (1×40)" in out
+    assert "| set | student | teacher params | student params | compression |" in out
+    for label, floor in (("digits", MIN_DIGITS_ACCURACY), ("MNIST-1D", MIN_MNIST1D_ACCURACY)):
+        (row,) = _rows(out, label)
+        compression = float(row[4].rstrip("×"))
+        teacher, student, agreement = (_percent(c) for c in row[5:8])
+        assert compression > 5, row
+        assert teacher >= floor and student >= floor, row
+        assert 0 < agreement <= 1, row
 
 
 def test_run_all_finds_the_quality_benchmarks_and_skips_helpers() -> None:

@@ -70,6 +70,7 @@ def _check(kd: dict[str, float], agreement: float) -> None:
     assert kd["compression_ratio"] >= 5
 
 
+@pytest.mark.slow
 def test_mlp_teacher_distils_into_an_auto_student(tmp_path: Path) -> None:
     torch.manual_seed(0)
     kd, _ = _distil_and_baseline(tmp_path, mlp_teacher(), [None, 64], images=False)
@@ -77,6 +78,7 @@ def test_mlp_teacher_distils_into_an_auto_student(tmp_path: Path) -> None:
     _check(kd, 0.95)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_cnn_teacher_distils_into_an_auto_student(tmp_path: Path) -> None:
     torch.manual_seed(0)
     kd, _ = _distil_and_baseline(tmp_path, cnn_teacher(), [None, 1, 8, 8], images=True)
@@ -84,4 +86,4 @@ def test_cnn_teacher_distils_into_an_auto_student(tmp_path: Path) -> None:
     _check(kd, 0.95)  # type: ignore[arg-type]
 
 
-pytestmark = pytest.mark.filterwarnings("error")
+pytestmark = [pytest.mark.filterwarnings("error")]
