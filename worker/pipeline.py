@@ -33,6 +33,7 @@ from worker.sandbox import (
     Child,
     SandboxError,
     job_memory_bytes,
+    job_threads,
     prepare_jobdir,
     upload_caps,
 )
@@ -172,8 +173,7 @@ _spare: Child | None = None
 
 
 def _child_limits(settings: Settings) -> tuple[int, int, int]:
-    threads = settings.torch_threads or (os.cpu_count() or 1)
-    return threads, settings.sandbox_cpu_seconds, job_memory_bytes(settings)
+    return job_threads(settings), settings.sandbox_cpu_seconds, job_memory_bytes(settings)
 
 
 def _drop(child: Child) -> None:

@@ -99,6 +99,10 @@ def job_memory_bytes(settings: Settings) -> int:
     return settings.sandbox_memory_bytes or host_memory_bytes() // 2
 
 
+def job_threads(settings: Settings) -> int:
+    return settings.torch_threads or (os.cpu_count() or 1)
+
+
 def limits(settings: Settings, *, cpu_seconds: int, memory_bytes: int) -> Limits:
     return Limits(
         cpu_seconds=cpu_seconds,
@@ -508,7 +512,8 @@ def run_once(
 
 
 def run_command(argv: list[str], *, settings: Settings, memory_bytes: int) -> int:
-    """Run ``argv`` in a fresh job folder's sandbox, stdio inherited; its exit status."""
+    """Run ``argv`` in a fresh job folder's sandbox, stdio inherited; its exit status.
+    The same user, namespaces, limits and environment as a job's engine child."""
     jobdir = settings.data_dir.resolve() / "work" / f".exec-{secrets.token_hex(8)}"
     try:
         prepare_jobdir(jobdir)
@@ -517,7 +522,7 @@ def run_command(argv: list[str], *, settings: Settings, memory_bytes: int) -> in
         done = subprocess.run(
             sandboxed_argv(argv, jobdir, settings),
             cwd=jobdir,
-            env=child_env(JOB_DIR if sandboxed else jobdir, threads=1),
+            env=child_env(JOB_DIR if sandboxed else jobdir, job_threads(settings)),
             preexec_fn=_preexec(lim),  # noqa: PLW1509 - needed for rlimits
             check=False,
         )
