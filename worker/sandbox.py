@@ -68,10 +68,11 @@ _ETC_MORE = ("localtime", "alternatives", "hosts", "os-release", "mime.types")
 
 
 class SandboxError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, peak_rss_bytes: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.peak_rss_bytes = peak_rss_bytes  # the child's, when it reported an error
 
 
 @dataclass(frozen=True)
@@ -551,7 +552,12 @@ def _finish(
             elif kind == "result":
                 return dict(event)
             elif kind == "error":
-                raise SandboxError(str(event.get("code")), str(event.get("message")))
+                peak = event.get("peak_rss_bytes")
+                raise SandboxError(
+                    str(event.get("code")),
+                    str(event.get("message")),
+                    peak if isinstance(peak, int) else None,
+                )
         raise SandboxError("teacher_crashed", child.crash_message())
     finally:
         timer.cancel()

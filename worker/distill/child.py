@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import traceback
 from typing import Any
@@ -12,6 +13,8 @@ from worker.distill.errors import UserError
 
 
 def _emit(event: dict[str, Any]) -> None:
+    if event.get("event") in ("result", "error"):  # the last word: with this process's peak
+        event["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     sys.stdout.write(json.dumps(event, default=str) + "\n")
     sys.stdout.flush()
 
