@@ -155,6 +155,54 @@ def fresh_postgres() -> Iterator[str]:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def moto_s3() -> Iterator[dict[str, str]]:
+    """A real S3-API server (moto's server mode) on a free loopback port with a fresh bucket.
+    Yields the service's environment for it (STILLHOUSE_STORAGE_URL and credentials)."""
+    import boto3
+
+    port = free_port()
+    creds = {
+        "AWS_ACCESS_KEY_ID": "stillhouse-bench",
+        "AWS_SECRET_ACCESS_KEY": "stillhouse-bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        bucket = f"bench-{secrets.token_hex(4)}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+            region_name=creds["AWS_DEFAULT_REGION"],
+        )
+        client.create_bucket(Bucket=bucket)
+        yield {
+            **creds,
+            "STILLHOUSE_STORAGE_URL": f"s3://{bucket}/bench",
+            "STILLHOUSE_S3_ENDPOINT_URL": endpoint,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def redis_env(url: str) -> dict[str, str]:
     return {
         "STILLHOUSE_DATABASE_URL": url,

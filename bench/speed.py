@@ -2,6 +2,7 @@
 
     python -m bench.speed              # MNIST scale, 20 epochs, 3 rounds (~5 min on 2 cores)
     python -m bench.speed --postgres   # also the service on Postgres + Redis
+    python -m bench.speed --s3         # also the service on S3 storage (moto, loopback)
     python -m bench.speed --quick      # tiny data, 1 epoch: what `make test` runs
 
 Same teacher (784-1200-1200-10 MLP, .pt2), transfer set, student and epochs, three ways:
@@ -200,8 +201,10 @@ def service(
     port = h.free_port()
     data_dir = workdir / f"var-{mode}-{int(time.time())}"
     database = h.fresh_postgres() if mode == "postgres" else contextlib.nullcontext("")
-    with database as db_url:
+    store = h.moto_s3() if mode == "s3" else contextlib.nullcontext({})
+    with database as db_url, store as s3_env:
         extra = h.redis_env(db_url) if db_url else {}
+        extra.update(s3_env)
         extra["STILLHOUSE_TORCH_THREADS"] = str(threads)
         with h.embedded_service(data_dir, port, extra) as procs:
             url = f"http://127.0.0.1:{port}"
@@ -262,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--postgres", action="store_true", help="also run the service on Postgres + Redis"
     )
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="also run the service on S3 storage (moto's S3 server on loopback)",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="(c) is the slowest part")
     parser.add_argument("--rounds", type=int, default=3, help="of (b) and (a), interleaved")
     parser.add_argument(
@@ -297,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.from_numpy(data.x)
 
     # Interleaved rounds: drift in the machine's speed hits every kind alike.
-    modes = ["embedded", "postgres"] if args.postgres else ["embedded"]
+    modes = ["embedded"] + ["postgres"] * args.postgres + ["s3"] * args.s3
     floors: list[Timed] = []
     rounds: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for _ in range(1 if args.quick else args.rounds):
@@ -313,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     b = fastest(floors)
     runs = {m: min(rs, key=lambda r: r["total"].wall) for m, rs in rounds.items()}
     a: Timed = fastest([r["total"] for r in rounds["embedded"]])
-    labels = {"embedded": "SQLite + filesystem broker", "postgres": "Postgres + Redis"}
+    labels = {
+        "embedded": "SQLite + filesystem broker",
+        "postgres": "Postgres + Redis",
+        "s3": "SQLite + filesystem broker, S3 storage (moto)",
+    }
 
     def each(timed: list[Timed], attr: str) -> str:
         return " / ".join(f"{getattr(t, attr):.1f}" for t in timed)
@@ -363,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\na/b = {a.wall / b.wall:.2f} wall, {a.cpu / b.cpu:.2f} CPU  (goal ≤ 1.15; fastest "
         f"of {len(floors)} rounds each)"
     )
+    if "s3" in runs:
+        s3 = fastest([r["total"] for r in rounds["s3"]])
+        out(f"s3/a = {s3.wall / a.wall:.2f} wall, {s3.cpu / a.cpu:.2f} CPU  (goal ≤ 1.05)")
     if c is not None:
         out(f"c/a = {c.wall / a.wall:.2f} wall, {c.cpu / a.cpu:.2f} CPU  (goal ≥ 2)")
     out()

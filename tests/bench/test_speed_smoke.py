@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import BASE_PG_URL, REDIS_URL, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
 def _number(pattern: str, out: str) -> float:
@@ -28,29 +28,30 @@ def _number(pattern: str, out: str) -> float:
     return value
 
 
-def _run(module: str, out: Path) -> str:
+def _run(module: str, out: Path, *extra: str) -> str:
     # The benchmarks start their own services: none of the test session's settings leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
     admin_url = BASE_PG_URL.rsplit("/", 1)[0] + "/postgres"
     env.update(STILLHOUSE_BENCH_DATABASE_URL=admin_url, STILLHOUSE_BENCH_REDIS_URL=REDIS_URL)
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", module, "--quick", "--out", str(out)],
+        [sys.executable, "-W", "error", "-m", module, "--quick", "--out", str(out), *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=420,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
 
 
 def test_speed_benchmark_prints_its_ratios(tmp_path: Path) -> None:
-    out = _run("bench.speed", tmp_path)
+    out = _run("bench.speed", tmp_path, "--s3")
     assert "| (b) floor: teacher pass + bare loop" in out
     assert "| (a) service, SQLite + filesystem broker" in out
     assert "| (c) naive: teacher on every batch" in out
-    for ratio in ("a/b", "c/a"):
+    assert "| (a) service, SQLite + filesystem broker, S3 storage (moto)" in out
+    for ratio in ("a/b", "s3/a", "c/a"):
         _number(rf"{ratio} = ([0-9.]+) wall", out)
         _number(rf"{ratio} = [0-9.]+ wall, ([0-9.]+) CPU", out)
 
