@@ -241,6 +241,9 @@ def bwrap_argv(jobdir: Path, private: list[Path]) -> list[str]:
         *identity,
         "--die-with-parent",
         "--new-session",
+        # The command is pid 1 (no bwrap init): bwrap waits for it, so its CPU time and
+        # memory count in the worker's (a reaped init's would be lost to the host's init).
+        "--as-pid-1",
         *system,
         *_hidden(private, mounted),
         *("--proc", "/proc", "--dev", "/dev"),

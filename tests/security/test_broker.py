@@ -11,7 +11,8 @@ from worker.celery_app import app
 
 def test_broadcast_shutdown_does_not_stop_a_worker(pg_database: str) -> None:
     log = DATA_DIR / "worker-remote-control.log"
-    proc = start_worker("validate", "remote-control", log.name)
+    queue = "remote-control-probe"  # its own queue: other workers of the session take no part
+    proc = start_worker(queue, "remote-control", log.name)
     try:
         wait_for(lambda: log.exists() and "ready." in log.read_text(), timeout=120)
         assert app.control.ping(timeout=2.0) == []  # it does not even answer a ping
@@ -19,7 +20,9 @@ def test_broadcast_shutdown_does_not_stop_a_worker(pg_database: str) -> None:
         time.sleep(5)  # a worker with remote control on stops within a second
         assert proc.poll() is None, log.read_text()[-2000:]
         # ...and it still does its work: a task published now is received.
-        result = app.send_task("stillhouse.validate_teacher", args=["tch_does_not_exist"])
+        result = app.send_task(
+            "stillhouse.validate_teacher", args=["tch_does_not_exist"], queue=queue
+        )
         wait_for(lambda: result.id in log.read_text(), timeout=120)
     finally:
         stop_process(proc)
