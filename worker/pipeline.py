@@ -30,6 +30,7 @@ from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from models.tables import JobDataset, JobTeacher
 from worker.sandbox import (
+    EXIT_GRACE_S,
     Child,
     SandboxError,
     job_memory_bytes,
@@ -338,7 +339,7 @@ class Run:
         try:
             self._loop(child, jobdir)
         finally:
-            child.kill()
+            child.kill(EXIT_GRACE_S)
             reader.join(timeout=5)  # it ends at the killed child's end of output
             child.close()  # its folder is the job's: checkpoints stay for the next attempt
             if child.workdir != jobdir:  # a spare not adopted (no sandbox): its own folder

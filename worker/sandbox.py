@@ -59,8 +59,9 @@ KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISI
 PR_SET_PDEATHSIG = 1
 SANDBOX_UID = 65534  # "nobody": owns no file of the host
 JOB_DIR = Path("/job")  # where the job folder appears inside the sandbox
-INPUTS = "inputs"
-SHM_BYTES = 512 * 1024 * 1024  # the job folder's read-only part: hard links to the uploads
+INPUTS = "inputs"  # the job folder's read-only part: hard links to the uploads
+SHM_BYTES = 512 * 1024 * 1024
+EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # /etc holds secrets on many hosts: only what the dynamic loader and libc need.
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf")
@@ -450,15 +451,20 @@ class Child:
             if isinstance(event, dict):
                 yield event
 
-    def kill(self) -> None:
+    def kill(self, grace_s: float = 0.0) -> None:
+        """Stop the child, after ``grace_s`` for it to end on its own (after its last line:
+        then bwrap reaps it, and its CPU time counts in ours; a killed bwrap's would not)."""
+        if grace_s > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace_s)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 0.0) -> None:
         """Kill (if running) and close the pipes. Call it once nothing reads ``lines()``."""
-        self.kill()
+        self.kill(grace_s)
         self._stderr_thread.join(timeout=5)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
@@ -510,7 +516,7 @@ def run_once(
             staged = {key: child.stage(key, path) for key, path in inputs.items()}
             return _finish(child, {**request, **staged}, timeout_s, on_progress)
         finally:
-            child.close()
+            child.close(EXIT_GRACE_S)
     finally:
         shutil.rmtree(jobdir, ignore_errors=True)
 
