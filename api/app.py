@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import close_rate_limiter
 from api.deps import KeyCache
 from api.docs import install_docs
 from api.errors import install_error_handlers
-from api.routes import health, jobs, students, uploads
+from api.metrics import install_metrics
+from api.routes import health, jobs, keys, students, uploads, webhooks
 from core.db import session_scope
 from core.keys import ensure_bootstrap_key
 from core.settings import get_settings
@@ -35,9 +37,10 @@ def _bootstrap() -> None:
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(_bootstrap)
     yield
+    await close_rate_limiter(app)
 
 
 def create_app() -> FastAPI:
@@ -57,4 +60,7 @@ def create_app() -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(jobs.router)
     app.include_router(students.router)
+    app.include_router(keys.router)
+    app.include_router(webhooks.router)
+    install_metrics(app)
     return app

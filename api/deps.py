@@ -18,10 +18,15 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Principal, authorize, require
 from api.errors import Unauthorized
-from core.db import get_sessionmaker
-from core.keys import hash_key
+from core.db import get_sessionmaker, session_scope
+from core.keys import Scope, hash_key
+from models import utcnow
 from models.repositories import ApiKeyRepository
+
+# last_used_at is written at most this often per key and process (a lookup is a read).
+LAST_USED_RESOLUTION_S = 60.0
 
 
 @dataclass
@@ -61,7 +66,7 @@ UoW = Annotated[UnitOfWork, Depends(get_uow)]
 
 
 class KeyCache:
-    """Recent successful key lookups (sha256 of the key → tenant id), per API process.
+    """Recent successful key lookups (sha256 of the key → principal), per API process.
 
     Entries live ``ttl`` seconds (``STILLHOUSE_AUTH_CACHE_SECONDS``; 0 turns the cache off),
     so a revoked key stops working within that time. Unknown keys are never cached.
@@ -69,16 +74,16 @@ class KeyCache:
 
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
         self.ttl, self.max_entries = ttl, max_entries
-        self._entries: dict[str, tuple[str, float]] = {}
+        self._entries: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key_hash: str) -> str | None:
+    def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
 
-    def put(self, key_hash: str, tenant_id: str) -> None:
+    def put(self, key_hash: str, principal: Principal) -> None:
         if self.ttl <= 0:
             return
         with self._lock:
@@ -87,7 +92,11 @@ class KeyCache:
                 self._entries = {k: v for k, v in self._entries.items() if v[1] >= now}
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()
-            self._entries[key_hash] = (tenant_id, time.monotonic() + self.ttl)
+            self._entries[key_hash] = (principal, time.monotonic() + self.ttl)
+
+    def discard(self, key_hash: str) -> None:
+        with self._lock:
+            self._entries.pop(key_hash, None)
 
 
 def _bearer(request: Request) -> str:
@@ -100,48 +109,70 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _tenant_for(session: Session, key_hash: str) -> str:
-    tenant_id = ApiKeyRepository(session).tenant_id_for_hash(key_hash)
-    if tenant_id is None:
+def _principal_for(session: Session, key_hash: str) -> Principal:
+    row = ApiKeyRepository(session).live_by_hash(key_hash)
+    if row is None:
         raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
-    return tenant_id
+    now = utcnow()
+    if (
+        row.last_used_at is None
+        or (now - row.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S
+    ):
+        with session_scope() as own:  # its own short transaction: the lookup only reads
+            ApiKeyRepository(own).touch(row.id, now)
+    return Principal(key_id=row.id, tenant_id=row.tenant_id, scope=Scope(row.scope))
 
 
-def _own_session_lookup(key_hash: str) -> str:
+def _own_session_lookup(key_hash: str) -> Principal:
     with get_sessionmaker()() as session:
-        return _tenant_for(session, key_hash)
+        return _principal_for(session, key_hash)
 
 
-async def _cached(request: Request, lookup: Callable[[str], str]) -> str:
+async def _cached(request: Request, lookup: Callable[[str], Principal]) -> Principal:
     key_hash = hash_key(_bearer(request))
     cache: KeyCache = request.app.state.key_cache
-    tenant_id = cache.get(key_hash)
-    if tenant_id is None:
-        tenant_id = await run_in_threadpool(lookup, key_hash)
-        cache.put(key_hash, tenant_id)
-    return tenant_id
+    principal = cache.get(key_hash)
+    if principal is None:
+        principal = await run_in_threadpool(lookup, key_hash)
+        cache.put(key_hash, principal)
+    await authorize(request, principal)
+    return principal
 
 
-def _lookup_and_release(session: Session, key_hash: str) -> str:
+def _lookup_and_release(session: Session, key_hash: str) -> Principal:
     try:
-        return _tenant_for(session, key_hash)
+        return _principal_for(session, key_hash)
     finally:
         # Release the connection at once: an upload route streams for minutes before it
         # touches the database again and must not sit "idle in transaction" meanwhile.
         session.rollback()
 
 
-async def current_tenant_id(request: Request, uow: UoW) -> str:
+async def current_principal(request: Request, uow: UoW) -> Principal:
     """On a cache miss the lookup runs in the request's own session (FastAPI hands the route
     the same cached UnitOfWork), which gives its connection back right after."""
     return await _cached(request, lambda key_hash: _lookup_and_release(uow.session, key_hash))
 
 
+async def current_tenant_id(principal: Annotated[Principal, Depends(current_principal)]) -> str:
+    return principal.tenant_id
+
+
 async def standalone_tenant_id(request: Request) -> str:
     """For routes without a UnitOfWork (job polling, event streams): on a cache miss, a
     short session of its own, closed before the route runs (a stream never holds it)."""
-    return await _cached(request, _own_session_lookup)
+    return (await _cached(request, _own_session_lookup)).tenant_id
 
 
 TenantId = Annotated[str, Depends(current_tenant_id)]
 StandaloneTenantId = Annotated[str, Depends(standalone_tenant_id)]
+CurrentKey = Annotated[Principal, Depends(current_principal)]
+
+
+async def admin_key(principal: CurrentKey) -> Principal:
+    """Managing keys and webhooks takes an ``admin`` key."""
+    require(principal, Scope.ADMIN)
+    return principal
+
+
+AdminKey = Annotated[Principal, Depends(admin_key)]

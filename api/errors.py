@@ -38,6 +38,10 @@ class Unauthorized(ProblemError):
     status, title, type = 401, "Unauthorized", "/problems/unauthorized"
 
 
+class Forbidden(ProblemError):
+    status, title, type = 403, "Forbidden", "/problems/forbidden"
+
+
 class NotFound(ProblemError):
     status, title, type = 404, "Not found", "/problems/not-found"
 
@@ -56,6 +60,10 @@ class UnsupportedFormat(ProblemError):
 
 class Invalid(ProblemError):
     status, title, type = 422, "Invalid content or spec", "/problems/invalid"
+
+
+class TooManyRequests(ProblemError):
+    status, title, type = 429, "Too many requests", "/problems/too-many-requests"
 
 
 class RangeNotSatisfiable(ProblemError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -115,3 +115,65 @@ class StudentArchitecture(BaseModel):
     description: str
     input_ranks: list[int]
     knobs: dict[str, Any]
+
+
+KeyScope = Literal["read", "write", "admin"]
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.cancelled"]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=200)
+    scope: KeyScope = "write"
+
+
+class KeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    prefix: str
+    name: str
+    scope: KeyScope
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyRead):
+    key: str = Field(description="the API key itself: shown once, stored hashed")
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2000, examples=["https://example.com/hooks/stillhouse"])
+    events: list[WebhookEvent] = Field(min_length=1, max_length=3)
+
+
+class WebhookRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    url: str
+    events: list[WebhookEvent]
+    created_at: datetime
+
+
+class WebhookCreated(WebhookRead):
+    secret: str = Field(description="'whsec_<base64>': verifies signatures; shown once")
+
+
+class DeliveryRead(BaseModel):
+    """One delivery attempt of one event (the delivery log)."""
+
+    id: str
+    message_id: str = Field(description="the webhook-id header, the same on every attempt")
+    event: WebhookEvent
+    job_id: str | None
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    created_at: datetime
+    message_status: Literal["pending", "delivered", "failed"]
+    next_attempt_at: datetime | None

@@ -86,6 +86,7 @@ def service_env(data_dir: Path, port: int, extra: dict[str, str] | None = None) 
         STILLHOUSE_DATA_DIR=str(data_dir),
         STILLHOUSE_PORT=str(port),
         STILLHOUSE_BOOTSTRAP_API_KEY=KEY,
+        STILLHOUSE_RATE_LIMIT_PER_SECOND="0",  # measure capacity, not the per-key limit
         PYTHONPATH=str(ROOT),
     )
     env.update(extra or {})

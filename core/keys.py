@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
@@ -11,6 +12,15 @@ from models import ApiKey, Tenant, new_id
 from models.repositories import ApiKeyRepository, TenantRepository
 
 KEY_PREFIX = "sh_"
+
+
+class Scope(StrEnum):
+    """What a key may do: ``read`` only GET/HEAD; ``write`` everything but managing keys and
+    webhooks; ``admin`` everything."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
 
 
 def hash_key(key: str) -> str:
@@ -26,14 +36,30 @@ def ensure_tenant(session: Session, name: str) -> Tenant:
     return tenants.by_name(name) or tenants.add(Tenant(id=new_id("ten"), name=name))
 
 
-def create_key(session: Session, *, tenant_name: str, key: str | None = None) -> str:
-    """Store a key for the tenant (made if missing) and return the plain key, once."""
-    tenant = ensure_tenant(session, tenant_name)
+def add_key(
+    session: Session, *, tenant_id: str, name: str, scope: Scope, key: str | None = None
+) -> tuple[ApiKey, str]:
+    """Store a key for the tenant; returns the row and the plain key (shown once)."""
     plain = key or generate_key()
-    ApiKeyRepository(session).add(
-        ApiKey(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(plain), prefix=plain[:8])
+    row = ApiKeyRepository(session).add(
+        ApiKey(
+            id=new_id("key"),
+            tenant_id=tenant_id,
+            key_hash=hash_key(plain),
+            prefix=plain[:8],
+            name=name,
+            scope=scope.value,
+        )
     )
-    return plain
+    return row, plain
+
+
+def create_key(
+    session: Session, *, tenant_name: str, key: str | None = None, name: str = ""
+) -> str:
+    """Store an admin key for the tenant (made if missing) and return the plain key, once."""
+    tenant = ensure_tenant(session, tenant_name)
+    return add_key(session, tenant_id=tenant.id, name=name, scope=Scope.ADMIN, key=key)[1]
 
 
 def ensure_bootstrap_key(session: Session, key: str, tenant_name: str = "default") -> bool:

@@ -16,11 +16,13 @@ TASK_VALIDATE_TEACHER = "stillhouse.validate_teacher"
 TASK_VALIDATE_DATASET = "stillhouse.validate_dataset"
 TASK_RUN_JOB = "stillhouse.run_job"
 TASK_REQUEUE_STALE = "stillhouse.requeue_stale"
+TASK_DELIVER_WEBHOOKS = "stillhouse.deliver_webhooks"
 
 ROUTES = {
     TASK_VALIDATE_TEACHER: VALIDATE_QUEUE,
     TASK_VALIDATE_DATASET: VALIDATE_QUEUE,
     TASK_REQUEUE_STALE: VALIDATE_QUEUE,
+    TASK_DELIVER_WEBHOOKS: VALIDATE_QUEUE,
     TASK_RUN_JOB: GPU_QUEUE,
 }
 

@@ -29,6 +29,23 @@ class Settings(BaseSettings):
     # working at most this many seconds. 0 looks every request up in the database.
     auth_cache_seconds: float = 5.0
 
+    # Quotas per tenant (0: no limit). Over them: 429 on submit, 413 on upload.
+    max_active_jobs: int = 10
+    max_stored_bytes: int = 100 * 1024**3
+    # Token bucket per API key: this many requests a second on average, bursts up to
+    # rate_limit_burst (0: no limit). Shared through Redis when the broker is Redis.
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+
+    # Webhooks: never to loopback, link-local or private addresses unless allowed (tests,
+    # development). Retries back off exponentially from webhook_backoff_seconds, doubling up
+    # to webhook_backoff_max_seconds, for webhook_retry_hours after the event.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_backoff_seconds: float = 5.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_retry_hours: float = 24.0
+
     # Object storage: empty = the data folder; ``s3://bucket/prefix`` = an S3-compatible store
     # (``s3_endpoint_url`` for MinIO and the like; credentials from the standard AWS_* chain).
     storage_url: str = ""
@@ -55,8 +72,6 @@ class Settings(BaseSettings):
     job_hard_time_limit_s: int = 6 * 3600 + 300
     # A checkpoint costs ~9 ms (MNIST MLP student, fsynced); 1,000 steps is 2-3 s of CPU work.
     checkpoint_every_steps: int = 1000
-    # ...and by time: a killed worker loses at most this much training (0: by steps only).
-    checkpoint_every_seconds: float = 30.0
 
     # The sandbox of everything that parses or runs a user file (worker/sandbox.py).
     # "none" turns it off: only for hosts that are a sandbox themselves (README.md).
@@ -99,6 +114,17 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.data_dir / "broker").resolve()
+
+    @property
+    def redis_url(self) -> str | None:
+        """The broker's Redis, when the broker is Redis (shared rate limits use it)."""
+        url = self.resolved_broker_url
+        return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Prometheus multiprocess files of every API and worker process of this data dir."""
+        return (self.data_dir / "metrics").resolve()
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExportFormat = Literal["torch_export", "onnx", "safetensors"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("torch_export", "onnx", "safetensors")
-ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d")
+ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
 
 
 class _Strict(BaseModel):
@@ -20,7 +20,7 @@ class _Strict(BaseModel):
 
 
 class StudentSpec(_Strict):
-    architecture: Literal["auto", "mlp", "cnn", "cnn1d"] = "auto"
+    architecture: Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"] = "auto"
     size_ratio: float = Field(default=0.1, gt=0.0, le=1.0)
     max_parameters: int | None = Field(default=None, ge=16)
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+IMAGE_MIN_SIDE = 16  # resnet and mobilenetv2: smaller images get the cnn
+AUTO_IMAGE_SIDE = 28  # auto: images this large or larger get resnet or mobilenetv2
+
 _ENTRIES: tuple[dict[str, Any], ...] = (
     {
         "name": "mlp",
@@ -27,6 +30,33 @@ _ENTRIES: tuple[dict[str, Any], ...] = (
         "input_ranks": [2],
         "knobs": {"width": "channels of the first stage, solved from size_ratio/max_parameters"},
     },
+    {
+        "name": "resnet",
+        "description": "ResNet for images (C, H, W): residual stages of basic blocks (two "
+        "conv3x3-BN, identity shortcut), widths w-2w-4w-8w, global average pool, linear head.",
+        "input_ranks": [3],
+        "min_side": IMAGE_MIN_SIDE,
+        "knobs": {
+            "width": "channels of the first stage, solved from size_ratio/max_parameters",
+            "blocks": "basic blocks per stage (depth): 2, or 1 when 2 cannot be that small",
+            "stages": "up to 4, set by the image size (the final map is 4-7 pixels)",
+        },
+    },
+    {
+        "name": "mobilenetv2",
+        "description": "MobileNetV2 for images (C, H, W): inverted residuals (1x1 expansion, "
+        "depthwise conv3x3, linear 1x1 bottleneck), the paper's 7 stages scaled by a width "
+        "multiplier.",
+        "input_ranks": [3],
+        "min_side": IMAGE_MIN_SIDE,
+        "knobs": {
+            "width": "stem channels, solved from size_ratio/max_parameters; the width "
+            "multiplier is width / 32",
+            "depth": "at most this many blocks per stage: 4 (the paper's 17 blocks), else 2 or 1",
+            "expansion": "hidden channels of a block / its input channels: 6",
+            "downsamplings": "stride-2 steps, set by the image size (the final map is 4-7 pixels)",
+        },
+    },
 )
 AUTO_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn"}
 
@@ -34,8 +64,10 @@ AUTO_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn"}
 def catalog() -> list[dict[str, Any]]:
     auto = {
         "name": "auto",
-        "description": "Picks by input shape (vectors: mlp, (C, L): cnn1d, (C, H, W): cnn) and "
-        "sizes the student to size_ratio x the teacher's parameters, or to max_parameters.",
+        "description": "Picks by input shape and budget (vectors: mlp, (C, L): cnn1d, "
+        f"(C, H, W): cnn; images of at least {AUTO_IMAGE_SIDE}x{AUTO_IMAGE_SIDE}: mobilenetv2 "
+        "when the budget allows a width multiplier of 0.35 or more, else resnet) and sizes "
+        "the student to size_ratio x the teacher's parameters, or to max_parameters.",
         "input_ranks": sorted(AUTO_BY_RANK),
         "knobs": {"size_ratio": 0.1, "max_parameters": None},
     }
@@ -47,5 +79,7 @@ def fits_input(architecture: str, sample_shape: Sequence[int]) -> bool:
         return len(sample_shape) >= 1
     for entry in _ENTRIES:
         if entry["name"] == architecture:
-            return len(sample_shape) in entry["input_ranks"]
+            if len(sample_shape) not in entry["input_ranks"]:
+                return False
+            return min(sample_shape[-2:]) >= int(entry.get("min_side", 1))
     return False

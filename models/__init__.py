@@ -11,6 +11,7 @@ from models.tables import (
     Teacher,
     Tenant,
 )
+from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
     "ApiKey",
@@ -22,6 +23,9 @@ __all__ = [
     "StoredFile",
     "Teacher",
     "Tenant",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookMessage",
     "new_id",
     "utcnow",
 ]

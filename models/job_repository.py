@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.pagination import newest_first, page
 from models.tables import Job, JobDataset, JobTeacher
+from models.webhook_repository import WebhookRepository
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -96,6 +97,13 @@ class JobRepository:
         result = self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0))
 
+    def _ended(self, job_id: str, attempt: int, **values: Any) -> bool:
+        """A fenced write of a terminal status, with its webhook events in the same transaction."""
+        if not self._fenced(job_id, attempt, **values):
+            return False
+        WebhookRepository(self.session).enqueue_job_event(job_id)
+        return True
+
     def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
         stmt = (
             update(Job)
@@ -116,7 +124,7 @@ class JobRepository:
         artifacts: dict[str, Any],
         metrics: dict[str, Any],
     ) -> bool:
-        return self._fenced(
+        return self._ended(
             job_id,
             attempt,
             metrics=metrics,
@@ -130,7 +138,7 @@ class JobRepository:
         )
 
     def fail(self, job_id: str, attempt: int, *, code: str, message: str) -> bool:
-        return self._fenced(
+        return self._ended(
             job_id,
             attempt,
             status="failed",
@@ -140,7 +148,7 @@ class JobRepository:
         )
 
     def cancel_running(self, job_id: str, attempt: int) -> bool:
-        return self._fenced(
+        return self._ended(
             job_id, attempt, status="cancelled", finished_at=utcnow(), lease_expires_at=None
         )
 
@@ -158,13 +166,15 @@ class JobRepository:
         values: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
         if job.status == "queued":
             values.update(status="cancelled", finished_at=now)
-        self.session.execute(
+        result = self.session.execute(
             update(Job)
             .where(Job.id == job.id, Job.status.in_(ACTIVE))
             .values(revision=Job.revision + 1, **values)
         )
         self.session.flush()
         self.session.refresh(job)
+        if getattr(result, "rowcount", 0) and values.get("status") == "cancelled":
+            WebhookRepository(self.session).enqueue_job_event(job.id)
 
     # sweep -------------------------------------------------------------------------------
     def stale(self, now: datetime) -> list[Job]:
@@ -187,7 +197,10 @@ class JobRepository:
                 revision=Job.revision + 1,
             )
         )
-        return bool(getattr(self.session.execute(stmt), "rowcount", 0))
+        if not getattr(self.session.execute(stmt), "rowcount", 0):
+            return False
+        WebhookRepository(self.session).enqueue_job_event(job.id)
+        return True
 
     def running_on(self, worker_prefix: str) -> list[Job]:
         stmt = select(Job).where(Job.status == "running", Job.worker.startswith(worker_prefix))

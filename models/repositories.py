@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from models.pagination import newest_first, page
@@ -24,6 +25,13 @@ ACTIVE_JOB_STATUSES = ("queued", "running")
 M = TypeVar("M", Teacher, Dataset)
 
 
+class LiveKey(NamedTuple):
+    id: str
+    tenant_id: str
+    scope: str
+    last_used_at: datetime | None
+
+
 class TenantRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -41,15 +49,35 @@ class ApiKeyRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def tenant_id_for_hash(self, key_hash: str) -> str | None:
-        """The tenant of a live (unrevoked) key: one indexed row, no entity loaded."""
-        stmt = select(ApiKey.tenant_id).where(
+    def live_by_hash(self, key_hash: str) -> LiveKey | None:
+        """A live (unrevoked) key: one indexed row, no entity loaded."""
+        stmt = select(ApiKey.id, ApiKey.tenant_id, ApiKey.scope, ApiKey.last_used_at).where(
             ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
         )
-        return self.session.scalar(stmt)
+        row = self.session.execute(stmt).first()
+        return None if row is None else LiveKey(*row)
+
+    def touch(self, key_id: str, now: datetime) -> None:
+        self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
 
     def by_hash(self, key_hash: str) -> ApiKey | None:
         return self.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+    def live_for_tenant(self, tenant_id: str, key_id: str) -> ApiKey | None:
+        stmt = select(ApiKey).where(
+            ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None)
+        )
+        return self.session.scalar(stmt)
+
+    def list_for_tenant(
+        self, tenant_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[ApiKey], str | None]:
+        stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+        return page(list(self.session.scalars(newest_first(stmt, ApiKey, limit, cursor))), limit)
+
+    def revoke(self, key: ApiKey, now: datetime) -> None:
+        key.revoked_at = now
+        self.session.flush()
 
     def add(self, key: ApiKey) -> ApiKey:
         self.session.add(key)

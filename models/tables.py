@@ -1,4 +1,5 @@
-"""ORM classes: tenants, API keys, stored files, teachers, datasets, jobs."""
+"""ORM classes: tenants, API keys, stored files, teachers, datasets, jobs (webhooks live in
+``models.webhooks``)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,11 @@ class ApiKey(Base):
     # sha256 of the key: keys are high-entropy random strings, so a fast hash is enough.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # "read" | "write" | "admin" (core.keys.Scope). Keys made before scopes existed are admin.
+    scope: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 

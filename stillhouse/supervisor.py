@@ -141,12 +141,14 @@ def prepare(settings: Settings) -> str | None:
     """Create the data folder, migrate, and return a key to print (None if none is new)."""
     from core.db import session_scope
     from core.keys import create_key, ensure_bootstrap_key
+    from core.metrics import reset_multiprocess
     from core.migrate import upgrade
     from models.repositories import TenantRepository
 
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     (data / "files").mkdir(exist_ok=True)
+    reset_multiprocess(settings)  # counters start again with the service
     upgrade()
     with session_scope() as session:
         if settings.bootstrap_api_key:

@@ -42,6 +42,11 @@ os.environ.update(
     STILLHOUSE_HEARTBEAT_SECONDS="1",
     STILLHOUSE_SWEEP_SECONDS="2",
     STILLHOUSE_CHECKPOINT_EVERY_STEPS="5",
+    # Webhook receivers in tests listen on 127.0.0.1; their retries come back within seconds.
+    STILLHOUSE_WEBHOOK_ALLOW_PRIVATE="true",
+    STILLHOUSE_WEBHOOK_BACKOFF_SECONDS="1",
+    # Tests poll fast with one key; tests/api/test_ratelimit.py turns the limit on itself.
+    STILLHOUSE_RATE_LIMIT_PER_SECOND="0",
 )
 
 

@@ -27,8 +27,13 @@ def test_keys_create_prints_a_working_key_once(client: TestClient) -> None:
 
 
 def test_students_lists_the_registry(client: TestClient) -> None:
-    names = [s["name"] for s in client.get("/v1/students").json()["items"]]
-    assert names == ["auto", "mlp", "cnn", "cnn1d"]
+    items = client.get("/v1/students").json()["items"]
+    assert [s["name"] for s in items] == ["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
+    images = {s["name"]: s for s in items if s.get("min_side")}
+    assert set(images) == {"resnet", "mobilenetv2"}
+    assert images["resnet"]["input_ranks"] == [3] and images["resnet"]["min_side"] == 16
+    assert {"width", "blocks"} <= set(images["resnet"]["knobs"])
+    assert {"width", "depth", "expansion"} <= set(images["mobilenetv2"]["knobs"])
 
 
 def test_readyz_names_the_broker_when_it_is_down(monkeypatch: Any, client: TestClient) -> None:

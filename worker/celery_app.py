@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.queue import TASK_REQUEUE_STALE, celery_config
+from core.queue import TASK_DELIVER_WEBHOOKS, TASK_REQUEUE_STALE, celery_config
 from core.settings import get_settings
 
 
@@ -17,7 +17,9 @@ def create_celery() -> Celery:
     app.conf.worker_enable_remote_control = False
     app.conf.event_serializer = "json"
     app.conf.beat_schedule = {
-        "requeue-stale-jobs": {"task": TASK_REQUEUE_STALE, "schedule": settings.sweep_seconds}
+        "requeue-stale-jobs": {"task": TASK_REQUEUE_STALE, "schedule": settings.sweep_seconds},
+        # The webhook outbox: messages due for a (first or next) attempt.
+        "deliver-webhooks": {"task": TASK_DELIVER_WEBHOOKS, "schedule": settings.sweep_seconds},
     }
     return app
 

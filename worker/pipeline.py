@@ -29,6 +29,7 @@ from models import StoredFile, new_id, utcnow
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from models.tables import JobDataset, JobTeacher
+from worker.metrics import observe_stages
 from worker.sandbox import (
     EXIT_GRACE_S,
     Child,
@@ -153,7 +154,6 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
             "cache_dir": str(_soft_label_scope(settings, teacher_sources, transfer)),
             "stop_file": str(workdir / "STOP"),
             "checkpoint_every": settings.checkpoint_every_steps,
-            "checkpoint_every_s": settings.checkpoint_every_seconds,
             "allow_torchscript": settings.allow_torchscript,
             "caps": upload_caps(settings),
         }
@@ -481,6 +481,7 @@ class Run:
             for art in artifacts.values():
                 storage.delete(art["key"])
             return
+        observe_stages(report)
         self.finished = True
 
 

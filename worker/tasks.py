@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import signal
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from core.queue import (
     GPU_QUEUE,
+    TASK_DELIVER_WEBHOOKS,
     TASK_REQUEUE_STALE,
     TASK_RUN_JOB,
     TASK_VALIDATE_DATASET,
     TASK_VALIDATE_TEACHER,
 )
-from worker import pipeline, validation
+from worker import pipeline, validation, webhooks
 from worker.celery_app import app
 from worker.sandbox import PR_SET_PDEATHSIG
+
+log = logging.getLogger(__name__)
 
 TRANSIENT = pipeline.TRANSIENT
 # Transient faults (database, broker, storage away for a while) retry with backoff.
@@ -36,6 +40,15 @@ def validate_dataset(dataset_id: str) -> None:
 @app.task(name=TASK_RUN_JOB, retry_backoff_max=120, **RETRY)
 def run_job(job_id: str) -> None:
     pipeline.run_job(job_id)
+    try:
+        deliver_webhooks.apply_async()  # the job's events now, not at the next sweep
+    except Exception:  # the sweep delivers them anyway; the job's outcome stands
+        log.warning("could not publish the webhook delivery task", exc_info=True)
+
+
+@app.task(name=TASK_DELIVER_WEBHOOKS, ignore_result=True)
+def deliver_webhooks() -> int:
+    return webhooks.deliver_due()
 
 
 @app.task(name=TASK_REQUEUE_STALE, ignore_result=True)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import publish
+from api.services.quotas import check_active_jobs
 from core.db import get_engine
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec
@@ -145,6 +146,7 @@ def submit(
         existing = jobs.by_idempotency_key(tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
+    check_active_jobs(uow.session, tenant_id)
     validate_spec(uow, tenant_id, spec)
     job = Job(
         id=new_id("job"),

@@ -10,8 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import UnitOfWork
 from api.errors import Conflict, NotFound, TooLarge, UnsupportedFormat
+from api.metrics import count_upload
 from api.multipart import stream_upload
 from api.publisher import publish
+from api.services.quotas import check_stored_bytes
 from core import formats
 from core.queue import TASK_VALIDATE_DATASET, TASK_VALIDATE_TEACHER
 from core.settings import get_settings
@@ -39,6 +41,8 @@ async def receive_upload(
     # The multipart framing adds a few hundred bytes around the file itself.
     if content_length is not None and content_length > limit + 64 * 1024:
         raise TooLarge(f"the upload is larger than the limit of {limit} bytes")
+    framing = 64 * 1024  # the multipart framing around the file
+    await run_in_threadpool(_check_quota, uow, tenant_id, max(0, (content_length or 0) - framing))
     key = new_key(f"{kind}s")
     parsed = await stream_upload(content_type, body, storage=storage, key=key, max_bytes=limit)
     assert parsed.result is not None
@@ -52,7 +56,17 @@ async def receive_upload(
     except BaseException:
         storage.delete(key)
         raise
+    count_upload(kind, row.size_bytes)
     return row
+
+
+def _check_quota(uow: UnitOfWork, tenant_id: str, incoming: int) -> None:
+    """Refused before streaming when the tenant is over its quota already (or would be,
+    by the declared length); checked again on the stored size before recording."""
+    try:
+        check_stored_bytes(uow.session, tenant_id, incoming, lock=False)
+    finally:
+        uow.session.rollback()  # no connection held while the upload streams
 
 
 def _recognise(kind: Kind, storage: Storage, key: str) -> str:
@@ -84,6 +98,7 @@ def _record(
 
     assert isinstance(put, PutResult)
     session = uow.session
+    check_stored_bytes(session, tenant_id, put.size_bytes)
     stored = StoredFileRepository(session).add(
         StoredFile(
             id=new_id("file"),

@@ -9,18 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from worker.distill.rows import Rows
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # input batch → float32 logits [b, C]
 
 
-def predict(fn: Predict, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for every row of ``x``, float32 on the host, in batches under inference mode."""
+def predict(fn: Predict, x: torch.Tensor | Rows, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for every row of ``x``, float32 on the host, in batches under inference mode.
+
+    Rows are read one batch at a time: only the logits (C numbers a sample) are kept."""
     outs = []
+    n = len(x) if isinstance(x, torch.Tensor) else x.num_samples
     with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            outs.append(fn(x[start : start + batch_size]).float().cpu())
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            if isinstance(x, torch.Tensor):
+                xb = x[start:stop]
+            else:
+                xb = x.read(np.arange(start, stop, dtype=np.int64))
+            outs.append(fn(xb).float().cpu())
     return torch.cat(outs)
 
 

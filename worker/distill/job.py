@@ -34,7 +34,6 @@ def run_from_request(
             should_stop=stop_file.exists,
             device=request.get("device"),
             checkpoint_every=int(request.get("checkpoint_every", 1000)),
-            checkpoint_every_s=float(request.get("checkpoint_every_s", 0.0)),
             allow_torchscript=bool(request.get("allow_torchscript", False)),
         )
     except Cancelled as exc:

@@ -8,6 +8,8 @@ digits inside a log-softmax).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -64,3 +66,21 @@ def kd_loss(
         return soft
     hard = F.cross_entropy(student_logits.float(), labels)
     return alpha * hard + (1.0 - alpha) * soft
+
+
+class LossFn(Protocol):
+    """A training loss: student logits, the teacher's softened distribution, labels or None."""
+
+    def __call__(
+        self,
+        student_logits: torch.Tensor,
+        target_probs: torch.Tensor,
+        labels: torch.Tensor | None,
+        *,
+        temperature: float,
+        alpha: float,
+    ) -> torch.Tensor: ...
+
+
+# The job spec's ``distillation.loss`` picks one by name (a closed choice, never a path).
+LOSSES: dict[str, LossFn] = {"kd": kd_loss}

@@ -1,7 +1,8 @@
 """The training loop: one readable function, nanoGPT style.
 
 AdamW; linear warm-up then cosine decay to zero; gradient clipping at norm 1; batches
-sliced from whole tensors by index (no per-sample Python, no DataLoader); the data order
+read by index from ``Rows`` (whole tensors, or a memory map read one batch at a time: no
+per-sample Python, no DataLoader); the loss comes from ``losses.LOSSES``; the data order
 of epoch e is ``randperm(N)`` from a generator seeded with (seed, e), so it needs no state
 beyond (epoch, batch). Deterministic on CPU: the same seed gives the same bytes, and a
 resumed run gives the same bytes as an uninterrupted one.
@@ -22,7 +23,8 @@ from torch import nn
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import autocast, to_device
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.losses import kd_loss
+from worker.distill.losses import LOSSES
+from worker.distill.rows import Rows, TensorRows
 
 GRAD_CLIP = 1.0  # max global L2 norm of the gradient (the usual value: timm, nanoGPT)
 ON_DEVICE_BYTES = 1 << 30  # below this, the whole transfer set lives on the GPU
@@ -44,9 +46,7 @@ class TrainConfig:
     alpha: float
     seed: int
     checkpoint_every: int = 1000
-    # Also after this many seconds since the last checkpoint (0: steps only): a kill loses
-    # at most this much training, whatever the steps cost.
-    checkpoint_every_s: float = 0.0
+    loss: str = "kd"  # a name in ``losses.LOSSES``
 
 
 @dataclass
@@ -54,13 +54,6 @@ class TrainResult:
     steps: int
     final_loss: float | None
     seconds: float  # training wall time over every attempt
-    resumed_from_step: int
-
-
-def _checkpoint_due(cfg: TrainConfig, step: int, total: int, since_last_s: float) -> bool:
-    by_steps = cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or step == total)
-    by_time = cfg.checkpoint_every_s > 0 and since_last_s >= cfg.checkpoint_every_s
-    return by_steps or by_time
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -88,7 +81,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 def train(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Rows,
     y: torch.Tensor | None,
     target_probs: TargetFn,
     cfg: TrainConfig,
@@ -102,96 +95,133 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on (x, y) against the teacher's distribution ``target_probs``.
 
-    ``on_step`` gets {"epoch", "step", "steps", "loss", "lr"} after every step; ``on_epoch``
-    runs after each epoch (the engine evaluates there; it must not touch RNG or weights).
-    Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns true (asked
-    at most every ``STOP_CHECK_EVERY_S``).
+    ``x`` is a tensor (``y`` its labels) or ``Rows`` (which carry their own labels; ``y``
+    is then ignored): batches are read by index, so a memory-mapped set is never whole in
+    memory. ``on_step`` gets {"epoch", "step", "steps", "loss", "lr"} after every step;
+    ``on_epoch`` runs after each epoch (the engine evaluates there; it must not touch RNG or
+    weights). Raises ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns
+    true (asked at most every ``STOP_CHECK_EVERY_S``).
     """
-    n = len(x)
-    steps_per_epoch = batches_per_epoch(n, cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_fraction * total)
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    fingerprint = f"{fingerprint}:{sorted(asdict(cfg).items())}"
-    state = load_checkpoint(workdir, model=model, optimizer=optimizer, fingerprint=fingerprint)
-    resumed = state is not None
-    if state is None:
-        state = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "loss": None}
-    resumed_from = int(state["step"])
-
-    # Data stays whole: on the GPU when it fits, else pinned host memory sliced per batch.
-    if device.type == "cuda" and x.nbytes <= ON_DEVICE_BYTES:
-        x = to_device(x, device)
-        y = None if y is None else to_device(y, device)
-    elif device.type == "cuda":
-        x = x.pin_memory()
-
-    def checkpoint() -> None:
-        save_checkpoint(
-            workdir, model=model, optimizer=optimizer, train=state, fingerprint=fingerprint
-        )
-
-    started = time.perf_counter() - float(state["seconds"])
-    step, loss_value = int(state["step"]), state["loss"]
-    next_stop_check = 0.0
-    last_checkpoint = time.monotonic()
-    for epoch in range(int(state["epoch"]), cfg.epochs):
-        order = epoch_order(cfg.seed, epoch, n)
-        first = int(state["batch"]) if resumed and epoch == int(state["epoch"]) else 0
-        for batch in range(first, steps_per_epoch):
-            now = time.monotonic()
-            if now >= next_stop_check:
-                next_stop_check = now + STOP_CHECK_EVERY_S
-                if should_stop():
-                    state.update(
-                        step=step,
-                        epoch=epoch,
-                        batch=batch,
-                        loss=loss_value,
-                        seconds=time.perf_counter() - started,
-                    )
-                    checkpoint()
-                    raise Cancelled()
-            idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            dev_idx = idx.to(x.device)
-            xb = to_device(x[dev_idx], device)
-            yb = None if y is None else to_device(y[dev_idx.to(y.device)], device)
-            # The teacher side is fp32; only the student's forward runs under autocast.
-            probs = target_probs(idx, xb)
-            lr = lr_at(step, total, warmup, cfg.learning_rate)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device):
-                logits = model(xb)
-            loss = kd_loss(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            optimizer.step()
-            step += 1
-            loss_value = float(loss.item())  # a sync point on CUDA: once a step, for progress
-            on_step({"epoch": epoch, "step": step, "steps": total, "loss": loss_value, "lr": lr})
-            # Also at the very end, so a re-call after a later stage failed skips training.
-            if _checkpoint_due(cfg, step, total, time.monotonic() - last_checkpoint):
-                next_epoch, next_batch = (epoch, batch + 1)
-                if next_batch == steps_per_epoch:
-                    next_epoch, next_batch = epoch + 1, 0
-                state.update(
-                    step=step,
-                    epoch=next_epoch,
-                    batch=next_batch,
-                    loss=loss_value,
-                    seconds=time.perf_counter() - started,
-                )
-                resumed = True  # the state now describes where the next batch starts
-                checkpoint()
-                last_checkpoint = time.monotonic()
+    rows: Rows = TensorRows(x, y) if isinstance(x, torch.Tensor) else x
+    run = _Run(model, _on_device(rows, device), target_probs, cfg, device, workdir, fingerprint)
+    run.on_step, run.should_stop = on_step, should_stop
+    for epoch in range(int(run.state["epoch"]), cfg.epochs):
+        order = epoch_order(cfg.seed, epoch, run.n)
+        first = int(run.state["batch"]) if run.resumed and epoch == int(run.state["epoch"]) else 0
+        for batch in range(first, run.steps_per_epoch):
+            run.stop_if_asked(epoch, batch)
+            run.step(epoch, batch, order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size])
         model.eval()
         on_epoch(epoch, model)
         model.train()
     model.eval()
-    seconds = time.perf_counter() - started
-    return TrainResult(step, loss_value, seconds, resumed_from)
+    return TrainResult(run.steps, run.loss_value, time.perf_counter() - run.started)
+
+
+def _on_device(rows: Rows, device: torch.device) -> Rows:
+    """On CUDA, a set already in memory moves to the GPU when it fits; the rest is read
+    per batch on the host and copied (pinned, non-blocking) by ``to_device``."""
+    if device.type == "cuda" and isinstance(rows, TensorRows) and rows.nbytes <= ON_DEVICE_BYTES:
+        return rows.to(device)
+    return rows
+
+
+class _Run:
+    """One training run's moving parts: model, optimiser, schedule, checkpoint state."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        rows: Rows,
+        target_probs: TargetFn,
+        cfg: TrainConfig,
+        device: torch.device,
+        workdir: Path,
+        fingerprint: str,
+    ) -> None:
+        self.model, self.rows, self.targets, self.cfg = model, rows, target_probs, cfg
+        self.device, self.workdir, self.loss_fn = device, workdir, LOSSES[cfg.loss]
+        self.n = rows.num_samples
+        self.steps_per_epoch = batches_per_epoch(self.n, cfg.batch_size)
+        self.total = cfg.epochs * self.steps_per_epoch
+        self.warmup = round(cfg.warmup_fraction * self.total)
+        model.to(device).train()
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.fingerprint = f"{fingerprint}:{sorted(asdict(cfg).items())}"
+        state = load_checkpoint(
+            workdir, model=model, optimizer=self.optimizer, fingerprint=self.fingerprint
+        )
+        self.resumed = state is not None
+        self.state: dict[str, Any] = state or {
+            "step": 0,
+            "epoch": 0,
+            "batch": 0,
+            "seconds": 0.0,
+            "loss": None,
+        }
+        self.started = time.perf_counter() - float(self.state["seconds"])
+        self.steps, self.loss_value = int(self.state["step"]), self.state["loss"]
+        self.next_stop_check = 0.0
+        self.on_step: Callable[[dict[str, Any]], None] = lambda ev: None
+        self.should_stop: Callable[[], bool] = lambda: False
+
+    def save(self, epoch: int, batch: int) -> None:
+        """Checkpoint with the data position (epoch, batch) where the next step starts."""
+        seconds = time.perf_counter() - self.started
+        self.state.update(
+            step=self.steps, epoch=epoch, batch=batch, loss=self.loss_value, seconds=seconds
+        )
+        save_checkpoint(
+            self.workdir,
+            model=self.model,
+            optimizer=self.optimizer,
+            train=self.state,
+            fingerprint=self.fingerprint,
+        )
+
+    def stop_if_asked(self, epoch: int, batch: int) -> None:
+        now = time.monotonic()
+        if now < self.next_stop_check:
+            return
+        self.next_stop_check = now + STOP_CHECK_EVERY_S
+        if self.should_stop():
+            self.save(epoch, batch)
+            raise Cancelled()
+
+    def step(self, epoch: int, batch: int, idx: torch.Tensor) -> None:
+        cfg, device = self.cfg, self.device
+        host_idx = idx.numpy()
+        xb = to_device(self.rows.read(host_idx), device)
+        yb = self.rows.labels(host_idx)
+        yb = None if yb is None else to_device(yb, device)
+        # The teacher side is fp32; only the student's forward runs under autocast.
+        probs = self.targets(idx, xb)
+        lr = lr_at(self.steps, self.total, self.warmup, cfg.learning_rate)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(device):
+            logits = self.model(xb)
+        loss = self.loss_fn(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        self.steps += 1
+        self.loss_value = float(loss.item())  # a sync point on CUDA: once a step, for progress
+        self.on_step(
+            {
+                "epoch": epoch,
+                "step": self.steps,
+                "steps": self.total,
+                "loss": self.loss_value,
+                "lr": lr,
+            }
+        )
+        # Also at the very end, so a re-call after a later stage failed skips training.
+        every = cfg.checkpoint_every
+        if every > 0 and (self.steps % every == 0 or self.steps == self.total):
+            last = batch + 1 == self.steps_per_epoch
+            self.save(epoch + 1 if last else epoch, 0 if last else batch + 1)
+            self.resumed = True  # the state now describes where the next batch starts

@@ -19,7 +19,13 @@ from worker.distill.students import (
 )
 from worker.distill.students.layers import Standardize
 
-SHAPES = {"mlp": (64,), "cnn": (3, 16, 16), "cnn1d": (2, 40)}
+SHAPES = {
+    "mlp": (64,),
+    "cnn": (3, 16, 16),
+    "cnn1d": (2, 40),
+    "resnet": (3, 16, 16),
+    "mobilenetv2": (1, 16, 16),
+}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -102,3 +108,4 @@ def test_catalog_lists_exactly_the_registry() -> None:
     for name, entry in REGISTRY.items():
         assert listed[name]["input_ranks"] == list(entry.input_ranks or [])
         assert listed[name]["description"] == entry.description
+        assert listed[name].get("min_side") == entry.min_side

@@ -115,25 +115,6 @@ def test_stop_probe_stops_at_the_step_it_turns_true_and_leaves_a_checkpoint(
     assert (tmp_path / "checkpoint.json").exists()
 
 
-def test_checkpoints_are_taken_by_time_as_well_as_by_steps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    saved: list[int] = []
-    real_save = trainer.save_checkpoint
-
-    def counting_save(workdir: Path, **kwargs: object) -> None:
-        saved.append(int(kwargs["train"]["step"]))  # type: ignore[index]
-        real_save(workdir, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(trainer, "save_checkpoint", counting_save)
-    run(tmp_path / "steps", config(checkpoint_every=10**6))
-    assert saved == [24]  # 4 epochs of 6 batches: only the final one
-    saved.clear()
-    # Any positive interval has passed by the next step: one checkpoint after every step.
-    run(tmp_path / "time", config(checkpoint_every=10**6, checkpoint_every_s=1e-9))
-    assert saved == list(range(1, 25))
-
-
 def test_stop_probe_is_asked_at_most_every_interval(tmp_path: Path) -> None:
     calls = {"n": 0}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -29,30 +32,54 @@ class Standardize(nn.Module):
         return (x - self.mean) * self.inv_std
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> None:
-        """Set the statistics from a batch of samples ``x`` of shape ``(N, *sample_shape)``.
+    def fit(self, x: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """Set the statistics from samples: a tensor ``(N, *sample_shape)`` or chunks of one.
 
         Reduces over every axis where ``stat_shape`` has size 1 (and the batch axis), in
-        float64 so a large N does not lose digits. A feature that barely varies gets its
-        std floored at 10 % of the mean std: dividing a constant pixel by ~0 would turn
-        the smallest change at test time into a huge activation.
+        float64 so a large N does not lose digits, in one pass: each chunk's count, mean and
+        sum of squared deviations, merged by Chan et al.'s pairwise update (as stable as two
+        passes, and the data is read once: a transfer set bigger than memory streams through).
+        A feature that barely varies gets its std floored at 10 % of the mean std: dividing
+        a constant pixel by ~0 would turn the smallest change at test time into a huge
+        activation.
         """
-        sample_shape = x.shape[1:]
+        if isinstance(x, torch.Tensor):
+            rows = max(1, FIT_CHUNK_ELEMENTS // max(1, x[0].numel()))
+            x = torch.split(x, rows)
         stat_shape = tuple(self.mean.shape)
-        dims = [0] + [i + 1 for i, s in enumerate(stat_shape) if s == 1 and sample_shape[i] != 1]
-        # Two passes (mean, then squared deviations) over float64 copies of row chunks:
-        # the same numbers as ``x.double().std()`` without a float64 copy of all of x
-        # (376 MB for MNIST's 60,000 × 784, and 3.0 s instead of 0.6 s on 2 cores).
-        rows = max(1, FIT_CHUNK_ELEMENTS // max(1, x[0].numel()))
-        chunks = torch.split(x, rows)
-        total = torch.stack([c.double().sum(dim=dims, keepdim=True) for c in chunks]).sum(0)
-        count = x.numel() // total.numel()
-        mean = total / count
-        squares = torch.stack(
-            [(c.double() - mean).square().sum(dim=dims, keepdim=True) for c in chunks]
-        ).sum(0)
-        std = (squares / count).sqrt()[0]
-        mean = mean[0]
+        count, mean, m2 = 0, torch.zeros(()), torch.zeros(())
+        for chunk in x:
+            if count == 0:
+                sample_shape = chunk.shape[1:]
+                dims = [0] + [
+                    i + 1 for i, s in enumerate(stat_shape) if s == 1 and sample_shape[i] != 1
+                ]
+            c = chunk.double()
+            n = c.numel() // math.prod(stat_shape)
+            chunk_mean = c.mean(dim=dims, keepdim=True)
+            chunk_m2 = (c - chunk_mean).square().sum(dim=dims, keepdim=True)
+            delta = chunk_mean - mean
+            total = count + n
+            mean = mean + delta * (n / total)
+            m2 = m2 + chunk_m2 + delta.square() * (count * n / total)
+            count = total
+        std = (m2 / count).sqrt()[0]
         floor = max(0.1 * float(std.mean()), 1e-6)
-        self.mean.copy_(mean.reshape(stat_shape).float())
+        self.mean.copy_(mean[0].reshape(stat_shape).float())
         self.inv_std.copy_((1.0 / std.clamp_min(floor)).reshape(stat_shape).float())
+
+
+MAX_DOWNSAMPLINGS = 5  # 224 px → 7×7, as in ResNet and MobileNetV2 on ImageNet
+
+
+def image_downsamplings(height: int, width: int) -> int:
+    """Stride-2 steps that bring the smaller side down to 4-7 pixels, between 1 and 5.
+
+    224 px: 5 (a 7×7 final map, the ImageNet layout); 32 px: 3 (4×4, as the CIFAR variants
+    end); 28 px: 2 (7×7). Fewer steps would pool a larger map into one vector at the head;
+    more would leave the last stages a map of 1-3 pixels, where a 3×3 conv sees mostly padding.
+    """
+    side, steps = min(height, width), 0
+    while steps < MAX_DOWNSAMPLINGS and side >= 4 * 2 ** (steps + 1):
+        steps += 1
+    return max(1, steps)

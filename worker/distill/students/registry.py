@@ -3,7 +3,8 @@
 The job spec names an architecture from a closed list (core/spec.py); ``core/students.py``
 describes the same entries for the API, which cannot import torch (a test keeps the two
 in step). Auto sizing solves each architecture's width knob so that the parameter count
-lands within 25 % of the target, never above the hard cap.
+lands within 25 % of the target, never above the hard cap; an architecture's families are
+its depths, tried in order.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from core.students import AUTO_BY_RANK
+from core.students import AUTO_BY_RANK, AUTO_IMAGE_SIDE, IMAGE_MIN_SIDE
 from worker.distill.errors import UserError
 from worker.distill.students.cnn import CNNConfig, build_cnn, cnn_for_width, cnn_parameters
 from worker.distill.students.cnn1d import (
@@ -29,9 +30,24 @@ from worker.distill.students.cnn1d import (
 )
 from worker.distill.students.layers import Standardize
 from worker.distill.students.mlp import MLPConfig, build_mlp, mlp_for_width, mlp_parameters
+from worker.distill.students.mobilenetv2 import (
+    MobileNetV2Config,
+    build_mobilenetv2,
+    mobilenetv2_for_width,
+    mobilenetv2_parameters,
+)
+from worker.distill.students.resnet import (
+    ResNetConfig,
+    build_resnet,
+    resnet_for_width,
+    resnet_parameters,
+)
 
 TOLERANCE = 0.25  # the student lands within ±25 % of its target parameter count
 MAX_WIDTH = 1 << 16
+# auto takes MobileNetV2 only from width multiplier 0.35 up (width 12 of 32), the smallest
+# its paper evaluates; below, the same budget goes to the ResNet.
+MOBILENET_MIN_WIDTH = 12
 
 
 @dataclass(frozen=True)
@@ -45,9 +61,12 @@ class StudentEntry:
     families: tuple[Callable[[tuple[int, ...], int, int], Any], ...]
     input_ranks: tuple[int, ...] | None  # ranks of one sample that fit; None = any
     description: str
+    min_side: int | None = None  # images: the smallest H and W that fit
 
     def fits(self, sample_shape: Sequence[int]) -> bool:
-        return self.input_ranks is None or len(sample_shape) in self.input_ranks
+        if self.input_ranks is not None and len(sample_shape) not in self.input_ranks:
+            return False
+        return self.min_side is None or min(sample_shape[-2:]) >= self.min_side
 
 
 REGISTRY: dict[str, StudentEntry] = {
@@ -81,6 +100,35 @@ REGISTRY: dict[str, StudentEntry] = {
         (2,),
         "1-D CNN for signals (C, L): conv5-BN-ReLU-maxpool stages, linear head.",
     ),
+    "resnet": StudentEntry(
+        "resnet",
+        ResNetConfig,
+        build_resnet,
+        resnet_parameters,
+        (
+            lambda s, c, w: resnet_for_width(s, c, w, blocks=2),
+            lambda s, c, w: resnet_for_width(s, c, w, blocks=1),
+        ),
+        (3,),
+        "ResNet for images (C, H, W): residual stages of basic blocks (two conv3x3-BN, "
+        "identity shortcut), widths w-2w-4w-8w, global average pool, linear head.",
+        IMAGE_MIN_SIDE,
+    ),
+    "mobilenetv2": StudentEntry(
+        "mobilenetv2",
+        MobileNetV2Config,
+        build_mobilenetv2,
+        mobilenetv2_parameters,
+        (
+            lambda s, c, w: mobilenetv2_for_width(s, c, w, depth=4),
+            lambda s, c, w: mobilenetv2_for_width(s, c, w, depth=2),
+            lambda s, c, w: mobilenetv2_for_width(s, c, w, depth=1),
+        ),
+        (3,),
+        "MobileNetV2 for images (C, H, W): inverted residuals (1x1 expansion, depthwise "
+        "conv3x3, linear 1x1 bottleneck), the paper's 7 stages scaled by a width multiplier.",
+        IMAGE_MIN_SIDE,
+    ),
 }
 
 
@@ -88,9 +136,11 @@ def build_student(name: str, config: Any) -> nn.Module:
     return REGISTRY[name].build(config)
 
 
-def init_student(name: str, config: Any, *, seed: int, inputs: torch.Tensor) -> nn.Module:
+def init_student(
+    name: str, config: Any, *, seed: int, inputs: torch.Tensor | Iterable[torch.Tensor]
+) -> nn.Module:
     """Build with weights drawn from ``seed`` (without touching the global RNG) and fit the
-    input standardisation to ``inputs`` (the training samples)."""
+    input standardisation to ``inputs`` (the training samples, whole or in chunks)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_student(name, config)
@@ -173,17 +223,16 @@ def size_student(
 
     ``hidden`` (mlp only) gives the widths outright: no sizing, only the cap is checked.
 
-    ``auto`` picks by the rank of one sample: vectors → mlp, (C, L) → cnn1d,
-    (C, H, W) → cnn; when the convolutional student cannot be made that small (a tiny
-    image), it falls back to an MLP on the flattened input. Raises ``UserError`` when no
-    student of the asked architecture lands within 25 % of the target.
+    ``auto`` picks by the sample's shape and the budget (``_auto_candidates``); when the
+    convolutional student cannot be made that small (a tiny image), it falls back to an
+    MLP on the flattened input. Raises ``UserError`` when no student of the asked
+    architecture lands within 25 % of the target.
     """
     shape = tuple(int(s) for s in sample_shape)
     if hidden is not None:
         return "mlp", _explicit_mlp(architecture, shape, num_classes, hidden, cap)
     if architecture == "auto":
-        first = AUTO_BY_RANK.get(len(shape), "mlp")
-        candidates = [first] if first == "mlp" else [first, "mlp"]
+        candidates = _auto_candidates(shape, num_classes, target)
     else:
         if architecture not in REGISTRY:
             raise UserError("bad_spec", f"student.architecture: unknown {architecture!r}")
@@ -211,6 +260,20 @@ def size_student(
         f"parameters (±25 %, at most {cap}) for samples of shape {list(shape)}; the "
         f"smallest has {smallest}. Raise student.size_ratio or student.max_parameters.",
     )
+
+
+def _auto_candidates(shape: tuple[int, ...], num_classes: int, target: float) -> list[str]:
+    """By rank: vectors → mlp, (C, L) → cnn1d, (C, H, W) → cnn; images of at least
+    ``AUTO_IMAGE_SIDE`` → mobilenetv2 when the budget reaches its smallest width multiplier,
+    else resnet. Each falls back to the next (a budget too small for it): cnn, then mlp."""
+    if len(shape) == 3 and min(shape[1:]) >= AUTO_IMAGE_SIDE:
+        smallest = mobilenetv2_parameters(
+            mobilenetv2_for_width(shape, num_classes, MOBILENET_MIN_WIDTH)
+        )
+        first = ["mobilenetv2", "resnet"] if target >= smallest else ["resnet"]
+        return [*first, "cnn", "mlp"]
+    rank_pick = AUTO_BY_RANK.get(len(shape), "mlp")
+    return [rank_pick] if rank_pick == "mlp" else [rank_pick, "mlp"]
 
 
 def _explicit_mlp(

@@ -1,0 +1,26 @@
+"""API keys of a tenant: create (the key shown once), list, revoke."""
+
+from __future__ import annotations
+
+from api.deps import UnitOfWork
+from api.errors import NotFound
+from core.keys import Scope, add_key
+from models import ApiKey, utcnow
+from models.repositories import ApiKeyRepository
+
+
+def create(uow: UnitOfWork, *, tenant_id: str, name: str, scope: str) -> tuple[ApiKey, str]:
+    row, plain = add_key(uow.session, tenant_id=tenant_id, name=name, scope=Scope(scope))
+    uow.commit()
+    return row, plain
+
+
+def revoke(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> str:
+    """Revoke a live key of the tenant; returns its hash (for this process's auth cache)."""
+    keys = ApiKeyRepository(uow.session)
+    row = keys.live_for_tenant(tenant_id, key_id)
+    if row is None:
+        raise NotFound(f"no key {key_id!r}")
+    keys.revoke(row, utcnow())
+    uow.commit()
+    return row.key_hash

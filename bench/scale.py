@@ -1,0 +1,297 @@
+"""Scale: transfer sets bigger than memory, through the real service.
+
+    python -m bench.scale                      # 1, 2 and 4.0 GiB of float32 (about 8 minutes)
+    python -m bench.scale --sizes 20000,40000  # any sizes, in samples of 784 float32
+    python -m bench.scale --quick              # 2,000 to 8,000 samples: a smoke run
+
+Each transfer set is an ``N × 784`` float32 ``.npy`` written to disk in chunks (never whole
+in memory), with a 784-256-10 MLP teacher made here (seeded, exported as ``.pt2``). Each
+goes through ``stillhouse run`` as a user would: upload, validation, a one-epoch job with
+the default held-out split, the student downloaded. Meanwhile a sampler reads ``RssAnon``
+from ``/proc/<pid>/status`` every 0.2 s for every process of the service: anonymous memory
+only, so the pages of the memory-mapped set (file-backed, reclaimable) do not count.
+
+Printed per size: N, the file's size, the job's wall time (submit → succeeded) and per
+sample, the peak anonymous memory of the job worker's process tree (the Celery ``gpu``
+worker, its pool process and the sandboxed engine child) and of the whole service, each
+also as growth over the idle service just before the job. Goals (issue "transfer sets
+bigger than memory"): the worker tree's peak under 1.5 GiB at every size, and time per
+sample flat (largest / smallest ≤ 1.2). The generated files and the service's data folder
+are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench import _harness as h  # noqa: E402
+from bench.service import Service  # noqa: E402
+
+FEATURES, CLASSES, HIDDEN = 784, 10, 256
+GiB = 1024**3
+DEFAULT_SIZES = (342_393, 684_785, 1_369_570)  # 1, 2 and 4.0 GiB of float32 rows
+QUICK_SIZES = (2_000, 4_000, 8_000)
+WRITE_ROWS = 65_536
+SAMPLE_EVERY_S = 0.2
+
+
+def write_npy(path: Path, rows: int, seed: int) -> Path:
+    """An ``rows × 784`` float32 .npy in [0, 1), written a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, FEATURES)}
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_2_0(file, header)
+        for start in range(0, rows, WRITE_ROWS):
+            count = min(WRITE_ROWS, rows - start)
+            file.write(rng.random((count, FEATURES), dtype=np.float32).tobytes())
+    return path
+
+
+def make_teacher(path: Path) -> int:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+    model.eval()
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    example = (torch.rand(4, FEATURES),)
+    program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- memory of a process tree, sampled from outside ---------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                kids.setdefault(int(stat[1]), []).append(int(entry.name))
+    return kids
+
+
+def _tree(root: int, kids: dict[int, list[int]]) -> list[int]:
+    out, frontier = [root], [root]
+    while frontier:
+        for kid in kids.get(frontier.pop(), []):
+            out.append(kid)
+            frontier.append(kid)
+    return out
+
+
+def _rss_anon_kb(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def gpu_worker(root: int) -> int:
+    """The Celery worker of the ``gpu`` queue under the service (it runs the jobs)."""
+    kids = _children()
+    for pid in _tree(root, kids):
+        argv = _cmdline(pid).split()
+        if "celery" in " ".join(argv) and "-Q" in argv and argv[argv.index("-Q") + 1] == "gpu":
+            return pid
+    raise RuntimeError("no gpu worker found under the service")
+
+
+@dataclass
+class Peak:
+    worker_kb: int = 0  # the gpu worker's tree (pool process and sandbox children included)
+    service_kb: int = 0  # every process of the service
+    samples: int = 0
+
+
+class Sampler:
+    """Samples RssAnon of two process trees every ``SAMPLE_EVERY_S`` in a thread."""
+
+    def __init__(self, service_root: int, worker_root: int) -> None:
+        self.roots = (service_root, worker_root)
+        self.peak = Peak()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def now(self) -> tuple[int, int]:
+        kids = _children()
+        service, worker = (sum(_rss_anon_kb(p) for p in _tree(r, kids)) for r in self.roots)
+        return worker, service
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            worker, service = self.now()
+            self.peak.worker_kb = max(self.peak.worker_kb, worker)
+            self.peak.service_kb = max(self.peak.service_kb, service)
+            self.peak.samples += 1
+            self._stop.wait(SAMPLE_EVERY_S)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Peak]:
+        self._thread.start()
+        try:
+            yield self.peak
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    samples: int
+    file_bytes: int
+    upload_s: float
+    job_s: float
+    stages: dict[str, float]
+    idle: tuple[int, int]  # (worker, service) kB just before the job
+    peak: Peak
+    agreement: float
+
+
+def one_size(
+    svc: Service, folder: Path, teacher_id: str, rows: int, args: argparse.Namespace
+) -> Row:
+    path = write_npy(folder / f"transfer-{rows}.npy", rows, seed=rows)
+    size = path.stat().st_size
+    started = time.perf_counter()
+    dataset_id = svc.upload("datasets", path)
+    upload_s = time.perf_counter() - started
+    path.unlink()  # the service keeps its own copy
+    assert svc.proc is not None
+    sampler = Sampler(svc.proc.pid, gpu_worker(svc.proc.pid))
+    idle = sampler.now()
+    spec = {
+        "teacher_ids": [teacher_id],
+        "dataset_id": dataset_id,
+        "training": {"epochs": 1, "batch_size": args.batch_size},
+    }
+    with sampler.running() as peak:
+        started = time.perf_counter()
+        report, _ = svc.finish(svc.submit(spec), folder / "students")
+        job_s = time.perf_counter() - started
+    return Row(
+        rows, size, upload_s, job_s, report["timings_s"], idle, peak, report["agreement_top1"]
+    )
+
+
+def _mib(kb: int) -> str:
+    return f"{kb / 1024:,.0f}"
+
+
+def table(rows: list[Row]) -> str:
+    header = [
+        "N",
+        "file GiB",
+        "job s",
+        "µs / sample",
+        "stages s (soft labels / train / eval / export)",
+        "worker tree peak MiB (growth)",
+        "service peak MiB (growth)",
+        "samples",
+    ]
+    body = []
+    for r in rows:
+        stages = " / ".join(
+            f"{r.stages.get(k, 0):.1f}"
+            for k in ("soft_labeling", "training", "evaluating", "exporting")
+        )
+        body.append(
+            [
+                f"{r.samples:,}",
+                f"{r.file_bytes / GiB:.2f}",
+                f"{r.job_s:.1f}",
+                f"{1e6 * r.job_s / r.samples:.1f}",
+                stages,
+                f"{_mib(r.peak.worker_kb)} (+{_mib(r.peak.worker_kb - r.idle[0])})",
+                f"{_mib(r.peak.service_kb)} (+{_mib(r.peak.service_kb - r.idle[1])})",
+                str(r.peak.samples),
+            ]
+        )
+    return h.markdown_table(header, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES))
+    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}: a smoke run")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the job (1: a shared machine)"
+    )
+    parser.add_argument("--out", type=Path, default=h.OUT, help="where scale.md and the data go")
+    args = parser.parse_args(argv)
+    args.folder = args.out / "scale"
+    sizes = list(QUICK_SIZES) if args.quick else sorted(int(s) for s in args.sizes.split(","))
+    need = 2 * sum(s * FEATURES * 4 for s in sizes) + GiB
+    args.folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(args.folder).free
+    if free < need:
+        print(f"not enough disk: {free / GiB:.1f} GiB free, about {need / GiB:.1f} GiB needed")
+        return 1
+    out = h.Transcript()
+    out(f"# Scale: {h.machine()}; load average {h.load_average()}")
+    os.environ["STILLHOUSE_MAX_UPLOAD_BYTES"] = str(2 * max(sizes) * FEATURES * 4)
+    started = time.perf_counter()
+    try:
+        with Service(args.folder, threads=args.threads) as svc:
+            teacher = args.folder / "teacher.pt2"
+            params = make_teacher(teacher)
+            out(f"teacher: 784-{HIDDEN}-10 MLP, {params:,} parameters")
+            out(
+                f"1 epoch, batch {args.batch_size}, default held-out split, ONNX export, "
+                f"{args.threads} torch thread(s)"
+            )
+            teacher_id = svc.upload("teachers", teacher)
+            rows = []
+            for n in sizes:
+                rows.append(one_size(svc, args.folder, teacher_id, n, args))
+                r = rows[-1]
+                out(
+                    f"N={n:,}: job {r.job_s:.1f} s, worker peak {_mib(r.peak.worker_kb)} MiB, "
+                    f"upload {r.upload_s:.1f} s, agreement {r.agreement:.3f}"
+                )
+    finally:  # the generated sets and the service's copies; service.log stays
+        shutil.rmtree(args.folder / "var", ignore_errors=True)
+        shutil.rmtree(args.folder / "students", ignore_errors=True)
+        for path in args.folder.glob("*.npy"):
+            path.unlink()
+    out()
+    out(table(rows))
+    per = [r.job_s / r.samples for r in rows]
+    worst = max(r.peak.worker_kb for r in rows) / 1024
+    out(
+        f"\ntime per sample, largest / smallest: {per[-1] / per[0]:.2f} (goal ≤ 1.2); "
+        f"worker tree peak at most {worst:,.0f} MiB (goal < 1,536)"
+    )
+    out(f"bench wall time {time.perf_counter() - started:.0f} s; load average {h.load_average()}")
+    out.save(args.out / "scale.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""bench/scale.py at smoke size: three transfer sets through the real service, memory sampled.
+
+Not a timed test: it checks that the benchmark runs end to end, samples the job worker's
+memory while jobs run, cleans up its generated files and prints its table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_scale_benchmark_prints_memory_and_time_per_sample(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "bench.scale", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    out = done.stdout
+    assert "| 8,000 | " in out and "time per sample, largest / smallest" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "," in line[2:7]]
+    assert len(rows) == 3
+    # Every job was sampled while it ran, and the worker tree was seen holding memory.
+    assert all(int(row.rstrip(" |").rsplit("|", 1)[1]) > 0 for row in rows)
+    assert not list((tmp_path / "scale").glob("*.npy"))
+    assert not (tmp_path / "scale" / "var").exists()
+    assert (tmp_path / "scale.md").exists()
