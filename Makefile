@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,10 @@ $(STAMP_DEV): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
-install: $(STAMP_RUN) ## Create the virtual environment and install the service
+install: $(STAMP_RUN) ## Create the virtual environment and install the service (.[api,worker])
+
+install-client: | $(PY) ## Install only the client (SDK and CLI: no database, broker or torch)
+	$(PIP) install -q -e .
 
 run: $(STAMP_RUN) ## Serve the API and a worker on the embedded default (SQLite, no servers)
 	$(VENV)/bin/stillhouse run
@@ -60,4 +63,4 @@ bench: $(STAMP_DEV) ## Run the benchmarks (prints ratios against their anchors)
 clean: ## Remove the virtual environment and local data
 	rm -rf $(VENV) var
 
-.PHONY: help install run services tools test test-fast lint bench clean
+.PHONY: help install install-client run services tools test test-fast lint bench clean

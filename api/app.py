@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,10 +14,14 @@ from api.auth import close_rate_limiter
 from api.deps import KeyCache
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.limits import BodyLimitMiddleware
 from api.metrics import install_metrics
-from api.routes import health, jobs, keys, students, uploads, webhooks
+from api.openapi import install_openapi
+from api.publisher import drain_forever
+from api.routes import health, jobs, keys, problems, students, uploads, webhooks
 from core.db import session_scope
 from core.keys import ensure_bootstrap_key
+from core.logs import configure_logging
 from core.settings import get_settings
 
 DESCRIPTION = """
@@ -25,7 +31,9 @@ Stillhouse turns a big classifier into a small one that agrees with it.
 2. Submit a **job**; a GPU worker computes the teacher's soft labels and trains a student.
 3. Poll the job (or stream its events), read the **report**, download the **student**.
 
-Authenticate with `Authorization: Bearer <api key>` (the *Authorize* button).
+Authenticate with `Authorization: Bearer <api key>`: press *Authorize*, paste the key, then
+*Try it out* on any route. Errors are `application/problem+json`; each problem's `type` is a
+page saying what its code means and what to do ([all error codes](/problems)).
 """
 
 
@@ -39,8 +47,14 @@ def _bootstrap() -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(_bootstrap)
-    yield
-    await close_rate_limiter(app)
+    drainer = asyncio.create_task(drain_forever())
+    try:
+        yield
+    finally:
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
+        await close_rate_limiter(app)
 
 
 def create_app() -> FastAPI:
@@ -53,9 +67,14 @@ def create_app() -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.key_cache = KeyCache(get_settings().auth_cache_seconds)
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     install_docs(app)
+    install_openapi(app)
+    app.include_router(problems.router)
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(jobs.router)

@@ -22,6 +22,7 @@ from api.auth import Principal, authorize, require
 from api.errors import Unauthorized
 from core.db import get_sessionmaker, session_scope
 from core.keys import Scope, hash_key
+from core.logs import set_log_context
 from models import utcnow
 from models.repositories import ApiKeyRepository
 
@@ -135,6 +136,7 @@ async def _cached(request: Request, lookup: Callable[[str], Principal]) -> Princ
     if principal is None:
         principal = await run_in_threadpool(lookup, key_hash)
         cache.put(key_hash, principal)
+    set_log_context(tenant_id=principal.tenant_id)  # this request's log lines carry it
     await authorize(request, principal)
     return principal
 

@@ -11,7 +11,15 @@ from fastapi.responses import StreamingResponse
 from api.errors import RangeNotSatisfiable
 from core.storage import get_storage
 
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+# Past this many digits a position is beyond any file (and int() of a few thousand digits
+# raises instead of parsing).
+_MAX_DIGITS = 19
+_BEYOND = 2**63
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -24,14 +32,14 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":
-        length = int(last)
+        length = _position(last)
         if length == 0:
             raise RangeNotSatisfiable(
                 "empty suffix range", headers={"Content-Range": f"bytes */{size}"}
             )
         return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
     if start >= size or end < start:
         raise RangeNotSatisfiable(
             f"range starts past the end ({size} bytes)",

@@ -1,21 +1,42 @@
-"""Domain errors carry their HTTP status; one handler renders RFC 9457 problem+json."""
+"""Domain errors carry their code (and so their HTTP status); one handler renders RFC 9457
+problem+json for them and for everything else that can go wrong at the edge.
+
+A problem's ``type`` is ``/problems/{code}``: the API serves a page there (api/routes/problems.py)
+from the catalogue in ``core.errors``. Nothing leaves as ``text/plain``: the database being
+away is a 503 with ``Retry-After``, a full disk a 507, anything unexpected a 500 problem.
+"""
 
 from __future__ import annotations
 
+import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.errors import ErrorCode, entry, is_disk_full
+
 PROBLEM = "application/problem+json"
+PROBLEMS_PATH = "/problems"
+# How long a client should wait before retrying while the database is away.
+RETRY_AFTER_S = 5
+
+log = logging.getLogger(__name__)
+
+
+def problem_type(code: ErrorCode) -> str:
+    return f"{PROBLEMS_PATH}/{code}"
 
 
 class ProblemError(Exception):
-    status: int = 400
-    title: str = "Bad request"
-    type: str = "about:blank"
+    """Subclasses name their ``code``; status, title and type come from the catalogue."""
+
+    code: ErrorCode = ErrorCode.BAD_REQUEST
 
     def __init__(
         self,
@@ -29,45 +50,67 @@ class ProblemError(Exception):
         self.errors = errors
         self.headers = headers
 
+    @property
+    def status(self) -> int:
+        status = entry(self.code).status
+        assert status is not None, f"{self.code} is not an HTTP problem"
+        return status
+
+    @property
+    def title(self) -> str:
+        return entry(self.code).title
+
+    @property
+    def type(self) -> str:
+        return problem_type(self.code)
+
 
 class BadRequest(ProblemError):
-    status, title, type = 400, "Bad request", "/problems/bad-request"
+    code = ErrorCode.BAD_REQUEST
 
 
 class Unauthorized(ProblemError):
-    status, title, type = 401, "Unauthorized", "/problems/unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
 class Forbidden(ProblemError):
-    status, title, type = 403, "Forbidden", "/problems/forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFound(ProblemError):
-    status, title, type = 404, "Not found", "/problems/not-found"
+    code = ErrorCode.NOT_FOUND
 
 
 class Conflict(ProblemError):
-    status, title, type = 409, "Conflict", "/problems/conflict"
+    code = ErrorCode.CONFLICT
 
 
 class TooLarge(ProblemError):
-    status, title, type = 413, "Payload too large", "/problems/too-large"
+    code = ErrorCode.TOO_LARGE
 
 
 class UnsupportedFormat(ProblemError):
-    status, title, type = 415, "Unsupported file format", "/problems/unsupported-format"
+    code = ErrorCode.UNSUPPORTED_FORMAT
 
 
 class Invalid(ProblemError):
-    status, title, type = 422, "Invalid content or spec", "/problems/invalid"
+    code = ErrorCode.INVALID
 
 
 class TooManyRequests(ProblemError):
-    status, title, type = 429, "Too many requests", "/problems/too-many-requests"
+    code = ErrorCode.RATE_LIMITED
 
 
 class RangeNotSatisfiable(ProblemError):
-    status, title, type = 416, "Range not satisfiable", "/problems/range"
+    code = ErrorCode.RANGE_NOT_SATISFIABLE
+
+
+class ServiceUnavailable(ProblemError):
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+class StorageFull(ProblemError):
+    code = ErrorCode.STORAGE_FULL
 
 
 def problem_response(
@@ -78,11 +121,25 @@ def problem_response(
     type_: str = "about:blank",
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = errors
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def render(exc: ProblemError) -> JSONResponse:
+    return problem_response(
+        exc.status, exc.title, exc.detail, type_=exc.type, errors=exc.errors, headers=exc.headers
+    )
+
+
+def database_unavailable(
+    detail: str = "the database does not answer; retry shortly",
+) -> JSONResponse:
+    return render(ServiceUnavailable(detail, headers={"Retry-After": str(RETRY_AFTER_S)}))
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -93,38 +150,89 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            type_=exc.type,
-            errors=exc.errors,
-            headers=exc.headers,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _field_errors(exc)
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
-        return problem_response(
-            422, "Invalid content or spec", detail, type_=Invalid.type, errors=errors
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = dict(exc.headers) if exc.headers else None
-        return problem_response(
-            exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers
-        )
+# Starlette's own HTTP errors (unknown route, wrong method, ...) under our codes.
+_STATUS_CODES = {entry(code).status: code for code in ErrorCode if entry(code).status is not None}
 
 
-def _title(status: int) -> str:
-    from http import HTTPStatus
+def _is_disconnect(exc: DBAPIError) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
 
+
+async def _problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return render(exc)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _field_errors(exc)
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+    return render(Invalid(detail, errors=errors))
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    code = _STATUS_CODES.get(exc.status_code)
+    if code is None:
+        title = _phrase(exc.status_code)
+        return problem_response(exc.status_code, title, str(exc.detail), headers=headers)
+    return problem_response(
+        exc.status_code,
+        entry(code).title,
+        str(exc.detail),
+        type_=problem_type(code),
+        headers=headers,
+    )
+
+
+def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+async def _database(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if isinstance(exc, DataError):  # a value from the request the database refuses
+        return render(
+            BadRequest(
+                "the request holds a value the database cannot take: "
+                + (str(exc.orig).splitlines()[0] if exc.orig else "invalid value")
+            )
+        )
+    if not _is_disconnect(exc):
+        return await _unexpected(_, exc)
+    log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return database_unavailable()
+
+
+async def _pool_timeout(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("no database connection free: %s", exc)
+    return database_unavailable("no database connection is free; retry shortly")
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_disk_full(exc):
+        log.error("storage full: %s", exc)
+        return render(StorageFull("the server's storage is full; retry later"))
+    return await _unexpected(request, exc)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    code = ErrorCode.INTERNAL
+    return problem_response(
+        500, entry(code).title, "an unexpected error occurred", type_=problem_type(code)
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _problem)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
+    app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(Exception, _unexpected)

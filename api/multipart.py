@@ -20,12 +20,13 @@ import concurrent.futures
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import BadRequest, TooLarge
+from api.errors import BadRequest, StorageFull, TooLarge
 from core import storage as st
+from core.errors import is_disk_full
 
 MAX_FIELD_BYTES = 4096
 BLOCK = 512 * 1024
@@ -123,8 +124,16 @@ async def stream_upload(
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise BadRequest("send multipart/form-data with a 'file' part")
     state = _State(storage, key, max_bytes)
-    parser = MultipartParser(
-        params[b"boundary"],
+    try:
+        parser = _parser(params[b"boundary"], state)
+    except FormParserError as exc:  # e.g. a boundary longer than RFC 2046's 70 characters
+        raise BadRequest(f"malformed multipart boundary: {exc}") from exc
+    return await _stream(parser, state, body, storage=storage, key=key)
+
+
+def _parser(boundary: bytes, state: _State) -> MultipartParser:
+    return MultipartParser(
+        boundary,
         callbacks={
             "on_part_begin": state.part_begin,
             "on_part_data": state.part_data,
@@ -139,6 +148,16 @@ async def stream_upload(
             "on_headers_finished": state.headers_finished,
         },
     )
+
+
+async def _stream(
+    parser: MultipartParser,
+    state: _State,
+    body: AsyncIterator[bytes],
+    *,
+    storage: st.Storage,
+    key: str,
+) -> ParsedUpload:
     loop = asyncio.get_running_loop()
     # One thread per upload keeps the blocks in order; DEPTH blocks may wait for it.
     thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="upload")
@@ -177,15 +196,17 @@ async def stream_upload(
         finishing = True  # from here on the file may be in place under its key
         state.out.result = await run_in_threadpool(state.writer.finish, key)
         state.writer = None
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         state.abort()
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     except st.TooLarge as exc:
         state.abort()
         raise TooLarge(f"the file is larger than the limit of {exc.limit} bytes") from exc
-    except BaseException:
+    except BaseException as exc:
         state.abort()
         if finishing:
             storage.delete(key)
+        if is_disk_full(exc):
+            raise StorageFull("the server's storage is full; the upload was not kept") from exc
         raise
     return state.out

@@ -7,6 +7,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.outputs import RequestedOutputKind
+
 T = TypeVar("T")
 
 UploadStatus = Literal["validating", "ready", "rejected"]
@@ -24,6 +26,12 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
+class TeacherOutput(BaseModel):
+    name: str
+    dtype: str = Field(description='e.g. "float32", "int64" or "seq(map(int64,float))" (ZipMap)')
+    shape: list[int | None] | None = Field(description="null for the batch dimension")
+
+
 class TeacherRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -38,6 +46,19 @@ class TeacherRead(BaseModel):
     input_dtype: str | None
     num_classes: int | None
     parameters: int | None
+    outputs: list[TeacherOutput] | None = Field(
+        default=None, description="every output the validation dry run saw"
+    )
+    output_name: str | None = Field(
+        default=None, description="the output used as class scores (as asked, until validated)"
+    )
+    output_kind: RequestedOutputKind | None = Field(
+        default=None,
+        description='what that output holds; "auto" until the validation dry run decides',
+    )
+    output_reason: str | None = Field(
+        default=None, description="which output was picked and why, and why of that kind"
+    )
     error: ErrorInfo | None
     created_at: datetime
 

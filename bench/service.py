@@ -114,7 +114,8 @@ class Service:
             raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
         dest.mkdir(parents=True, exist_ok=True)
         path = self.client.download_student(job_id, "onnx", dest / f"{job_id}.onnx")
-        return dict(job["report"]), path
+        assert job.report is not None
+        return job.report.model_dump(mode="json"), path
 
 
 def save_npz(path: Path, x: np.ndarray, y: np.ndarray | None = None) -> Path:

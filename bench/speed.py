@@ -244,17 +244,11 @@ def service(
         "validation_s": validated - uploaded,
         "total": Timed(finished - submitted, cpu),
         "stages": report["timings_s"],
-        "queued_s": _seconds(job["created_at"], job["started_at"]),
-        "running_s": _seconds(job["started_at"], job["finished_at"]),
+        "queued_s": (job.started_at - job.created_at).total_seconds(),
+        "running_s": (job.finished_at - job.started_at).total_seconds(),
         "student_parameters": report["student"]["parameters"],
         "agreement": report["agreement_top1"],
     }
-
-
-def _seconds(a: str, b: str) -> float:
-    from datetime import datetime
-
-    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
 
 
 def main(argv: list[str] | None = None) -> int:

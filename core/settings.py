@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # Prefix of every Redis key the broker writes (several deployments can share one Redis).
     broker_key_prefix: str = ""
 
+    # "text", or "json": one JSON object a line, with the job and tenant ids where known.
+    log_format: Literal["text", "json"] = "text"
+
     bootstrap_api_key: str | None = None
     # Each API process remembers a successful key lookup this long: a revoked key keeps
     # working at most this many seconds. 0 looks every request up in the database.
@@ -54,6 +57,9 @@ class Settings(BaseSettings):
     cache_max_bytes: int = 20 * 1024**3
 
     max_upload_bytes: int = 4 * 1024**3
+    # Every request body but the streamed uploads (JSON job specs): larger ones get 413
+    # before they are read.
+    max_body_bytes: int = 1024**2
     allow_torchscript: bool = False
 
     # Archive and image caps (DESIGN.md, "Untrusted files").
@@ -62,6 +68,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 4096 * 4096
     # No archive member may inflate more than this many times its stored size (zip bombs).
     max_compression_ratio: int = 20
+
+    # Tasks are published through an outbox table (written with the row they concern);
+    # each API process retries what the broker did not take this often, as does the sweep.
+    outbox_drain_seconds: float = 5.0
 
     # Jobs.
     lease_seconds: int = 60

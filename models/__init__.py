@@ -1,6 +1,7 @@
 """SQLAlchemy ORM classes (the database models) and the repositories that hold every query."""
 
 from models.base import Base, new_id, utcnow
+from models.outbox import TaskOutbox
 from models.tables import (
     ApiKey,
     Dataset,
@@ -21,6 +22,7 @@ __all__ = [
     "JobDataset",
     "JobTeacher",
     "StoredFile",
+    "TaskOutbox",
     "Teacher",
     "Tenant",
     "Webhook",

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.errors import ErrorCode
 from models.base import utcnow
 from models.pagination import newest_first, page
 from models.tables import Job, JobDataset, JobTeacher
@@ -188,7 +189,7 @@ class JobRepository:
             .values(
                 status="failed",
                 error={
-                    "code": "worker_lost",
+                    "code": ErrorCode.WORKER_LOST,
                     "message": f"the worker running this job stopped {max_attempts} times; "
                     "giving up",
                 },

@@ -84,6 +84,12 @@ class Teacher(_Upload, Base):
     input_dtype: Mapped[str | None] = mapped_column(String(16), nullable=True)
     num_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     parameters: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # What the upload asked for ("auto" = let the validation dry run decide), replaced by what
+    # the dry run chose; `output_reason` says why. `outputs`: [{"name", "dtype", "shape"}].
+    outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    output_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    output_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    output_reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
 
 class Dataset(_Upload, Base):

@@ -1,5 +1,12 @@
-"""Stillhouse client side: the Python SDK (``stillhouse.client``) and the ``stillhouse`` CLI."""
+"""Stillhouse client side: the Python SDK and the ``stillhouse`` CLI.
 
-from stillhouse.client import ApiError, Client
+``Client`` (and ``AsyncClient`` for asyncio) call the REST API and answer with the typed
+models of ``stillhouse.models``. They need only httpx and pydantic: the server's packages
+(database, broker, torch) come with the ``server``, ``api`` and ``worker`` extras.
+"""
 
-__all__ = ["ApiError", "Client"]
+from stillhouse._core import ApiError, RetryPolicy
+from stillhouse.aclient import AsyncClient
+from stillhouse.client import Client
+
+__all__ = ["ApiError", "AsyncClient", "Client", "RetryPolicy"]

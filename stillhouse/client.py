@@ -1,35 +1,76 @@
-"""The Python SDK: a thin, typed wrapper over the REST API (API.md)."""
+"""The Python SDK: the REST API as typed calls (answers are ``stillhouse.models`` classes).
+
+Requests that the server turns away for now (429, 503) are retried after ``Retry-After`` or
+a backoff; so are refused connections, and broken ones for idempotent requests
+(``RetryPolicy``). Lists come a page at a time (``page``) or as one iterator over every page
+(``iterate``). ``stillhouse.AsyncClient`` is the same API for asyncio.
+"""
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from stillhouse._core import (
+    ApiError,
+    ProgressCallback,
+    ProgressFile,
+    RetryPolicy,
+    SseParser,
+    download_name,
+    parse_page,
+    upload_form,
+)
+from stillhouse.models import (
+    KINDS,
+    ApiModel,
+    Dataset,
+    EpochMetrics,
+    Job,
+    JobEvent,
+    Page,
+    Report,
+    StudentArchitecture,
+    Teacher,
+    UploadKind,
+)
+
+__all__ = ["ApiError", "Client", "RetryPolicy"]
+
+DEFAULT_TIMEOUT_S = 60.0
 
 
-class ApiError(Exception):
-    """A problem+json answer: ``status``, ``title``, ``detail`` and the whole ``problem``."""
-
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        self.status = status
-        self.problem = problem
-        self.title = str(problem.get("title", ""))
-        self.detail = str(problem.get("detail", ""))
-        super().__init__(f"{status} {self.title}: {self.detail}")
+def spec_body(spec: dict[str, Any] | BaseModel) -> dict[str, Any]:
+    if isinstance(spec, BaseModel):
+        return spec.model_dump(mode="json", exclude_none=True)
+    return dict(spec)
 
 
 class Client:
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0) -> None:
+    """A connection to one Stillhouse API with one key. Use it as a context manager."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -41,103 +82,195 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        resp = self._http.request(method, path, **kwargs)
-        if resp.status_code >= 400:
+    # the one way out: every call goes through the retry rule
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        attempt = 0
+        while True:
             try:
-                problem = resp.json()
-            except ValueError:
-                problem = {"title": resp.reason_phrase, "detail": resp.text[:500]}
-            raise ApiError(resp.status_code, problem)
+                resp = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                wait = self.retry.delay_for_error(exc, request, attempt)
+                if wait is None:
+                    raise
+            else:
+                wait = self.retry.delay_for_response(resp, attempt)
+                if wait is None:
+                    return resp
+                resp.close()
+            time.sleep(wait)
+            attempt += 1
+
+    def _call(
+        self, method: str, path: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        resp = self._send(self._http.build_request(method, path, **kwargs), stream=stream)
+        if resp.status_code >= 400:
+            resp.read()
+            resp.close()
+            raise ApiError.from_response(resp)
         return resp
 
-    def _upload(self, path: str, file: Path, name: str | None) -> dict[str, Any]:
-        with open(file, "rb") as fh:
-            data = {"name": name} if name else {}
-            resp = self._call("POST", path, files={"file": (file.name, fh)}, data=data)
-        return dict(resp.json())
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call(method, path, **kwargs).json()
 
     # teachers and datasets
-    def upload_teacher(self, file: str | Path, name: str | None = None) -> dict[str, Any]:
-        return self._upload("/v1/teachers", Path(file), name)
+    def _upload(
+        self,
+        path: str,
+        file: Path,
+        name: str | None,
+        extra: dict[str, str | None],
+        progress: ProgressCallback | None,
+    ) -> Any:
+        with open(file, "rb") as fh:
+            body = ProgressFile(fh, os.fstat(fh.fileno()).st_size, progress)
+            return self._json(
+                "POST", path, files={"file": (file.name, body)}, data=upload_form(name, extra)
+            )
 
-    def upload_dataset(self, file: str | Path, name: str | None = None) -> dict[str, Any]:
-        return self._upload("/v1/datasets", Path(file), name)
+    def upload_teacher(
+        self,
+        file: str | Path,
+        name: str | None = None,
+        *,
+        output_name: str | None = None,
+        output_kind: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Teacher:
+        """Upload a teacher (``.pt2`` or ONNX). It comes back ``validating``: see ``wait_ready``."""
+        extra = {"output_name": output_name, "output_kind": output_kind}
+        return Teacher.model_validate(
+            self._upload("/v1/teachers", Path(file), name, extra, progress)
+        )
 
-    def teacher(self, teacher_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/teachers/{teacher_id}").json())
+    def upload_dataset(
+        self, file: str | Path, name: str | None = None, *, progress: ProgressCallback | None = None
+    ) -> Dataset:
+        """Upload a transfer or eval set (npy, npz, csv, parquet, zip of images)."""
+        return Dataset.model_validate(self._upload("/v1/datasets", Path(file), name, {}, progress))
 
-    def dataset(self, dataset_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/datasets/{dataset_id}").json())
+    def teacher(self, teacher_id: str) -> Teacher:
+        return Teacher.model_validate(self._json("GET", f"/v1/teachers/{teacher_id}"))
 
-    def list(self, collection: str, **params: Any) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/{collection}", params=params).json())
+    def dataset(self, dataset_id: str) -> Dataset:
+        return Dataset.model_validate(self._json("GET", f"/v1/datasets/{dataset_id}"))
 
-    def delete(self, collection: str, object_id: str) -> None:
-        self._call("DELETE", f"/v1/{collection}/{object_id}")
+    def get(self, kind: str, object_id: str) -> ApiModel:
+        """One teacher, dataset or job by collection name."""
+        return KINDS[kind].model_validate(self._json("GET", f"/v1/{kind}/{object_id}"))
 
-    def wait_ready(self, kind: str, object_id: str, timeout: float = 300.0) -> dict[str, Any]:
-        """Poll a teacher or dataset until it leaves ``validating``."""
+    def delete(self, kind: str, object_id: str) -> None:
+        self._call("DELETE", f"/v1/{kind}/{object_id}")
+
+    def wait_ready(
+        self, kind: UploadKind, object_id: str, timeout: float = 300.0
+    ) -> Teacher | Dataset:
+        """Poll a teacher or dataset until it leaves ``validating`` (or ``timeout`` passes)."""
         deadline = time.monotonic() + timeout
         while True:
-            obj = dict(self._call("GET", f"/v1/{kind}/{object_id}").json())
-            if obj["status"] != "validating" or time.monotonic() > deadline:
+            obj = self.teacher(object_id) if kind == "teachers" else self.dataset(object_id)
+            if obj.status != "validating" or time.monotonic() > deadline:
                 return obj
             time.sleep(0.5)
 
+    # lists
+    def page(
+        self, kind: str, *, limit: int = 50, cursor: str | None = None, **filters: Any
+    ) -> Page[Any]:
+        """One page of a collection (``teachers``, ``datasets``, ``jobs``), newest first."""
+        params = {"limit": limit, "cursor": cursor, **filters}
+        body = self._json("GET", f"/v1/{kind}", params={k: v for k, v in params.items() if v})
+        return parse_page(kind, body)
+
+    def iterate(self, kind: str, *, page_size: int = 200, **filters: Any) -> Iterator[Any]:
+        """Every item of a collection, newest first, fetching pages as it goes."""
+        cursor: str | None = None
+        while True:
+            page = self.page(kind, limit=page_size, cursor=cursor, **filters)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def students(self) -> list[StudentArchitecture]:
+        body = self._json("GET", "/v1/students")
+        return [StudentArchitecture.model_validate(s) for s in body["items"]]
+
     # jobs
-    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(self, spec: dict[str, Any] | BaseModel, idempotency_key: str | None = None) -> Job:
+        """Submit a job (the body of ``POST /v1/jobs``: a dict or a pydantic spec)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return dict(self._call("POST", "/v1/jobs", json=spec, headers=headers).json())
+        return Job.model_validate(
+            self._json("POST", "/v1/jobs", json=spec_body(spec), headers=headers)
+        )
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/jobs/{job_id}").json())
+    def job(self, job_id: str) -> Job:
+        return Job.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/v1/jobs/{job_id}/cancel").json())
+    def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
-    def report(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/jobs/{job_id}/report").json())
+    def report(self, job_id: str) -> Report:
+        return Report.model_validate(self._json("GET", f"/v1/jobs/{job_id}/report"))
 
-    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
+    def metrics(self, job_id: str) -> list[EpochMetrics]:
+        """One row per finished epoch (loss, agreement, learning rate, seconds)."""
+        body = self._json("GET", f"/v1/jobs/{job_id}/metrics")
+        return [EpochMetrics.model_validate(row) for row in body["items"]]
+
+    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> Job:
+        """Poll a job until it ends (or ``timeout`` passes) and return it."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            if job["status"] in TERMINAL or time.monotonic() > deadline:
+            if job.finished or time.monotonic() > deadline:
                 return job
             time.sleep(poll)
 
-    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[dict[str, Any]]:
-        """Server-sent events of a job: dicts with ``event``, ``id`` and ``data``."""
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        with self._http.stream(
-            "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
-        ) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise ApiError(resp.status_code, resp.json())
-            event: dict[str, Any] = {}
-            for line in resp.iter_lines():
-                if not line:
-                    if "data" in event:
-                        event["data"] = json.loads(event["data"])
-                        yield event
-                    event = {}
-                elif not line.startswith(":"):
-                    field, _, value = line.partition(":")
-                    event[field] = value.lstrip()
+    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[JobEvent]:
+        """A job's server-sent events until its final ``status`` event. A broken stream is
+        reopened where it stopped (``Last-Event-ID``)."""
+        parser = SseParser()
+        parser.last_id = last_event_id
+        attempt = 0
+        while True:
+            headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
+            try:
+                yield from self._event_stream(job_id, headers, parser)
+                return
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                attempt += 1
+                if attempt >= self.retry.attempts:
+                    raise
+                time.sleep(self.retry.backoff(attempt))
 
-    def download_student(self, job_id: str, fmt: str, dest: str | Path) -> Path:
+    def _event_stream(
+        self, job_id: str, headers: dict[str, str], parser: SseParser
+    ) -> Iterator[JobEvent]:
+        path = f"/v1/jobs/{job_id}/events"
+        resp = self._call("GET", path, headers=headers, timeout=None, stream=True)
+        with closing(resp):
+            for line in resp.iter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+                    if event.final:
+                        return
+
+    def download_student(
+        self, job_id: str, fmt: str, dest: str | Path, *, progress: ProgressCallback | None = None
+    ) -> Path:
+        """Save the student in ``fmt``; ``dest`` is a file, or a folder for the server's name."""
         dest = Path(dest)
-        with self._http.stream("GET", f"/v1/jobs/{job_id}/student", params={"format": fmt}) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise ApiError(resp.status_code, resp.json())
+        params = {"format": fmt}
+        resp = self._call("GET", f"/v1/jobs/{job_id}/student", params=params, stream=True)
+        with closing(resp):
             if dest.is_dir():
-                disposition = resp.headers.get("content-disposition", "")
-                name = disposition.split("filename=")[-1].strip('"') or f"student-{fmt}"
-                dest = dest / Path(name).name
+                dest = dest / download_name(resp, f"student-{job_id}.{fmt}")
+            total = int(resp.headers.get("content-length") or 0)
             with open(dest, "wb") as fh:
                 for chunk in resp.iter_bytes():
                     fh.write(chunk)
+                    if progress is not None:
+                        progress(resp.num_bytes_downloaded, total)
         return dest

@@ -7,10 +7,12 @@ SIGINT or SIGTERM stops everything and exits 0.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -31,9 +33,60 @@ class Proc:
     next_start: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
 
-    def start(self) -> None:
-        self.popen = subprocess.Popen(self.argv, env={**os.environ, **self.env})
+    def start(self, out: PrefixedOutput | None = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if out is None:
+            self.popen = subprocess.Popen(self.argv, env=env)
+        else:
+            self.popen = subprocess.Popen(
+                self.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            out.follow(self.name, self.popen)
         self.started_at = time.monotonic()
+
+
+class PrefixedOutput:
+    """Relays each child's output lines to our stdout, prefixed with the child's name
+    (``api | ...``); a JSON log line instead gains a ``"service"`` field, so that it stays
+    one JSON object a line."""
+
+    def __init__(self, names: list[str], log_format: str) -> None:
+        self.width = max((len(n) for n in names), default=0)
+        self.json = log_format == "json"
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def line(self, name: str, raw: bytes) -> bytes:
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if self.json and text.startswith("{"):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                return (json.dumps({"service": name, **record}) + "\n").encode()
+        return f"{name:<{self.width}} | {text}\n".encode()
+
+    def follow(self, name: str, popen: subprocess.Popen[bytes]) -> None:
+        thread = threading.Thread(
+            target=self._relay, args=(name, popen), daemon=True, name=f"out-{name}"
+        )
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait a little for the last lines of children that have exited."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _relay(self, name: str, popen: subprocess.Popen[bytes]) -> None:
+        assert popen.stdout is not None
+        for raw in popen.stdout:
+            data = self.line(name, raw)
+            with self._lock:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
 
 
 def worker_threads(settings: Settings) -> int:
@@ -87,9 +140,10 @@ def processes(settings: Settings) -> list[Proc]:
 
 
 class Supervisor:
-    def __init__(self, procs: list[Proc]) -> None:
+    def __init__(self, procs: list[Proc], log_format: str = "text") -> None:
         self.procs = procs
         self.stopping = False
+        self.out = PrefixedOutput([p.name for p in procs], log_format)
 
     def _signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
@@ -98,12 +152,13 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._signal)
         signal.signal(signal.SIGTERM, self._signal)
         for proc in self.procs:
-            proc.start()
+            proc.start(self.out)
         while not self.stopping:
             for proc in self.procs:
                 self._check(proc)
             time.sleep(0.5)
         self.stop()
+        self.out.drain()
         return 0
 
     def _check(self, proc: Proc) -> None:
@@ -111,7 +166,7 @@ class Supervisor:
         if proc.popen is None:
             if now >= proc.next_start:
                 print(f"stillhouse: restarting {proc.name}", file=sys.stderr, flush=True)
-                proc.start()
+                proc.start(self.out)
             return
         rc = proc.popen.poll()
         if rc is None:
@@ -164,21 +219,28 @@ def prepare(settings: Settings) -> str | None:
 
 
 def banner(settings: Settings, key: str | None) -> str:
+    """What `make run` prints first: where it serves, and the two lines to paste into
+    another terminal (with the key when it is known to this process)."""
     base = f"http://{settings.host}:{settings.port}"
     data = settings.data_dir.resolve()
-    if key is None:
-        key_line = (
-            f"API key: created on the first start (see {data / 'dev-api-key'}); "
-            "make another with `stillhouse keys create --tenant default`"
-        )
+    key_file = data / "dev-api-key"
+    if key is not None:
+        exports = f"export STILLHOUSE_URL={base} STILLHOUSE_API_KEY={key}"
+        key_line = "API key (tenant default), shown once: " + key
     else:
-        key_line = f"API key (tenant default): {key}"
+        exports = f"export STILLHOUSE_URL={base} STILLHOUSE_API_KEY=$(cat {key_file})"
+        key_line = (
+            f"API key: the one made on the first start, kept in {key_file} "
+            "(more: `stillhouse keys create --tenant NAME`)"
+        )
     return "\n".join(
         [
             "",
-            f"Stillhouse is starting on {base}  (docs: {base}/docs)",
+            f"Stillhouse is starting on {base}  (docs: {base}/docs, jobs: {base}/jobs)",
             key_line,
             f"Data: {data}  (SQLite + filesystem broker; Ctrl-C stops everything)",
+            "In another terminal (the repository's CLI is .venv/bin/stillhouse):",
+            f"  {exports}",
             "",
         ]
     )

@@ -23,6 +23,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from core.db import session_scope
+from core.errors import ErrorCode, is_disk_full
+from core.logs import log_context, set_log_context
 from core.settings import Settings, get_settings
 from core.storage import get_storage
 from models import StoredFile, new_id, utcnow
@@ -137,9 +139,13 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
                 "sha256": row.sha256,
             }
 
+        def teacher_source(row: Any) -> dict[str, Any]:
+            # The output and kind the validation dry run settled on: the job uses the same.
+            return {**source(row), "output_name": row.output_name, "output_kind": row.output_kind}
+
         links = session.query(JobTeacher).filter_by(job_id=job_id).order_by(JobTeacher.position)
         teachers = TeacherRepository(session)
-        teacher_sources = [source(teachers.get(link.teacher_id)) for link in links]
+        teacher_sources = [teacher_source(teachers.get(link.teacher_id)) for link in links]
         roles = {d.role: d.dataset_id for d in session.query(JobDataset).filter_by(job_id=job_id)}
         datasets = DatasetRepository(session)
         workdir = job_workdir(settings, job_id)
@@ -373,9 +379,9 @@ class Run:
                 return
             elif kind == "error":
                 code, message = str(event.get("code")), str(event.get("message"))
-                if code == "cancelled" and self.handing_back:
+                if code == ErrorCode.CANCELLED and self.handing_back:
                     raise HandedBack("the worker is stopping; the job goes to the next one")
-                if code == "cancelled":
+                if code == ErrorCode.CANCELLED:
                     with session_scope() as session:
                         JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
                 else:
@@ -486,11 +492,17 @@ class Run:
 
 
 def run_job(job_id: str) -> None:
+    with log_context(job_id=job_id, tenant_id=None):
+        _run_job(job_id)
+
+
+def _run_job(job_id: str) -> None:
     settings = get_settings()
     claimed = claim(job_id, settings)
     if claimed is None:
         log.info("job %s: not claimable (taken, finished, cancelled or out of attempts)", job_id)
         return
+    set_log_context(tenant_id=claimed.tenant_id)
     log.info("job %s: attempt %s on %s", job_id, claimed.attempt, worker_name())
     try:
         try:
@@ -502,15 +514,27 @@ def run_job(job_id: str) -> None:
             JobRepository(session).fail(
                 job_id,
                 claimed.attempt,
-                code="time_limit",
+                code=ErrorCode.TIME_LIMIT,
                 message=f"the job ran past the limit of {settings.job_soft_time_limit_s} s",
             )
+    except OSError as exc:
+        if not is_disk_full(exc):
+            _give_back(job_id, claimed.attempt)
+            raise
+        with session_scope() as session:
+            JobRepository(session).fail(
+                job_id, claimed.attempt, code=ErrorCode.STORAGE_FULL, message=str(exc)
+            )
     except TRANSIENT:
-        # Give the job back at once so that the retry (with backoff) can claim it again;
-        # if the database itself is down, the lease runs out and the sweep re-publishes it.
-        with contextlib.suppress(*TRANSIENT), session_scope() as session:
-            JobRepository(session).release(job_id, claimed.attempt)
+        _give_back(job_id, claimed.attempt)
         raise
+
+
+def _give_back(job_id: str, attempt: int) -> None:
+    """Give the job back at once so that the retry (with backoff) can claim it again; if the
+    database itself is down, the lease runs out and the sweep re-publishes it."""
+    with contextlib.suppress(*TRANSIENT), session_scope() as session:
+        JobRepository(session).release(job_id, attempt)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -550,11 +574,14 @@ def requeue_stale(publish: Any) -> int:
     with session_scope() as session:
         jobs = JobRepository(session)
         stale = jobs.stale(now)
+        ended = []
         for job in stale:
             if job.cancel_requested:
                 jobs.cancel_running(job.id, job.attempt)
+                ended.append(job.id)
             elif job.attempt >= settings.max_attempts:
                 jobs.fail_exhausted(job, settings.max_attempts)
+                ended.append(job.id)
             else:
                 count += 1
         ids = [j.id for j in stale if not j.cancel_requested and j.attempt < settings.max_attempts]
@@ -566,4 +593,6 @@ def requeue_stale(publish: Any) -> int:
         ids += [j.id for j in lost]
     for job_id in ids:
         publish(job_id)
+    if ids or ended:
+        log.info("sweep: re-queued %s, ended %s (%s)", len(ids), len(ended), ", ".join(ids + ended))
     return len(ids)

@@ -51,6 +51,7 @@ from typing import Any
 
 import core
 import worker
+from core.errors import ErrorCode
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def bwrap_argv(jobdir: Path, private: list[Path]) -> list[str]:
     bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
     if bwrap is None or setpriv is None:
         raise SandboxError(
-            "sandbox_unavailable",
+            ErrorCode.SANDBOX_UNAVAILABLE,
             "bubblewrap (bwrap) or setpriv is not installed: install the bubblewrap package, "
             "or set STILLHOUSE_SANDBOX=none to run user files without a sandbox",
         )
@@ -288,7 +289,7 @@ def check_available(settings: Settings) -> None:
         return
     problem = _probe(_as_root())
     if problem is not None:
-        raise SandboxError("sandbox_unavailable", problem)
+        raise SandboxError(ErrorCode.SANDBOX_UNAVAILABLE, problem)
 
 
 def prepare_jobdir(jobdir: Path) -> None:
@@ -390,7 +391,9 @@ class Child:
             return Path(path)
         relative = Path(os.path.normpath(path)).relative_to(JOB_DIR)
         if ".." in relative.parts:
-            raise SandboxError("internal", f"the child named a path outside its folder: {path}")
+            raise SandboxError(
+                ErrorCode.INTERNAL, f"the child named a path outside its folder: {path}"
+            )
         return self.workdir / relative
 
     def stage(self, name: str, source: Path) -> str:
@@ -550,7 +553,7 @@ def _finish(
     try:
         child.send(request)
     except BrokenPipeError:
-        raise SandboxError("teacher_crashed", child.crash_message()) from None
+        raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message()) from None
     timer = threading.Timer(timeout_s, child.kill)
     timer.start()
     try:
@@ -567,6 +570,6 @@ def _finish(
                     str(event.get("message")),
                     peak if isinstance(peak, int) else None,
                 )
-        raise SandboxError("teacher_crashed", child.crash_message())
+        raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message())
     finally:
         timer.cancel()

@@ -8,14 +8,17 @@ import signal
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
+from core import outbox
 from core.queue import (
     GPU_QUEUE,
+    ROUTES,
     TASK_DELIVER_WEBHOOKS,
     TASK_REQUEUE_STALE,
     TASK_RUN_JOB,
     TASK_VALIDATE_DATASET,
     TASK_VALIDATE_TEACHER,
 )
+from core.settings import get_settings
 from worker import pipeline, validation, webhooks
 from worker.celery_app import app
 from worker.sandbox import PR_SET_PDEATHSIG
@@ -53,7 +56,14 @@ def deliver_webhooks() -> int:
 
 @app.task(name=TASK_REQUEUE_STALE, ignore_result=True)
 def requeue_stale() -> int:
-    return pipeline.requeue_stale(_publish_run)
+    """The periodic sweep: re-publish stale jobs, and what the outbox still holds (tasks
+    whose publishing failed after their commit, e.g. while the broker was away)."""
+    published = outbox.drain(_publish_entry, min_age_s=get_settings().outbox_drain_seconds)
+    return pipeline.requeue_stale(_publish_run) + published
+
+
+def _publish_entry(task_name: str, args: list[str]) -> None:
+    app.send_task(task_name, args=args, queue=ROUTES[task_name])
 
 
 def _publish_run(job_id: str) -> None:

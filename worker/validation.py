@@ -45,6 +45,7 @@ def _validate(
     row_id: str,
     op: str,
     metadata: Callable[[dict[str, Any]], dict[str, Any]],
+    asks: Callable[[Any], dict[str, Any]] = lambda row: {},
 ) -> None:
     """Read the row, inspect its file in the sandbox (no session held meanwhile), then write
     ``ready`` with the metadata or ``rejected`` with the reason, unless the row moved on."""
@@ -60,6 +61,7 @@ def _validate(
             "op": op,
             "format": row.format,
             "allow_torchscript": get_settings().allow_torchscript,
+            **asks(row),
             "caps": upload_caps(get_settings()),
         }
     info, error = inspect_in_sandbox(request, path)
@@ -86,7 +88,13 @@ def validate_teacher(teacher_id: str) -> None:
             "input_dtype": info["input_dtype"],
             "num_classes": info["num_classes"],
             "parameters": info.get("parameters"),
+            "outputs": info.get("outputs"),
+            "output_name": info.get("output_name"),
+            "output_kind": info.get("output_kind"),
+            "output_reason": info.get("output_reason"),
         },
+        # What the upload asked for: the dry run honours it or rejects the teacher saying why.
+        lambda row: {"output_name": row.output_name, "output_kind": row.output_kind or "auto"},
     )
 
 

@@ -10,11 +10,14 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api import headers
 from api.deps import StandaloneTenantId, TenantId, UoW
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
+from api.openapi import problems
 from api.schemas import JobRead, JobStatus, Page, Report
 from api.services import jobs as service
+from core.errors import ErrorCode
 from models.job_repository import TERMINAL, JobRepository
 from models.pagination import BadCursor
 
@@ -39,7 +42,10 @@ SSE_KEEPALIVE_S = 15.0
     status_code=201,
     response_model=JobRead,
     summary="Submit a distillation job",
-    responses={200: {"model": JobRead, "description": "Idempotency-Key replay"}},
+    responses={
+        200: {"model": JobRead, "description": "Idempotency-Key replay"},
+        **problems(ErrorCode.CONFLICT),
+    },
 )
 def submit_job(
     uow: UoW,
@@ -81,7 +87,12 @@ async def get_job(job_id: str, tenant_id: StandaloneTenantId) -> Any:
     return found[1]
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobRead)
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=JobRead,
+    responses=problems(ErrorCode.CONFLICT),
+)
 def cancel_job(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return service.job_view(service.cancel(uow, tenant_id=tenant_id, job_id=job_id))
 
@@ -98,7 +109,12 @@ def get_report(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
 @router.get(
     "/jobs/{job_id}/student",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 416: {}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content (Range)"},
+        304: {"description": "Not modified (If-None-Match)"},
+        **problems(ErrorCode.RANGE_NOT_SATISFIABLE),
+    },
     summary="Download the student (ETag = sha256, Range supported)",
 )
 def download_student(
@@ -143,7 +159,7 @@ async def job_events(
     first = await run_in_threadpool(_snapshot, tenant_id, job_id)
     if first is None:
         raise NotFound(f"no job {job_id!r}")
-    last = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+    last = headers.last_event_id(last_event_id)
 
     async def stream() -> Any:
         nonlocal last

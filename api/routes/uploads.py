@@ -8,8 +8,12 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import TenantId, UoW
 from api.errors import BadRequest
+from api.headers import small_int
+from api.openapi import problems
 from api.schemas import DatasetRead, Page, TeacherRead
 from api.services import uploads
+from core.errors import ErrorCode
+from core.outputs import REQUESTED_OUTPUT_KINDS
 from core.storage import get_storage
 from models.pagination import BadCursor
 from models.repositories import DatasetRepository, TeacherRepository
@@ -36,17 +40,51 @@ UPLOAD_BODY: dict[str, Any] = {
     }
 }
 
+UPLOAD_PROBLEMS = problems(ErrorCode.UNSUPPORTED_FORMAT, ErrorCode.STORAGE_FULL)
+
+
+TEACHER_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "name": {"type": "string"},
+                        "output_name": {
+                            "type": "string",
+                            "description": "the output that holds the class scores "
+                            "(default: the one named logits, else the one float "
+                            "[N, classes] output)",
+                        },
+                        "output_kind": {
+                            "type": "string",
+                            "enum": list(REQUESTED_OUTPUT_KINDS),
+                            "default": "auto",
+                            "description": "what that output holds; auto: decided by the "
+                            "validation dry run",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
 
 def _length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() else None
+    return small_int(request.headers.get("content-length"))
 
 
 @router.post(
     "/teachers",
     status_code=201,
     response_model=TeacherRead,
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=TEACHER_UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
     summary="Upload a teacher (ONNX or torch.export .pt2)",
 )
 async def upload_teacher(request: Request, uow: UoW, tenant_id: TenantId) -> Any:
@@ -79,7 +117,12 @@ def get_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return uploads.get_teacher(uow.session, tenant_id=tenant_id, teacher_id=teacher_id)
 
 
-@router.delete("/teachers/{teacher_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/teachers/{teacher_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(ErrorCode.CONFLICT),
+)
 def delete_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Response:
     uploads.delete_teacher(uow.session, get_storage(), tenant_id=tenant_id, teacher_id=teacher_id)
     uow.commit()
@@ -91,6 +134,7 @@ def delete_teacher(teacher_id: str, uow: UoW, tenant_id: TenantId) -> Response:
     status_code=201,
     response_model=DatasetRead,
     openapi_extra=UPLOAD_BODY,
+    responses=UPLOAD_PROBLEMS,
     summary="Upload a transfer set (.npy, .npz, CSV, Parquet, ZIP of images)",
 )
 async def upload_dataset(request: Request, uow: UoW, tenant_id: TenantId) -> Any:
@@ -123,7 +167,12 @@ def get_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Any:
     return uploads.get_dataset(uow.session, tenant_id=tenant_id, dataset_id=dataset_id)
 
 
-@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/datasets/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(ErrorCode.CONFLICT),
+)
 def delete_dataset(dataset_id: str, uow: UoW, tenant_id: TenantId) -> Response:
     uploads.delete_dataset(uow.session, get_storage(), tenant_id=tenant_id, dataset_id=dataset_id)
     uow.commit()

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
-from api.publisher import publish
+from api.publisher import enqueue
 from api.services.quotas import check_active_jobs
 from core.db import get_engine
 from core.queue import TASK_RUN_JOB
@@ -171,7 +171,7 @@ def submit(
             raise
         return _replay(existing, digest), False
     job_id = job.id
-    uow.after_commit(lambda: publish(TASK_RUN_JOB, job_id))
+    enqueue(uow, TASK_RUN_JOB, job_id)
     uow.commit()
     return job, True
 

@@ -9,12 +9,13 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import UnitOfWork
-from api.errors import Conflict, NotFound, TooLarge, UnsupportedFormat
+from api.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
 from api.metrics import count_upload
 from api.multipart import stream_upload
-from api.publisher import publish
+from api.publisher import enqueue
 from api.services.quotas import check_stored_bytes
 from core import formats
+from core.outputs import MAX_OUTPUT_NAME, REQUESTED_OUTPUT_KINDS
 from core.queue import TASK_VALIDATE_DATASET, TASK_VALIDATE_TEACHER
 from core.settings import get_settings
 from core.storage import Storage, new_key
@@ -50,14 +51,33 @@ async def receive_upload(
     filename = parsed.filename or "upload"
     name = (parsed.fields.get("name") or "").strip()[:200] or filename
     try:
+        extra = _teacher_fields(parsed.fields) if kind == "teacher" else {}
         row = await run_in_threadpool(
-            _record, uow, kind, tenant_id, fmt, filename, name, parsed.result
+            _record, uow, kind, tenant_id, fmt, filename, name, parsed.result, extra
         )
     except BaseException:
         storage.delete(key)
         raise
     count_upload(kind, row.size_bytes)
     return row
+
+
+def _teacher_fields(fields: dict[str, str]) -> dict[str, str | None]:
+    """The optional ``output_name`` and ``output_kind`` form fields, checked."""
+    output_name = (fields.get("output_name") or "").strip() or None
+    output_kind = (fields.get("output_kind") or "").strip() or "auto"
+    if output_kind not in REQUESTED_OUTPUT_KINDS:
+        raise Invalid(
+            f"output_kind must be one of {', '.join(REQUESTED_OUTPUT_KINDS)}; "
+            f"got {output_kind[:50]!r}",
+            errors=[{"loc": ["body", "output_kind"], "msg": "unknown output kind"}],
+        )
+    if output_name is not None and len(output_name) > MAX_OUTPUT_NAME:
+        raise Invalid(
+            f"output_name is longer than {MAX_OUTPUT_NAME} characters",
+            errors=[{"loc": ["body", "output_name"], "msg": "too long"}],
+        )
+    return {"output_name": output_name, "output_kind": output_kind}
 
 
 def _check_quota(uow: UnitOfWork, tenant_id: str, incoming: int) -> None:
@@ -93,6 +113,7 @@ def _record(
     filename: str,
     name: str,
     put: object,
+    extra: dict[str, Any],
 ) -> Teacher | Dataset:
     from core.storage import PutResult
 
@@ -122,13 +143,13 @@ def _record(
     )
     row: Teacher | Dataset
     if kind == "teacher":
-        row = TeacherRepository(session).add(Teacher(id=new_id("tch"), **common))
+        row = TeacherRepository(session).add(Teacher(id=new_id("tch"), **common, **extra))
         task = TASK_VALIDATE_TEACHER
     else:
         row = DatasetRepository(session).add(Dataset(id=new_id("ds"), has_labels=False, **common))
         task = TASK_VALIDATE_DATASET
     row_id = row.id
-    uow.after_commit(lambda: publish(task, row_id))
+    enqueue(uow, task, row_id)
     uow.commit()
     return row
 

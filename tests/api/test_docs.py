@@ -43,6 +43,7 @@ from websockets.sync.client import ClientConnection, connect
 import api.docs
 from api.app import create_app
 from api.docs import install_docs
+from tests.conftest import DEV_KEY
 
 CHROMIUM = os.environ.get("STILLHOUSE_CHROMIUM", "/usr/bin/chromium")
 APP_TITLE = "Stillhouse"
@@ -498,3 +499,129 @@ def test_cdn_docs_do_not_render_here(browser: _DevTools, live_server: str) -> No
         assert len(cdn) >= 2, events  # the CDN's script and stylesheet
     finally:
         _close(browser, session)
+
+
+# --- 3. The docs page as a working tool: Authorize, then "Try it out" on /v1 routes ---------
+
+
+@pytest.fixture(scope="module")
+def api_server(pg_database: str) -> Iterator[str]:
+    """The real app with its database (lifespan on: the bootstrap key exists)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(), log_level="warning", access_log=False, ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _type_into(browser: _DevTools, session: str, selector: str, text: str) -> None:
+    """Focus a field, select what it holds and type over it, as a user would (React sees
+    real input events)."""
+    focus = "(e => { e.focus(); e.select && e.select(); })"
+    browser.evaluate(session, f"{focus}(document.querySelector({json.dumps(selector)}))")
+    browser.send("Input.insertText", {"text": text}, session)
+
+
+def _operation(method: str, path: str) -> str:
+    """A JS expression for the operation block of METHOD PATH."""
+    return (
+        f"document.querySelector('.opblock-{method} .opblock-summary-path"
+        f"[data-path=\"{path}\"]').closest('.opblock')"
+    )
+
+
+def _try_it_out(browser: _DevTools, session: str, method: str, path: str, body: str | None) -> str:
+    """Open the operation, "Try it out", optionally type a JSON body, Execute; the status."""
+    block = _operation(method, path)
+    browser.evaluate(session, f"{block}.querySelector('.opblock-summary-control').click()")
+    browser.wait_for(session, f"!!{block}.querySelector('.try-out__btn')", "Try it out")
+    browser.evaluate(session, f"{block}.querySelector('.try-out__btn').click()")
+    browser.wait_for(session, f"!!{block}.querySelector('.btn.execute')", "Execute")
+    if body is not None:
+        block_id = browser.evaluate(session, f"{block}.id")
+        _type_into(browser, session, f"#{block_id} textarea.body-param__text", body)
+    browser.evaluate(session, f"{block}.querySelector('.btn.execute').click()")
+    status: str = browser.wait_for(
+        session,
+        f"{block}.querySelector('.live-responses-table tbody .response-col_status')"
+        "?.textContent.trim()",
+        f"the live response of {method.upper()} {path}",
+    )
+    return status
+
+
+def test_swagger_ui_authorizes_and_calls_v1_routes(browser: _DevTools, api_server: str) -> None:
+    session, _, _ = _open_page(
+        browser, api_server + "/docs", "!!document.querySelector('.btn.authorize')", "Authorize"
+    )
+    try:
+        browser.evaluate(session, "document.querySelector('.btn.authorize').click()")
+        browser.wait_for(session, "!!document.querySelector('#auth-bearer-value')", "key field")
+        _type_into(browser, session, "#auth-bearer-value", DEV_KEY)
+        browser.evaluate(session, "document.querySelector('.modal-btn.auth.authorize').click()")
+        browser.wait_for(
+            session, "document.querySelector('.modal-ux')?.textContent.includes('Authorized')",
+            "Authorized",
+        )  # fmt: skip
+        browser.evaluate(session, "document.querySelector('.modal-btn.auth.btn-done').click()")
+
+        assert _try_it_out(browser, session, "get", "/v1/jobs", None).startswith("200")
+        missing = json.dumps({"teacher_ids": ["tch_missing"], "dataset_id": "ds_missing"})
+        assert _try_it_out(browser, session, "post", "/v1/jobs", missing).startswith("422")
+        shown = browser.evaluate(
+            session,
+            f"{_operation('post', '/v1/jobs')}"
+            ".querySelector('.live-responses-table tbody .highlight-code pre')?.textContent",
+        )
+        problem = json.loads(shown)
+        assert problem["type"] == "/problems/invalid" and "tch_missing" in problem["detail"]
+        after = [e for e in browser.events if e.get("sessionId") == session]
+        sent = [
+            e["params"]["request"]
+            for e in after
+            if e["method"] == "Network.requestWillBeSent"
+            and "/v1/jobs" in e["params"]["request"]["url"]
+        ]
+        assert sent and all(r["headers"].get("Authorization") == f"Bearer {DEV_KEY}" for r in sent)
+        _assert_all_local(after, api_server)
+    finally:
+        _close(browser, session)
+
+
+def test_openapi_documents_auth_and_problems(http: httpx.Client) -> None:
+    schema = http.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key: `Authorization: Bearer <api key>`",
+    }
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    problem = schema["components"]["schemas"]["Problem"]
+    assert {"type", "title", "status", "detail"} <= set(problem["required"])
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            if path.startswith("/v1/"):
+                assert operation["security"] == [{"bearerAuth": []}], (method, path)
+                assert {"401", "503"} <= set(responses), (method, path)
+            if operation.get("parameters") or operation.get("requestBody"):
+                assert {"400", "422"} <= set(responses), (method, path)
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    content = response["content"]
+                    assert list(content) == ["application/problem+json"], (method, path, status)
+                    assert content["application/problem+json"]["schema"] == {
+                        "$ref": "#/components/schemas/Problem"
+                    }

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from api.errors import StorageFull
 from api.multipart import BLOCK, stream_upload
 from core import storage
 from core.storage import LocalStorage
@@ -67,8 +68,9 @@ def test_a_failing_write_drops_the_queued_blocks_and_leaves_no_file(
         real(self, chunk)
 
     monkeypatch.setattr(storage._Writer, "write", flaky)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StorageFull) as caught:  # answered 507, not 500
         _upload(tmp_path, b"x" * (20 * BLOCK))
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == 28
     assert 3 <= calls["n"] < 20  # the writes behind the failing one were not all made
     assert _files(tmp_path) == []
     assert not _upload_threads()

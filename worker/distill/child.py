@@ -9,6 +9,7 @@ import sys
 import traceback
 from typing import Any
 
+from core.errors import ErrorCode, is_disk_full
 from worker.distill.errors import UserError
 
 
@@ -47,7 +48,7 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
             if not _out_of_memory(exc):
                 raise
             raise UserError(
-                "too_large",
+                ErrorCode.TOO_LARGE,
                 "Validating this file needs more memory than an upload may use "
                 "(STILLHOUSE_VALIDATION_MEMORY_BYTES).",
             ) from exc
@@ -55,7 +56,7 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
         from worker.distill.job import run_from_request
 
         return run_from_request(request, emit=_emit)
-    raise UserError("bad_request", f"unknown operation {op!r}")
+    raise UserError(ErrorCode.BAD_REQUEST, f"unknown operation {op!r}")
 
 
 def _inspect(request: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,8 @@ def _inspect(request: dict[str, Any]) -> dict[str, Any]:
             request["path"],
             request["format"],
             allow_torchscript=bool(request.get("allow_torchscript")),
+            output_name=request.get("output_name"),
+            output_kind=request.get("output_kind") or "auto",
         )
     from worker.distill.data import inspect_dataset
 
@@ -91,6 +94,19 @@ def _preload() -> None:
         traceback.print_exc()
 
 
+def error_event(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` line for an exception that ended the request."""
+    if isinstance(exc, UserError):
+        return {"event": "error", "code": exc.code, "message": exc.message}
+    if isinstance(exc, MemoryError):
+        code, message = ErrorCode.OUT_OF_MEMORY, "the worker ran out of memory"
+    elif is_disk_full(exc):
+        code, message = ErrorCode.STORAGE_FULL, f"the worker's disk is full: {exc}"
+    else:
+        code, message = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+    return {"event": "error", "code": code, "message": message}
+
+
 def main() -> int:
     _emit({"event": "ready"})  # the sandbox is set up (worker/sandbox.py, Child.adopt)
     threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
@@ -111,16 +127,12 @@ def main() -> int:
         _emit({"event": "result", **result})
         return 0
     except UserError as exc:
-        _emit({"event": "error", "code": exc.code, "message": exc.message})
+        _emit(error_event(exc))
         return 0
-    except MemoryError:
-        _emit(
-            {"event": "error", "code": "out_of_memory", "message": "the worker ran out of memory"}
-        )
-        return 1
-    except Exception as exc:
-        traceback.print_exc()
-        _emit({"event": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+    except Exception as exc:  # MemoryError too: the error line says what happened
+        if not isinstance(exc, MemoryError) and not is_disk_full(exc):
+            traceback.print_exc()
+        _emit(error_event(exc))
         return 1
 
 

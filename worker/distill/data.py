@@ -27,6 +27,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, check_zip, current_caps
 from worker.distill.images import ImageZipRows, scan_images
@@ -88,7 +89,7 @@ def inspect_dataset(
         (shape, dtype), has_labels = headers["x"], "y" in headers
         classes = _npz_num_classes(path, headers["y"]) if has_labels else None
         return _description(shape[0], list(shape[1:]), dtype.name, has_labels, classes)
-    raise UserError("unsupported_format", f"Datasets must be one of {DATASET_FORMATS}.")
+    raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Datasets must be one of {DATASET_FORMATS}.")
 
 
 def _description(
@@ -132,7 +133,7 @@ def open_dataset(
             mapped = map_table(scratch)
         assert mapped is not None
         return ArrayRows(*mapped, **prep)
-    raise UserError("unsupported_format", f"Datasets must be one of {DATASET_FORMATS}.")
+    raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Datasets must be one of {DATASET_FORMATS}.")
 
 
 def load_dataset(
@@ -175,22 +176,26 @@ def read_npy_header(
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except (ValueError, SyntaxError, TypeError) as exc:
-        raise UserError("bad_header", f"{what} has an unreadable .npy header.") from exc
+        raise UserError(ErrorCode.BAD_HEADER, f"{what} has an unreadable .npy header.") from exc
     if dtype.hasobject:
         raise UserError(
-            "object_array", f"{what} holds Python objects; save a numeric array instead."
+            ErrorCode.OBJECT_ARRAY, f"{what} holds Python objects; save a numeric array instead."
         )
     if dtype.fields is not None or dtype.subdtype is not None:
-        raise UserError("structured_array", f"{what} is a structured array; save plain numbers.")
+        raise UserError(
+            ErrorCode.STRUCTURED_ARRAY, f"{what} is a structured array; save plain numbers."
+        )
     if dtype.kind not in "biuf":
-        raise UserError("unsupported_dtype", f"{what} has dtype {dtype}; numbers only.")
+        raise UserError(ErrorCode.UNSUPPORTED_DTYPE, f"{what} has dtype {dtype}; numbers only.")
     if not shape or shape[0] < 1:
-        raise UserError("bad_shape", f"{what} must be an array of shape [N, ...] with N >= 1.")
+        raise UserError(
+            ErrorCode.BAD_SHAPE, f"{what} must be an array of shape [N, ...] with N >= 1."
+        )
     declared = math.prod(shape) * dtype.itemsize
     available = stored_bytes - file.tell()
     if declared != available:
         raise UserError(
-            "bad_header",
+            ErrorCode.BAD_HEADER,
             f"{what}'s header declares {declared} bytes of data but the file holds {available}.",
         )
     return shape, dtype
@@ -209,7 +214,7 @@ def _npz_members(archive: zipfile.ZipFile, limits: DataLimits) -> dict[str, zipf
     unexpected = set(members) - {f"{name}.npy" for name in NPZ_MEMBERS}
     if "x.npy" not in members or unexpected:
         raise UserError(
-            "npz_members",
+            ErrorCode.NPZ_MEMBERS,
             "An .npz dataset holds an array 'x' and optionally labels 'y', nothing else"
             + (f" (found {sorted(unexpected)[:5]})." if unexpected else "."),
         )
@@ -226,13 +231,15 @@ def _npz_headers(path: Path, limits: DataLimits) -> dict[str, tuple[tuple[int, .
                     what = f"Member {member.filename!r}"
                     headers[name] = read_npy_header(file, member.file_size, what)
     except zipfile.BadZipFile as exc:
-        raise UserError("bad_archive", "The .npz file is not a valid zip archive.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, "The .npz file is not a valid zip archive.") from exc
     if "y" in headers:
         shape, dtype = headers["y"]
         if dtype.kind not in "iu" or len(shape) != 1:
-            raise UserError("bad_labels", "Labels must be a 1-D array of integers.")
+            raise UserError(ErrorCode.BAD_LABELS, "Labels must be a 1-D array of integers.")
         if shape[0] != headers["x"][0][0]:
-            raise UserError("bad_labels", f"{shape[0]} labels for {headers['x'][0][0]} samples.")
+            raise UserError(
+                ErrorCode.BAD_LABELS, f"{shape[0]} labels for {headers['x'][0][0]} samples."
+            )
     return headers
 
 
@@ -246,7 +253,7 @@ def _npz_num_classes(path: Path, header: tuple[tuple[int, ...], np.dtype]) -> in
             rows = min(count, start + LABEL_CHUNK) - start
             chunk = np.frombuffer(file.read(rows * dtype.itemsize), dtype=dtype)
             if chunk.min() < 0:
-                raise UserError("bad_labels", "Labels must be non-negative class indices.")
+                raise UserError(ErrorCode.BAD_LABELS, "Labels must be non-negative class indices.")
             top = max(top, int(chunk.max()))
     return None if count == 0 else top + 1
 
@@ -283,9 +290,9 @@ def _extract_npz(
 def _check_mapped_labels(y: np.ndarray, num_samples: int) -> None:
     check_labels(y[:0], 0)  # dtype and rank
     if len(y) != num_samples:
-        raise UserError("bad_labels", f"{len(y)} labels for {num_samples} samples.")
+        raise UserError(ErrorCode.BAD_LABELS, f"{len(y)} labels for {num_samples} samples.")
     if len(y) and _label_min(y) < 0:
-        raise UserError("bad_labels", "Labels must be non-negative class indices.")
+        raise UserError(ErrorCode.BAD_LABELS, "Labels must be non-negative class indices.")
 
 
 def _label_min(y: np.ndarray) -> int:

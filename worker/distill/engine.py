@@ -58,6 +58,10 @@ class Source:
     path: Path
     format: str
     sha256: str
+    # Teachers only: which output holds the class scores and what kind (None: the dry run
+    # decides, see teacher_outputs.py).
+    output_name: str | None = None
+    output_kind: str | None = None
 
 
 @dataclass
@@ -93,7 +97,14 @@ def run_distillation(
     dev = resolve_device(device)
     set_threads(threads)
     loaded = [
-        load_teacher(s.path, s.format, allow_torchscript=allow_torchscript, device=dev.type)
+        load_teacher(
+            s.path,
+            s.format,
+            allow_torchscript=allow_torchscript,
+            device=dev.type,
+            output_name=s.output_name,
+            output_kind=s.output_kind,
+        )
         for s in teachers
     ]
     dims = loaded[0].input_shape[1:]
@@ -107,7 +118,11 @@ def run_distillation(
     if eval_set is not None:
         held = prep(eval_set.path, eval_set.format, scratch=workdir / "data/eval")
     identity = {
-        "teachers": [s.sha256 for s in teachers],
+        # The scores depend on the output used and its kind, not only on the file.
+        "teachers": [
+            f"{s.sha256}:{t.output_name}:{t.output_kind}"
+            for s, t in zip(teachers, loaded, strict=True)
+        ],
         "dataset": transfer.sha256,
         "eval_dataset": None if eval_set is None else eval_set.sha256,
     }

@@ -4,11 +4,13 @@
 `message` shown to the user, and no retry will help. `Cancelled` means the user asked to stop.
 """
 
+from core.errors import ErrorCode
+
 
 class UserError(Exception):
-    """A problem the user can fix; `code` is short and machine-readable."""
+    """A problem the user can fix; ``code`` is one of the catalogue's (``core.errors``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

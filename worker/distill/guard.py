@@ -30,6 +30,7 @@ from pathlib import PurePosixPath
 
 import torch
 
+from core.errors import ErrorCode
 from core.settings import Settings
 from worker.distill.errors import UserError
 
@@ -87,7 +88,7 @@ def check_zip(
     members = archive.infolist()
     if len(members) > limits.max_entries:
         raise UserError(
-            "too_many_entries",
+            ErrorCode.TOO_MANY_ENTRIES,
             f"{what} has {len(members)} entries; the limit is {limits.max_entries}.",
         )
     seen: set[str] = set()
@@ -95,18 +96,18 @@ def check_zip(
     for member in members:
         _check_member_name(member.filename, what=what)
         if member.filename in seen:
-            raise UserError("archive_duplicate", f"{what} lists {member.filename!r} twice.")
+            raise UserError(ErrorCode.ARCHIVE_DUPLICATE, f"{what} lists {member.filename!r} twice.")
         seen.add(member.filename)
         mode = member.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise UserError("archive_link", f"{what} contains a link: {member.filename!r}.")
+            raise UserError(ErrorCode.ARCHIVE_LINK, f"{what} contains a link: {member.filename!r}.")
         if member.flag_bits & 0x1:
-            raise UserError("archive_encrypted", f"{what} has an encrypted entry.")
+            raise UserError(ErrorCode.ARCHIVE_ENCRYPTED, f"{what} has an encrypted entry.")
         _check_ratio(member, limits, what=what)
         total += member.file_size
         if total > limits.max_total_bytes:
             raise UserError(
-                "archive_too_large",
+                ErrorCode.ARCHIVE_TOO_LARGE,
                 f"{what} unpacks to more than {limits.max_total_bytes} bytes.",
             )
     return members
@@ -116,7 +117,7 @@ def _check_ratio(member: zipfile.ZipInfo, limits: ArchiveLimits, *, what: str) -
     if member.file_size <= max(_RATIO_FREE_BYTES, limits.max_ratio * member.compress_size):
         return
     raise UserError(
-        "archive_too_large",
+        ErrorCode.ARCHIVE_TOO_LARGE,
         f"{what}: {member.filename[:80]!r} inflates {member.compress_size} stored bytes to "
         f"{member.file_size}, more than {limits.max_ratio} times; store it with less "
         "compression (e.g. np.savez rather than np.savez_compressed).",
@@ -135,14 +136,14 @@ def read_member(
     magic: tuple[bytes, ...],
     max_bytes: int,
     what: str,
-    wrong_type: str,
+    wrong_type: ErrorCode,
 ) -> bytes:
     """The member's bytes, after its declared size is checked against ``max_bytes`` and its
     first bytes, streamed, against ``magic``: a wrong type or a bomb is never read whole.
     ``wrong_type`` is the error code of a member that does not start with ``magic``."""
     if member.file_size > max_bytes:
         raise UserError(
-            "too_large",
+            ErrorCode.TOO_LARGE,
             f"{what} unpacks to {member.file_size} bytes; the limit is {max_bytes}.",
         )
     with archive.open(member) as entry:
@@ -154,13 +155,13 @@ def read_member(
 
 def _check_member_name(name: str, *, what: str) -> None:
     if "\\" in name or "\x00" in name:
-        raise UserError("archive_traversal", f"{what} has a malformed entry name {name!r}.")
+        raise UserError(ErrorCode.ARCHIVE_TRAVERSAL, f"{what} has a malformed entry name {name!r}.")
     path = PurePosixPath(name)
     is_drive = len(name) > 1 and name[1] == ":"
     if path.is_absolute() or is_drive:
-        raise UserError("archive_traversal", f"{what} has an absolute path {name!r}.")
+        raise UserError(ErrorCode.ARCHIVE_TRAVERSAL, f"{what} has an absolute path {name!r}.")
     if ".." in path.parts:
-        raise UserError("archive_traversal", f"{what} has a path with '..': {name!r}.")
+        raise UserError(ErrorCode.ARCHIVE_TRAVERSAL, f"{what} has a path with '..': {name!r}.")
 
 
 def _allowed_pickle_globals() -> frozenset[str]:
@@ -207,27 +208,27 @@ def scan_pickle(data: bytes, *, what: str) -> None:
         for opcode, arg, _ in pickletools.genops(data):
             name = opcode.name
             if name in _FORBIDDEN_OPCODES:
-                raise UserError("unsafe_pickle", f"{what} uses the pickle opcode {name}.")
+                raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} uses the pickle opcode {name}.")
             if name == "GLOBAL":
                 _check_global(str(arg).replace(" ", "."), what=what)
             elif name == "STACK_GLOBAL":
                 # Only accept module and name pushed as literals just before: a memo
                 # lookup could smuggle in any string without a scan seeing it.
                 if len(recent_strings) < 2:
-                    raise UserError("unsafe_pickle", f"{what} imports a global indirectly.")
+                    raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} imports a global indirectly.")
                 _check_global(".".join(recent_strings[-2:]), what=what)
             if name in _STRING_OPCODES:
                 recent_strings.append(str(arg))
             elif name != "MEMOIZE":
                 recent_strings.clear()
     except ValueError as exc:
-        raise UserError("unsafe_pickle", f"{what} is not a well-formed pickle.") from exc
+        raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} is not a well-formed pickle.") from exc
 
 
 def _check_global(qualified_name: str, *, what: str) -> None:
     if qualified_name not in _SAFE_GLOBALS:
         raise UserError(
-            "unsafe_pickle",
+            ErrorCode.UNSAFE_PICKLE,
             f"{what} refers to {qualified_name!r}, which is not part of a plain tensor.",
         )
 
@@ -241,7 +242,7 @@ def _is_raw_storage(name: str) -> bool:
 def load_torch_blob(blob: bytes, limits: ArchiveLimits, *, what: str) -> object:
     """Load a torch.save() zip held in memory, proving first that no code can run."""
     if not blob.startswith(b"PK\x03\x04"):
-        raise UserError("unsafe_pickle", f"{what} is not a torch.save zip archive.")
+        raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} is not a torch.save zip archive.")
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             members = check_zip(archive, limits, what=what)
@@ -254,10 +255,10 @@ def load_torch_blob(blob: bytes, limits: ArchiveLimits, *, what: str) -> object:
                 if not (is_pickle_name or starts_like_pickle):
                     continue
                 if member.file_size > limits.max_pickle_bytes:
-                    raise UserError("unsafe_pickle", f"{what} holds an oversized pickle.")
+                    raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} holds an oversized pickle.")
                 scan_pickle(archive.read(member), what=f"{what} ({member.filename})")
     except zipfile.BadZipFile as exc:
-        raise UserError("bad_archive", f"{what} is not a valid zip archive.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, f"{what} is not a valid zip archive.") from exc
     locations: set[str] = set()
 
     def on_cpu(storage: torch.types.Storage, location: str) -> torch.types.Storage:
@@ -267,10 +268,10 @@ def load_torch_blob(blob: bytes, limits: ArchiveLimits, *, what: str) -> object:
     try:
         value = torch.load(io.BytesIO(blob), weights_only=True, map_location=on_cpu)
     except Exception as exc:  # torch raises many types here; all mean "not plain tensors"
-        raise UserError("unsafe_pickle", f"{what} does not load as plain tensors.") from exc
+        raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} does not load as plain tensors.") from exc
     if locations - {"cpu"}:
         raise UserError(
-            "unsafe_location",
+            ErrorCode.UNSAFE_LOCATION,
             f"{what} holds tensors saved on {sorted(locations - {'cpu'})[:3]}; "
             "export the model with its tensors on the CPU.",
         )
@@ -320,24 +321,25 @@ def verify_pt2(path: str, limits: ArchiveLimits) -> None:
         # every record and its size, so what we check here is what torch will load.
         reader_sizes = {name: reader.get_record_size(name) for name in records}
     except RuntimeError as exc:
-        raise UserError("bad_archive", f"{_PT2} cannot be read by torch.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, f"{_PT2} cannot be read by torch.") from exc
     if reader_sizes != zip_sizes:
-        raise UserError("bad_archive", f"{_PT2} has an ambiguous zip directory.")
+        raise UserError(ErrorCode.BAD_ARCHIVE, f"{_PT2} has an ambiguous zip directory.")
 
     missing = _PT2_REQUIRED_RECORDS - records
     if missing:
         raise UserError(
-            "bad_archive", f"{_PT2} lacks {sorted(missing)}; re-save with torch.export.save."
+            ErrorCode.BAD_ARCHIVE,
+            f"{_PT2} lacks {sorted(missing)}; re-save with torch.export.save.",
         )
     if reader.get_record("archive_format") != b"pt2":
-        raise UserError("bad_archive", f"{_PT2} is not in the torch.export 'pt2' format.")
+        raise UserError(ErrorCode.BAD_ARCHIVE, f"{_PT2} is not in the torch.export 'pt2' format.")
 
     payloads = _check_payload_config(reader, records, "weights", "weight_", limits)
     payloads |= _check_payload_config(reader, records, "constants", "tensor_", limits)
     unknown = records - _PT2_FIXED_RECORDS - payloads
     if unknown:
         raise UserError(
-            "unknown_member",
+            ErrorCode.UNKNOWN_MEMBER,
             f"{_PT2} contains records torch.export.save does not write for a plain module: "
             f"{sorted(unknown)[:5]}.",
         )
@@ -346,7 +348,9 @@ def verify_pt2(path: str, limits: ArchiveLimits) -> None:
         reader.get_record("data/sample_inputs/model.pt"), limits, what="the sample inputs"
     )
     if not isinstance(sample_inputs, tuple | dict):
-        raise UserError("bad_archive", "The sample inputs of the .pt2 archive are malformed.")
+        raise UserError(
+            ErrorCode.BAD_ARCHIVE, "The sample inputs of the .pt2 archive are malformed."
+        )
     _check_model_json(reader.get_record("models/model.json"))
 
 
@@ -355,10 +359,10 @@ def _pt2_zip_sizes(path: str, limits: ArchiveLimits) -> dict[str, int]:
         with zipfile.ZipFile(path) as archive:
             members = check_zip(archive, limits, what=_PT2)
     except zipfile.BadZipFile as exc:
-        raise UserError("bad_archive", f"{_PT2} is not a valid zip archive.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, f"{_PT2} is not a valid zip archive.") from exc
     roots = {member.filename.split("/", 1)[0] for member in members}
     if len(roots) != 1 or any("/" not in member.filename for member in members):
-        raise UserError("bad_archive", f"{_PT2} must hold its records under one folder.")
+        raise UserError(ErrorCode.BAD_ARCHIVE, f"{_PT2} must hold its records under one folder.")
     return {
         member.filename.split("/", 1)[1]: member.file_size
         for member in members
@@ -377,28 +381,34 @@ def _check_payload_config(
     config = _load_json(reader.get_record(f"data/{kind}/model_{kind}_config.json"), kind)
     entries = config.get("config") if isinstance(config, dict) else None
     if not isinstance(entries, dict):
-        raise UserError("bad_archive", f"The {kind} config of the .pt2 archive is malformed.")
+        raise UserError(
+            ErrorCode.BAD_ARCHIVE, f"The {kind} config of the .pt2 archive is malformed."
+        )
     referenced: set[str] = set()
     for fqn, meta in entries.items():
         path_name = meta.get("path_name") if isinstance(meta, dict) else None
         if not isinstance(path_name, str) or not path_name.startswith(prefix):
             # custom_obj_* (TorchBind) and opaque_obj_* (plain pickle.loads) land here.
             raise UserError(
-                "unsafe_constant",
+                ErrorCode.UNSAFE_CONSTANT,
                 f"{kind} entry {str(fqn)[:80]!r} is not a plain tensor; "
                 "export a model whose state is tensors only.",
             )
         suffix = path_name[len(prefix) :]
         if not suffix.isdigit():
-            raise UserError("bad_archive", f"{kind} entry names an odd record {path_name!r}.")
+            raise UserError(
+                ErrorCode.BAD_ARCHIVE, f"{kind} entry names an odd record {path_name!r}."
+            )
         record = f"data/{kind}/{path_name}"
         if record not in records:
-            raise UserError("bad_archive", f"{kind} entry points to missing {path_name!r}.")
+            raise UserError(ErrorCode.BAD_ARCHIVE, f"{kind} entry points to missing {path_name!r}.")
         if meta.get("use_pickle") is not False:
             blob = reader.get_record(record)
             value = load_torch_blob(blob, limits, what=f"{kind} entry {str(fqn)[:80]!r}")
             if type(value) not in (torch.Tensor, torch.nn.Parameter):
-                raise UserError("unsafe_pickle", f"{kind} entry {str(fqn)[:80]!r} is not a tensor.")
+                raise UserError(
+                    ErrorCode.UNSAFE_PICKLE, f"{kind} entry {str(fqn)[:80]!r} is not a tensor."
+                )
         referenced.add(record)
     return referenced
 
@@ -408,7 +418,7 @@ def _load_json(data: bytes, what: str) -> object:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise UserError(
-            "bad_archive", f"The {what} JSON of the .pt2 archive is malformed."
+            ErrorCode.BAD_ARCHIVE, f"The {what} JSON of the .pt2 archive is malformed."
         ) from exc
 
 
@@ -437,17 +447,19 @@ def check_sympy_expression(text: str) -> None:
     access or a call to anything but a sympy constructor would run code at load time.
     """
     if len(text) > _MAX_EXPR_CHARS:
-        raise UserError("unsafe_expression", "A symbolic shape in the .pt2 graph is too long.")
+        raise UserError(
+            ErrorCode.UNSAFE_EXPRESSION, "A symbolic shape in the .pt2 graph is too long."
+        )
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError) as exc:
         raise UserError(
-            "unsafe_expression", "A symbolic shape in the .pt2 graph is malformed."
+            ErrorCode.UNSAFE_EXPRESSION, "A symbolic shape in the .pt2 graph is malformed."
         ) from exc
     for node in ast.walk(tree):
         if not _is_allowed_sympy_node(node):
             raise UserError(
-                "unsafe_expression",
+                ErrorCode.UNSAFE_EXPRESSION,
                 f"A symbolic shape in the .pt2 graph is not a plain expression: {text[:80]!r}.",
             )
 
@@ -508,7 +520,7 @@ def check_graph_target(target: str) -> None:
     if target in _OTHER_TARGETS:
         return
     raise UserError(
-        "unsupported_operator",
+        ErrorCode.UNSUPPORTED_OPERATOR,
         f"The .pt2 graph calls {target[:80]!r}, which is not an allowed ATen operator.",
     )
 

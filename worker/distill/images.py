@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import check_zip, image_member_bytes, read_member
 from worker.distill.rows import Normalise
@@ -47,7 +48,7 @@ def scan_images(path: Path, limits: DataLimits) -> ImageScan:
             entries = check_zip(archive, limits.archive(), what="The image zip")
             members = [m for m in entries if not m.is_dir() and not _is_junk(m.filename)]
             if not members:
-                raise UserError("bad_shape", "The image zip holds no images.")
+                raise UserError(ErrorCode.BAD_SHAPE, "The image zip holds no images.")
             modes: Counter[str] = Counter()
             sizes: list[tuple[int, int]] = []
             for member in members:
@@ -55,7 +56,7 @@ def scan_images(path: Path, limits: DataLimits) -> ImageScan:
                     modes["L" if image.mode in _GREY_MODES else "RGB"] += 1
                     sizes.append((image.height, image.width))
     except zipfile.BadZipFile as exc:
-        raise UserError("bad_archive", "The image zip is not a valid zip archive.") from exc
+        raise UserError(ErrorCode.BAD_ARCHIVE, "The image zip is not a valid zip archive.") from exc
     labels, classes = _folder_labels([m.filename for m in members])
     # Ties go to RGB: converting grey to colour loses nothing.
     mode = "L" if modes["L"] > modes["RGB"] else "RGB"
@@ -78,18 +79,18 @@ def _open_image(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limits: DataL
         magic=(_PNG_MAGIC, _JPEG_MAGIC),
         max_bytes=image_member_bytes(limits.max_image_pixels),
         what=f"{name!r}",
-        wrong_type="unsupported_image",
+        wrong_type=ErrorCode.UNSUPPORTED_IMAGE,
     )
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UserError("image_too_large", f"{name!r} has too many pixels.") from exc
+        raise UserError(ErrorCode.IMAGE_TOO_LARGE, f"{name!r} has too many pixels.") from exc
     except Exception as exc:
-        raise UserError("bad_image", f"{name!r} cannot be read as PNG or JPEG.") from exc
+        raise UserError(ErrorCode.BAD_IMAGE, f"{name!r} cannot be read as PNG or JPEG.") from exc
     if image.width * image.height > limits.max_image_pixels:
         image.close()
         raise UserError(
-            "image_too_large",
+            ErrorCode.IMAGE_TOO_LARGE,
             f"{name!r} is {image.width}x{image.height}; the limit is "
             f"{limits.max_image_pixels} pixels per image.",
         )
@@ -107,7 +108,7 @@ def _folder_labels(names: list[str]) -> tuple[list[int] | None, list[str]]:
         return None, []
     if depths != {2}:
         raise UserError(
-            "bad_layout",
+            ErrorCode.BAD_LAYOUT,
             "Put all images at the top level (unlabeled) or in one folder per class.",
         )
     classes = sorted({parts[0] for parts in paths})
@@ -127,7 +128,9 @@ def _to_chw(image: Any, mode: str, size: tuple[int, int], name: str) -> np.ndarr
             image = image.resize(size, Image.Resampling.BILINEAR)
         pixels = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, ValueError) as exc:
-        raise UserError("bad_image", f"{name[:80]!r} is damaged and cannot be decoded.") from exc
+        raise UserError(
+            ErrorCode.BAD_IMAGE, f"{name[:80]!r} is damaged and cannot be decoded."
+        ) from exc
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.errors import ErrorCode
 from core.spec import JobSpec
 from worker.distill.errors import Cancelled, UserError
 
@@ -13,7 +14,13 @@ from worker.distill.errors import Cancelled, UserError
 def _source(item: dict[str, Any]) -> Any:
     from worker.distill.engine import Source
 
-    return Source(path=Path(item["path"]), format=item["format"], sha256=item["sha256"])
+    return Source(
+        path=Path(item["path"]),
+        format=item["format"],
+        sha256=item["sha256"],
+        output_name=item.get("output_name"),
+        output_kind=item.get("output_kind"),
+    )
 
 
 def run_from_request(
@@ -37,7 +44,7 @@ def run_from_request(
             allow_torchscript=bool(request.get("allow_torchscript", False)),
         )
     except Cancelled as exc:
-        raise UserError("cancelled", "the job was cancelled") from exc
+        raise UserError(ErrorCode.CANCELLED, "the job was cancelled") from exc
     # Whether this ran in a spare child started ahead of the job (imports already done).
     report = {**result.report, "sandbox": {"preloaded": bool(request.get("preloaded"))}}
     return {

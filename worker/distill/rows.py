@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 
 CHUNK_BYTES = 32 << 20  # rows per sequential pass: about this many bytes of float32 input
@@ -63,9 +64,11 @@ class Normalise:
         channels = shape[0] if shape else 1
         for name, values in (("mean", mean), ("std", std)):
             if len(values) not in (1, channels):
-                raise UserError("bad_preprocessing", f"{name} needs 1 or {channels} values.")
+                raise UserError(
+                    ErrorCode.BAD_PREPROCESSING, f"{name} needs 1 or {channels} values."
+                )
         if any(value == 0 for value in std):
-            raise UserError("bad_preprocessing", "std values must be non-zero.")
+            raise UserError(ErrorCode.BAD_PREPROCESSING, "std values must be non-zero.")
         view = [-1, *([1] * (len(shape) - 1))] if shape else [-1]
         mean_t = torch.tensor(list(mean), dtype=torch.float32).reshape(view)
         std_t = torch.tensor(list(std), dtype=torch.float32).reshape(view)
@@ -84,7 +87,7 @@ def target_shape(stored: Sequence[int], sample_shape: Sequence[int] | None) -> t
     target = tuple(int(d) for d in sample_shape)
     if target != stored and math.prod(target) != math.prod(stored):
         raise UserError(
-            "shape_mismatch",
+            ErrorCode.SHAPE_MISMATCH,
             f"Samples of shape {list(stored)} cannot feed a teacher expecting {list(target)}.",
         )
     return target

@@ -1,6 +1,8 @@
 """The teacher's soft labels: run once over the transfer set, stored, reused.
 
-The file holds raw logits, not probabilities: the temperature is applied at training time
+The file holds the teachers' scores, not probabilities: their logits, or ``log p`` for a
+teacher whose output is probabilities (``teacher_outputs.py``), which the temperature then
+softens as if they were logits. The temperature is applied at training time
 (``losses.soft_targets``), so a second job with another T, student or seed reuses it.
 Storage is fp16 (measured on MNIST: no loss against fp32). With ``top_k`` set, only each
 sample's k largest logits are kept, plus one ``rest_logit`` per sample:
@@ -54,7 +56,8 @@ class TeacherLike(Protocol):
 def teacher_logits(
     teacher: TeacherLike, x: torch.Tensor, device: torch.device, *, online: bool = False
 ) -> torch.Tensor:
-    """float32 logits ``[N, C]`` on ``device``.
+    """float32 scores ``[N, C]`` on ``device``: logits, or log-probabilities for teachers
+    that output probabilities (softmax of either is the teacher's distribution).
 
     ONNX teachers run in ONNX Runtime on host tensors. Torch teachers run through the
     guarded loader's ``__call__``; in ``online`` mode the loaded module is called directly

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 
 
@@ -48,7 +49,7 @@ def held_out_split(num_samples: int, fraction: float, seed: int) -> Split:
     n_eval = max(1, round(fraction * num_samples))
     if num_samples - n_eval < 1:
         raise UserError(
-            "dataset_too_small",
+            ErrorCode.DATASET_TOO_SMALL,
             f"dataset: {num_samples} samples cannot be split into training and evaluation",
         )
     perm = np.random.default_rng(seed).permutation(num_samples)

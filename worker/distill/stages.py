@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.errors import ErrorCode
 from core.spec import JobSpec, TrainingSpec
 from worker.distill import evaluate as ev
 from worker.distill.device import exact_fp32
@@ -92,23 +93,23 @@ def check_inputs(teachers: Sequence[TeacherLike], rows: Rows, what: str) -> None
     classes = {t.num_classes for t in teachers}
     if len(classes) != 1:
         raise UserError(
-            "bad_spec", f"teacher_ids: the teachers disagree on classes {sorted(classes)}"
+            ErrorCode.BAD_SPEC, f"teacher_ids: the teachers disagree on classes {sorted(classes)}"
         )
     expected, got = list(teachers[0].input_shape[1:]), list(rows.sample_shape)
     if len(expected) != len(got) or any(
         e is not None and e != g for e, g in zip(expected, got, strict=False)
     ):
         raise UserError(
-            "shape_mismatch", f"{what}: samples of shape {got}, teacher expects {expected}"
+            ErrorCode.SHAPE_MISMATCH, f"{what}: samples of shape {got}, teacher expects {expected}"
         )
     bad = 0 if rows.raw_dtype.kind in "biu" else _non_finite_rows(rows)
     if bad:
         raise UserError(
-            "non_finite_inputs",
+            ErrorCode.NON_FINITE_INPUTS,
             f"{what}: {bad} of {rows.num_samples} samples contain NaN or infinity",
         )
     if rows.has_labels and _labels_outside(rows, classes.pop()):
-        raise UserError("bad_labels", f"{what}: labels outside the teacher's classes")
+        raise UserError(ErrorCode.BAD_LABELS, f"{what}: labels outside the teacher's classes")
 
 
 def _non_finite_rows(rows: Rows) -> int:

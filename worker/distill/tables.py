@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from core.errors import ErrorCode, is_disk_full
 from worker.distill.errors import UserError
 
 LABEL_COLUMN = "label"
@@ -44,12 +45,15 @@ def scan_table(path: Path, fmt: str, out: Path | None = None) -> TableScan:
             if sink is not None:
                 sink.write(x, y)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"bad_{fmt}", f"The {fmt} file cannot be parsed: {exc}"[:300]) from exc
+        if is_disk_full(exc):  # writing the sink, not reading the user's file: storage_full
+            raise
+        code = ErrorCode.BAD_CSV if fmt == "csv" else ErrorCode.BAD_PARQUET
+        raise UserError(code, f"The {fmt} file cannot be parsed: {exc}"[:300]) from exc
     finally:
         if sink is not None:
             sink.close()
     if scan.num_rows < 1:
-        raise UserError("bad_shape", f"The {fmt} file has no rows.")
+        raise UserError(ErrorCode.BAD_SHAPE, f"The {fmt} file has no rows.")
     if out is not None:
         (out / DONE).write_text(json.dumps(scan.__dict__))
     return scan
@@ -112,16 +116,16 @@ def _block_arrays(batch: Any, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
     names = list(batch.schema.names)
     features = [name for name in names if name != LABEL_COLUMN]
     if not features:
-        raise UserError("bad_shape", f"The {fmt} file has no feature columns.")
+        raise UserError(ErrorCode.BAD_SHAPE, f"The {fmt} file has no feature columns.")
     for name in names:
         column = batch.column(name)
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             raise UserError(
-                "non_numeric",
+                ErrorCode.NON_NUMERIC,
                 f"Column {name[:60]!r} is {column.type}, not numbers; features must be numeric.",
             )
         if column.null_count:
-            raise UserError("missing_values", f"Column {name[:60]!r} has empty cells.")
+            raise UserError(ErrorCode.MISSING_VALUES, f"Column {name[:60]!r} has empty cells.")
     # One cast per column: no per-sample Python.
     x = np.stack(
         [batch.column(name).to_numpy(zero_copy_only=False).astype(np.float32) for name in features],
@@ -137,7 +141,7 @@ def _block_arrays(batch: Any, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _add_block(scan: TableScan, x: np.ndarray, y: np.ndarray | None) -> None:
     if scan.num_rows and (x.shape[1] != scan.features or (y is not None) != scan.has_labels):
-        raise UserError("bad_shape", "The table's columns change between blocks.")
+        raise UserError(ErrorCode.BAD_SHAPE, "The table's columns change between blocks.")
     scan.num_rows += len(x)
     scan.features, scan.has_labels = int(x.shape[1]), y is not None
     if y is not None and len(y):
@@ -146,11 +150,11 @@ def _add_block(scan: TableScan, x: np.ndarray, y: np.ndarray | None) -> None:
 
 def check_labels(y: np.ndarray, num_samples: int) -> None:
     if y.dtype.kind not in "iu" or y.ndim != 1:
-        raise UserError("bad_labels", "Labels must be a 1-D array of integers.")
+        raise UserError(ErrorCode.BAD_LABELS, "Labels must be a 1-D array of integers.")
     if y.shape[0] != num_samples:
-        raise UserError("bad_labels", f"{y.shape[0]} labels for {num_samples} samples.")
+        raise UserError(ErrorCode.BAD_LABELS, f"{y.shape[0]} labels for {num_samples} samples.")
     if y.size and y.min() < 0:
-        raise UserError("bad_labels", "Labels must be non-negative class indices.")
+        raise UserError(ErrorCode.BAD_LABELS, "Labels must be non-negative class indices.")
 
 
 def _is_number(text: str) -> bool:

@@ -2,32 +2,52 @@
 
 Formats: torch.export archives (.pt2, verified record by record before torch sees them),
 ONNX (single file, run by onnxruntime on CPU) and TorchScript (no safe loader exists, so
-only when the operator turns it on). Every load ends with one dry forward pass on zeros.
+only when the operator turns it on). Every load ends with one dry run on a small seeded
+batch, which also decides which output holds the class scores and what kind they are.
 """
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, verify_pt2
+from worker.distill.teacher_outputs import (
+    OutputInfo,
+    as_tensor,
+    describe,
+    detect_kind,
+    flatten_outputs,
+    pick_output,
+    to_scores,
+)
 
 TEACHER_FORMATS = ("onnx", "torch_export", "torchscript")
 # Dynamic non-batch dims get this size in the dry run: a guess that fully convolutional
 # networks accept; the real size comes from the dataset later.
 _DRY_RUN_DIM = 32
-_DRY_RUN_BATCH = 2
+# Row 0 is zeros, the others uniform in [0, 1): several rows to tell probabilities from
+# logits by, seeded so that a teacher validates the same way every time.
+_DRY_RUN_BATCH = 4
+_DRY_RUN_SEED = 0
 _ONNX_INTRA_OP_THREADS = 2  # workers × threads must stay within the cores (see FACTS.md)
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+# Runs the teacher's graph on one batch: every output by name (None), or only the named one.
+RunOutputs = Callable[[torch.Tensor, str | None], dict[str, Any]]
 
 
 class Teacher:
-    """A frozen classifier: `teacher(x)` returns float32 logits [N, num_classes].
+    """A frozen classifier: `teacher(x)` returns float32 scores [N, num_classes], numbers
+    whose softmax is the teacher's distribution (its logits, or log p for a teacher that
+    outputs probabilities: see teacher_outputs.py). Which output and which kind is decided
+    by the dry run in `load_teacher`, or by the upload's `output_name` and `output_kind`.
 
     A teacher exported with a fixed batch size (say 1) still takes any N: `__call__` feeds
     it chunks of exactly that size, padding the last chunk with zeros and dropping the
@@ -37,30 +57,51 @@ class Teacher:
     def __init__(
         self,
         *,
-        forward: Forward,
+        run: RunOutputs,
         module: torch.nn.Module | None,
         format: str,
         input_shape: list[int | None],
         input_dtype: str,
         parameters: int | None,
         static_batch: int | None,
+        declared_types: dict[str, str] | None = None,
     ) -> None:
-        self._forward = forward
-        self.module = module
+        self._run = run
+        self._graph = module
+        self.module = module  # after the dry run: the graph reduced to the scores
         self.format = format
         self.input_shape = input_shape
         self.input_dtype = input_dtype
         self.parameters = parameters
         self.static_batch = static_batch
-        self.num_classes = 0  # set by the dry run in _finish
+        self.declared_types = declared_types or {}
+        # Set by the dry run (_dry_run → choose).
+        self.num_classes = 0
+        self.outputs: list[OutputInfo] = []
+        self.output_name = "output"
+        self.output_kind = "logits"
+        self.output_reason = ""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.to(getattr(torch, self.input_dtype))
             if self.static_batch is None:
-                return self._run(x)
-            chunks = [self._run_padded(part) for part in torch.split(x, self.static_batch)]
+                return self._scores(x)
+            chunks = [self._scores_padded(part) for part in torch.split(x, self.static_batch)]
             return torch.cat(chunks)
+
+    def run_outputs(self, x: torch.Tensor) -> dict[str, Any]:
+        """Every output of the graph on one batch, as the runtime returned it."""
+        with torch.inference_mode():
+            return self._run(x.to(getattr(torch, self.input_dtype)), None)
+
+    def choose(
+        self, outputs: list[OutputInfo], name: str, kind: str, classes: int, reason: str
+    ) -> None:
+        self.outputs, self.output_name, self.output_kind = outputs, name, kind
+        self.num_classes, self.output_reason = classes, reason
+        if self._graph is not None:
+            self.module = ScoresModule(self._graph, name, kind, getattr(torch, self.input_dtype))
 
     def to(self, device: str | torch.device) -> "Teacher":
         # ONNX teachers run on onnxruntime's CPU provider; their outputs follow the input.
@@ -68,37 +109,67 @@ class Teacher:
             self.module.to(device)
         return self
 
-    def _run_padded(self, part: torch.Tensor) -> torch.Tensor:
+    def _scores_padded(self, part: torch.Tensor) -> torch.Tensor:
         rows = part.shape[0]
         assert self.static_batch is not None
         if rows < self.static_batch:
             padding = part.new_zeros((self.static_batch - rows, *part.shape[1:]))
             part = torch.cat([part, padding])
-        return self._run(part)[:rows]
+        return self._scores(part)[:rows]
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._forward(x)
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        value = self._run(x, self.output_name).get(self.output_name)
+        out = as_tensor(value)
+        if out is None or out.ndim != 2 or out.shape[0] != x.shape[0]:
+            shape = list(out.shape) if out is not None else type(value).__name__
             raise UserError(
-                "bad_output",
-                f"The teacher must return one [N, classes] tensor; it returned {shape}.",
+                ErrorCode.BAD_OUTPUT,
+                f"The teacher's output {self.output_name!r} must be one [N, classes] tensor; "
+                f"it returned {shape}.",
             )
         if not out.is_floating_point():
-            raise UserError("bad_output", "The teacher's output is not floating point.")
-        return out.float()
+            raise UserError(ErrorCode.BAD_OUTPUT, "The teacher's output is not floating point.")
+        return to_scores(out, self.output_kind).to(x.device)
+
+
+class ScoresModule(nn.Module):
+    """A loaded program reduced to its chosen output, as scores: what online soft labels
+    call on every step (no chunking, no copies through the Teacher wrapper)."""
+
+    def __init__(self, graph: nn.Module, name: str, kind: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.graph, self.name, self.kind, self.dtype = graph, name, kind, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = flatten_outputs(self.graph(x.to(self.dtype)))[self.name]
+        return to_scores(out, self.kind)
 
 
 def inspect_teacher(
-    path: str | Path, fmt: str, *, allow_torchscript: bool = False
+    path: str | Path,
+    fmt: str,
+    *,
+    allow_torchscript: bool = False,
+    output_name: str | None = None,
+    output_kind: str = "auto",
 ) -> dict[str, Any]:
     """Load the teacher under the guards, run it once and describe it."""
-    teacher = load_teacher(path, fmt, allow_torchscript=allow_torchscript)
+    teacher = load_teacher(
+        path,
+        fmt,
+        allow_torchscript=allow_torchscript,
+        output_name=output_name,
+        output_kind=output_kind,
+    )
     return {
         "input_shape": teacher.input_shape,
         "input_dtype": teacher.input_dtype,
         "num_classes": teacher.num_classes,
         "parameters": teacher.parameters,
+        "outputs": [info.public() for info in teacher.outputs],
+        "output_name": teacher.output_name,
+        "output_kind": teacher.output_kind,
+        "output_reason": teacher.output_reason,
     }
 
 
@@ -109,8 +180,13 @@ def load_teacher(
     allow_torchscript: bool = False,
     device: str = "cpu",
     limits: ArchiveLimits | None = None,
+    output_name: str | None = None,
+    output_kind: str | None = "auto",
 ) -> Teacher:
-    """Return a ready Teacher or raise UserError; nothing in the file runs before it is vetted."""
+    """Return a ready Teacher or raise UserError; nothing in the file runs before it is vetted.
+
+    ``output_name`` and ``output_kind`` ("auto" or None: decided by the dry run) say which
+    output holds the class scores and what they are."""
     path = Path(path)
     if fmt == "torch_export":
         teacher = _load_torch_export(path, limits or ArchiveLimits())
@@ -119,9 +195,16 @@ def load_teacher(
     elif fmt == "torchscript":
         teacher = _load_torchscript(path, allow_torchscript)
     else:
-        raise UserError("unsupported_format", f"Teachers must be one of {TEACHER_FORMATS}.")
-    _dry_run(teacher)
+        raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Teachers must be one of {TEACHER_FORMATS}.")
+    _dry_run(teacher, output_name or None, output_kind or "auto")
     return teacher.to(device)
+
+
+def _run_module(module: nn.Module) -> RunOutputs:
+    def run(x: torch.Tensor, name: str | None) -> dict[str, Any]:
+        return flatten_outputs(module(x))
+
+    return run
 
 
 def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
@@ -133,7 +216,7 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
         raise
     except Exception as exc:
         raise UserError(
-            "bad_teacher", f"torch.export could not load the archive: {_first_line(exc)}"
+            ErrorCode.BAD_TEACHER, f"torch.export could not load the archive: {_first_line(exc)}"
         ) from exc
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [
@@ -143,13 +226,13 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
     ]
     values = [node.meta.get("val") for node in placeholders]
     if len(values) != 1 or not isinstance(values[0], torch.Tensor):
-        raise UserError("bad_inputs", "The teacher must take exactly one tensor input.")
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
     example = values[0]
     dims = [dim if isinstance(dim, int) else None for dim in example.shape]
     module = program.module()
     parameters = sum(t.numel() for t in program.state_dict.values() if t.is_floating_point())
     return Teacher(
-        forward=module,
+        run=_run_module(module),
         module=module,
         format="torch_export",
         input_shape=[None, *dims[1:]],
@@ -162,25 +245,27 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
 def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
     if not allow_torchscript:
         raise UserError(
-            "torchscript_disabled",
+            ErrorCode.TORCHSCRIPT_DISABLED,
             "TorchScript files can run arbitrary code when loaded and are disabled here; "
             "upload a torch.export (.pt2) or ONNX file instead.",
         )
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
-        raise UserError("bad_teacher", f"TorchScript load failed: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"TorchScript load failed: {_first_line(exc)}"
+        ) from exc
     inputs = list(module.graph.inputs())[1:]  # the first input is `self`
     sizes = inputs[0].type().sizes() if len(inputs) == 1 else None
     if not sizes:
         raise UserError(
-            "unknown_input_shape",
+            ErrorCode.UNKNOWN_INPUT_SHAPE,
             "This TorchScript file does not record its input shape; export with torch.export.",
         )
     module.eval()
     tensors = [*module.parameters(), *module.buffers()]
     return Teacher(
-        forward=module,
+        run=_run_module(module),
         module=module,
         format="torchscript",
         input_shape=[None, *sizes[1:]],
@@ -193,46 +278,64 @@ def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
 def _load_onnx(path: Path) -> Teacher:
     session, dims, dtype, parameters = _open_onnx(path)
     input_name = session.get_inputs()[0].name
+    names = [output.name for output in session.get_outputs()]
     numpy_dtype = np.dtype(dtype)
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor, name: str | None) -> dict[str, Any]:
         array = x.detach().cpu().numpy().astype(numpy_dtype, copy=False)
-        (out, *_) = session.run(None, {input_name: array})
-        return torch.from_numpy(np.asarray(out)).to(x.device)
+        wanted = names if name is None else [name]
+        return dict(zip(wanted, session.run(wanted, {input_name: array}), strict=True))
 
     return Teacher(
-        forward=forward,
+        run=run,
         module=None,
         format="onnx",
         input_shape=[None, *dims[1:]],
         input_dtype=dtype,
         parameters=parameters,
         static_batch=dims[0],
+        declared_types={o.name: _onnx_type_name(o.type) for o in session.get_outputs()},
     )
 
 
-def _dry_run(teacher: Teacher) -> None:
+def _onnx_type_name(ort_type: str) -> str:
+    """onnxruntime's 'seq(map(int64,tensor(float)))' as 'seq(map(int64,float))'."""
+    return re.sub(r"tensor\((\w+)\)", r"\1", ort_type)
+
+
+def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> None:
+    """Run the teacher once on a small seeded batch, then pick its scores output and kind."""
     if not teacher.input_dtype.startswith(("float", "bfloat")):
         raise UserError(
-            "unsupported_input",
+            ErrorCode.UNSUPPORTED_INPUT,
             f"The teacher takes {teacher.input_dtype} input; only floating-point inputs work.",
         )
-    batch = teacher.static_batch or _DRY_RUN_BATCH
-    shape = [batch, *(dim or _DRY_RUN_DIM for dim in teacher.input_shape[1:])]
+    rows = teacher.static_batch or _DRY_RUN_BATCH
+    shape = [rows, *(dim or _DRY_RUN_DIM for dim in teacher.input_shape[1:])]
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(_DRY_RUN_SEED))
+    x[0] = 0.0
     try:
-        out = teacher(torch.zeros(shape))
+        raw = teacher.run_outputs(x)
     except UserError:
         raise
     except Exception as exc:
         raise UserError(
-            "dry_run_failed",
-            f"The teacher failed on zeros of shape {shape}: {_first_line(exc)}",
+            ErrorCode.DRY_RUN_FAILED,
+            f"The teacher failed on inputs of shape {shape}: {_first_line(exc)}",
         ) from exc
-    if out.shape[1] < 2:
-        raise UserError("bad_output", "The teacher must output at least 2 class scores.")
+    declared = teacher.declared_types
+    outputs = [describe(name, value, rows, declared.get(name)) for name, value in raw.items()]
+    info, why_output = pick_output(outputs, output_name)
+    out = as_tensor(raw[info.name])
+    assert out is not None  # pick_output only picks float tensors
     if not torch.isfinite(out).all():
-        raise UserError("bad_output", "The teacher's output on zeros is not finite.")
-    teacher.num_classes = int(out.shape[1])
+        raise UserError(
+            ErrorCode.BAD_OUTPUT,
+            f"The teacher's output {info.name!r} on the dry run is not finite.",
+        )
+    kind, why_kind = detect_kind(info, out, output_kind)
+    reason = f"{info.name!r}: {why_output}; {kind}: {why_kind}"
+    teacher.choose(outputs, info.name, kind, int(out.shape[1]), reason)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -257,31 +360,38 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
         # load_external_data=False: the upload is one file; nothing else may be read.
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise UserError("bad_teacher", f"Not a readable ONNX model: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"Not a readable ONNX model: {_first_line(exc)}"
+        ) from exc
     tensors = list(_onnx_tensors(model))
     if any(_is_external(tensor) for tensor in tensors):
         raise UserError(
-            "external_data",
+            ErrorCode.EXTERNAL_DATA,
             "The ONNX model refers to external data files; save it as one self-contained file.",
         )
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise UserError("bad_teacher", f"The ONNX model is invalid: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"The ONNX model is invalid: {_first_line(exc)}"
+        ) from exc
 
     initializer_names = {tensor.name for tensor in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializer_names]
     if len(inputs) != 1 or not inputs[0].type.HasField("tensor_type"):
-        raise UserError("bad_inputs", "The teacher must take exactly one tensor input.")
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
     tensor_type = inputs[0].type.tensor_type
     dims: list[int | None] = [
         dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
         for dim in tensor_type.shape.dim
     ]
     if not dims:
-        raise UserError("bad_inputs", "The teacher's input has no shape (not even a batch).")
+        raise UserError(
+            ErrorCode.BAD_INPUTS, "The teacher's input has no shape (not even a batch)."
+        )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     parameters = sum(math.prod(tensor.dims) for tensor in model.graph.initializer)
+    parameters += _ml_parameters(model)
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = _ONNX_INTRA_OP_THREADS
@@ -292,8 +402,27 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:
-        raise UserError("bad_teacher", f"onnxruntime cannot run it: {_first_line(exc)}") from exc
+        raise UserError(
+            ErrorCode.BAD_TEACHER, f"onnxruntime cannot run it: {_first_line(exc)}"
+        ) from exc
     return session, dims, dtype, parameters
+
+
+def _ml_parameters(model: Any) -> int:
+    """Learned numbers that ai.onnx.ml operators keep in float attributes, not initializers:
+    a tree ensemble's thresholds, leaf values and base values."""
+    total = 0
+    for node in model.graph.node:
+        if node.domain != "ai.onnx.ml":
+            continue
+        for attribute in node.attribute:
+            total += len(attribute.floats)
+            if attribute.HasField("t") and attribute.t.data_type in _FLOAT_TENSOR_TYPES:
+                total += math.prod(attribute.t.dims)
+    return total
+
+
+_FLOAT_TENSOR_TYPES = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
 def _onnx_tensors(model: Any) -> Any:

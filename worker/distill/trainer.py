@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import ErrorCode
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import autocast, to_device
 from worker.distill.errors import Cancelled, UserError
@@ -68,9 +69,9 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     """ceil(n / batch_size), except that a last batch of one sample is skipped: batch norm
     cannot train on a single sample (the skipped one differs each epoch)."""
     if n < 2:
-        raise UserError("dataset_too_small", "dataset: training needs at least 2 samples")
+        raise UserError(ErrorCode.DATASET_TOO_SMALL, "dataset: training needs at least 2 samples")
     if batch_size == 1:
-        raise UserError("bad_spec", "training.batch_size: batch norm needs at least 2")
+        raise UserError(ErrorCode.BAD_SPEC, "training.batch_size: batch norm needs at least 2")
     return n // batch_size + (1 if n % batch_size > 1 else 0)
 
 

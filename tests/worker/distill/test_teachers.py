@@ -24,12 +24,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pt2_mlp_with_dynamic_batch_reports_its_metadata(mlp: MLP, folder: Path) -> None:
     path = save_pt2(mlp, torch.zeros(4, 64), folder / "mlp.pt2", dynamic=True)
     info = inspect_teacher(path, "torch_export")
-    assert info == {
+    assert {k: info[k] for k in ("input_shape", "input_dtype", "num_classes", "parameters")} == {
         "input_shape": [None, 64],
         "input_dtype": "float32",
         "num_classes": 10,
         "parameters": parameter_count(mlp),
     }
+    assert info["outputs"] == [{"name": "output", "dtype": "float32", "shape": [None, 10]}]
+    assert (info["output_name"], info["output_kind"]) == ("output", "logits")
 
 
 def test_pt2_teacher_reproduces_the_module(mlp: MLP, folder: Path) -> None:

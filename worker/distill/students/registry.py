@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import ErrorCode
 from core.students import AUTO_BY_RANK, AUTO_IMAGE_SIDE, IMAGE_MIN_SIDE
 from worker.distill.errors import UserError
 from worker.distill.students.cnn import CNNConfig, build_cnn, cnn_for_width, cnn_parameters
@@ -163,7 +164,7 @@ def config_to_dict(name: str, config: Any) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> tuple[str, Any]:
     name = data["architecture"]
     if name not in REGISTRY:
-        raise UserError("bad_student_config", f"unknown architecture {name!r}")
+        raise UserError(ErrorCode.BAD_STUDENT_CONFIG, f"unknown architecture {name!r}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data["config"]).items()}
     return name, REGISTRY[name].config_cls(**fields)
 
@@ -235,10 +236,10 @@ def size_student(
         candidates = _auto_candidates(shape, num_classes, target)
     else:
         if architecture not in REGISTRY:
-            raise UserError("bad_spec", f"student.architecture: unknown {architecture!r}")
+            raise UserError(ErrorCode.BAD_SPEC, f"student.architecture: unknown {architecture!r}")
         if not REGISTRY[architecture].fits(shape):
             raise UserError(
-                "bad_spec",
+                ErrorCode.BAD_SPEC,
                 f"student.architecture: {architecture!r} does not fit samples of shape "
                 f"{list(shape)}",
             )
@@ -255,7 +256,7 @@ def size_student(
         for f in REGISTRY[n].families
     )
     raise UserError(
-        "student_size",
+        ErrorCode.STUDENT_SIZE,
         f"student: no {'/'.join(candidates)} student has about {math.floor(target)} "
         f"parameters (±25 %, at most {cap}) for samples of shape {list(shape)}; the "
         f"smallest has {smallest}. Raise student.size_ratio or student.max_parameters.",
@@ -284,11 +285,11 @@ def _explicit_mlp(
     cap: int,
 ) -> MLPConfig:
     if architecture != "mlp":
-        raise UserError("bad_spec", 'student.hidden: only valid with architecture "mlp"')
+        raise UserError(ErrorCode.BAD_SPEC, 'student.hidden: only valid with architecture "mlp"')
     config = MLPConfig(shape, num_classes, tuple(int(h) for h in hidden))
     if mlp_parameters(config) > cap:
         raise UserError(
-            "student_size",
+            ErrorCode.STUDENT_SIZE,
             f"student.hidden: {list(config.hidden)} gives {mlp_parameters(config)} "
             f"parameters, more than the cap of {cap} (the teacher or max_parameters)",
         )
@@ -308,7 +309,7 @@ def student_target(
     if teacher_parameters is None:
         if max_parameters is None:
             raise UserError(
-                "bad_spec",
+                ErrorCode.BAD_SPEC,
                 "student.max_parameters: the teacher's parameter count is unknown, so "
                 "give the student's size as max_parameters",
             )

@@ -1,0 +1,185 @@
+"""What the API answers, as pydantic classes: the SDK returns these instead of plain dicts.
+
+They follow the REST contract (version 1): fields are never renamed or dropped there, new
+ones may appear at any time, so every model keeps fields it does not know (``extra="allow"``)
+and only the fields the contract marks as always present are required. Mapping access
+(``job["status"]``) keeps working for scripts written against the dict-returning SDK.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+UploadStatus = Literal["validating", "ready", "rejected"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Stage = Literal["soft_labeling", "training", "evaluating", "exporting"]
+UploadKind = Literal["teachers", "datasets"]
+StudentFormat = Literal["torch_export", "onnx", "safetensors"]
+TERMINAL: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+class ApiModel(BaseModel):
+    """Base of every answer: unknown fields are kept, ``obj["field"]`` reads a field."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
+
+
+class ErrorInfo(ApiModel):
+    code: str
+    message: str
+
+
+class Page(ApiModel, Generic[T]):
+    """One page of a collection; ``next_cursor`` is None on the last one."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Teacher(ApiModel):
+    id: str
+    name: str = ""
+    filename: str = ""
+    format: str
+    size_bytes: int
+    sha256: str
+    status: UploadStatus
+    input_shape: list[int | None] | None = None
+    input_dtype: str | None = None
+    num_classes: int | None = None
+    parameters: int | None = None
+    error: ErrorInfo | None = None
+    created_at: datetime
+
+
+class Dataset(ApiModel):
+    id: str
+    name: str = ""
+    filename: str = ""
+    format: str
+    size_bytes: int
+    sha256: str
+    status: UploadStatus
+    num_samples: int | None = None
+    sample_shape: list[int] | None = None
+    dtype: str | None = None
+    has_labels: bool = False
+    num_classes: int | None = None
+    error: ErrorInfo | None = None
+    created_at: datetime
+
+
+class ModelMeasure(ApiModel):
+    parameters: int
+    size_bytes_fp32: int
+    size_bytes_fp16: int
+    latency_ms_batch1: float
+    throughput_per_s: float
+
+
+class Report(ApiModel):
+    teacher: ModelMeasure
+    student: ModelMeasure
+    compression_ratio: float
+    speedup: float
+    agreement_top1: float
+    kl_divergence: float
+    teacher_accuracy: float | None = None
+    student_accuracy: float | None = None
+    eval_samples: int
+    device: str
+    soft_labels: str
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+class Job(ApiModel):
+    id: str
+    status: JobStatus
+    stage: Stage | None = None
+    progress: float = 0.0
+    epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    report: Report | None = None
+    attempt: int = 0
+    student_formats: list[str] = Field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobProgress(ApiModel):
+    """The data of a ``progress`` event on a job's event stream."""
+
+    id: str
+    status: JobStatus
+    stage: Stage | None = None
+    progress: float = 0.0
+    epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 0
+
+
+class JobEvent(ApiModel):
+    """One server-sent event: ``progress`` while the job runs, a final ``status`` (the Job)."""
+
+    event: str
+    id: str | None = None
+    data: dict[str, Any]
+
+    @property
+    def final(self) -> bool:
+        return self.event == "status"
+
+    def progress(self) -> JobProgress:
+        return JobProgress.model_validate(self.data)
+
+    def job(self) -> Job:
+        return Job.model_validate(self.data)
+
+
+class EpochMetrics(ApiModel):
+    epoch: int
+    train_loss: float | None = None
+    soft_loss: float | None = None
+    hard_loss: float | None = None
+    eval_agreement: float | None = None
+    learning_rate: float | None = None
+    seconds: float | None = None
+    attempt: int | None = None
+
+
+class StudentArchitecture(ApiModel):
+    name: str
+    description: str = ""
+    input_ranks: list[int] = Field(default_factory=list)
+    knobs: dict[str, Any] = Field(default_factory=dict)
+
+
+KINDS: dict[str, type[ApiModel]] = {
+    "teachers": Teacher,
+    "datasets": Dataset,
+    "jobs": Job,
+    "students": StudentArchitecture,
+}

@@ -1,0 +1,111 @@
+"""`stillhouse run` as an operator sees it: the banner's ready-to-paste exports, JSON log
+lines tagged with their process and carrying job and tenant ids, no sweep chatter, and the
+workers' liveness in /readyz on the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stillhouse import Client
+from tests.conftest import ROOT, wait_for
+from tests.factories import digits, npz_bytes, teacher_pt2_bytes
+
+KEY = "sh_run_logs_test_key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _readyz(url: str) -> dict[str, Any] | None:
+    try:
+        resp = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return dict(resp.json()) if resp.status_code == 200 else None
+
+
+def _job(client: Client, folder: Path) -> str:
+    x, _, xe, ye = digits()
+    (folder / "t.pt2").write_bytes(teacher_pt2_bytes())
+    (folder / "x.npz").write_bytes(npz_bytes(x))
+    (folder / "e.npz").write_bytes(npz_bytes(xe, ye))
+    teacher = client.wait_ready("teachers", client.upload_teacher(folder / "t.pt2").id)
+    transfer = client.wait_ready("datasets", client.upload_dataset(folder / "x.npz").id)
+    held = client.wait_ready("datasets", client.upload_dataset(folder / "e.npz").id)
+    spec = {"teacher_ids": [teacher.id], "dataset_id": transfer.id, "eval_dataset_id": held.id}
+    job = client.submit({**spec, "training": {"epochs": 1}})
+    done = client.wait(job.id, timeout=300)
+    assert done.status == "succeeded", done.error
+    return job.id
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # starts torch-importing workers and runs a job: slow on a busy host
+def test_run_logs_json_with_ids_and_shows_live_workers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        STILLHOUSE_DATA_DIR=str(tmp_path / "var"),
+        STILLHOUSE_PORT=str(port),
+        STILLHOUSE_BOOTSTRAP_API_KEY=KEY,
+        STILLHOUSE_LOG_FORMAT="json",
+        STILLHOUSE_SWEEP_SECONDS="1",
+        STILLHOUSE_HEARTBEAT_SECONDS="1",
+        STILLHOUSE_TORCH_THREADS="1",
+        STILLHOUSE_SPARE_CHILD="false",
+    )
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stillhouse.cli", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        ready = wait_for(
+            lambda: (
+                (r := _readyz(url)) and {"gpu", "validate"} <= set(r["workers"]["queues"]) and r
+            ),
+            timeout=180,
+            interval=0.5,
+        )
+        assert ready["workers"]["status"] == "ok"
+        with Client(url, KEY) as client:
+            job_id = _job(client, tmp_path)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    text = (tmp_path / "run.log").read_text()
+    assert f"export STILLHOUSE_URL={url} STILLHOUSE_API_KEY={KEY}" in text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    chatter = [r for r in records if "requeue_stale" in r["message"] or "sweep" in r["message"]]
+    assert chatter == []  # dozens of sweeps ran (one a second), none found anything
+    job_lines = [r for r in records if r.get("job_id") == job_id]
+    assert {r["service"] for r in job_lines} >= {"worker-gpu"}
+    assert all(r.get("tenant_id", "").startswith("ten_") for r in job_lines)
+    access = [r for r in records if r["service"] == "api" and r["logger"] == "uvicorn.access"]
+    assert any("/v1/jobs" in r["message"] and r.get("tenant_id") for r in access)
+    assert not (tmp_path / "var" / "broker" / "workers").exists() or not list(
+        (tmp_path / "var" / "broker" / "workers").glob("*.json")
+    )  # stopped workers took their heartbeats away
