@@ -413,7 +413,7 @@ class Run:
         last attempt it fails with the reason."""
         message = child.crash_message()
         if self.c.attempt >= self.settings.max_attempts:
-            self._fail("worker_crashed", f"{message} (attempt {self.c.attempt}, the last)")
+            self._fail(ErrorCode.WORKER_CRASHED, f"{message} (attempt {self.c.attempt}, the last)")
             return
         log.warning("job %s: the sandbox child was lost: %s", self.c.job_id, message)
         raise ChildLost(message)
