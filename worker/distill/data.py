@@ -35,16 +35,37 @@ from worker.distill.rows import ArrayRows, Rows, read_all
 from worker.distill.tables import check_labels, map_table, scan_table
 
 DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip")
-_GiB = 1024**3
 LABEL_CHUNK = 1 << 20  # labels checked this many at a time
 NPZ_MEMBERS = ("x", "y")
 
 
+def _setting_default(name: str) -> int:
+    from core.settings import Settings
+
+    return int(Settings.model_fields[name].default)
+
+
 @dataclass(frozen=True)
 class DataLimits:
-    max_entries: int = 100_000
-    max_unpacked_bytes: int = 8 * _GiB
-    max_image_pixels: int = 4096 * 4096  # per image; PIL's own bomb check is far looser
+    """Caps on what a dataset may unpack to; the defaults are the settings' (one place)."""
+
+    max_entries: int = _setting_default("max_archive_entries")
+    max_unpacked_bytes: int = _setting_default("max_unpacked_bytes")
+    # Per image; PIL's own bomb check is far looser.
+    max_image_pixels: int = _setting_default("max_image_pixels")
+
+    @classmethod
+    def from_settings(cls) -> DataLimits:
+        """The operator's caps (``STILLHOUSE_MAX_ARCHIVE_ENTRIES``, ``..._MAX_UNPACKED_BYTES``,
+        ``..._MAX_IMAGE_PIXELS``)."""
+        from core.settings import get_settings
+
+        settings = get_settings()
+        return cls(
+            max_entries=settings.max_archive_entries,
+            max_unpacked_bytes=settings.max_unpacked_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        )
 
     def archive(self) -> ArchiveLimits:
         return ArchiveLimits(max_entries=self.max_entries, max_total_bytes=self.max_unpacked_bytes)
@@ -62,7 +83,7 @@ def inspect_dataset(
     """Describe the dataset: num_samples, sample_shape, dtype, has_labels, num_classes.
 
     Reads headers and labels only (CSV and Parquet: one pass over the blocks)."""
-    limits, path = limits or DataLimits(), Path(path)
+    limits, path = limits or DataLimits.from_settings(), Path(path)
     if fmt == "image_zip":
         scan = scan_images(path, limits)
         height, width = scan.size
@@ -114,7 +135,7 @@ def open_dataset(
     """The dataset as rows: float32 batches in ``sample_shape`` (when it holds as many
     numbers per sample), normalised by ``mean``/``std`` per channel. ``scratch`` is a
     folder of this job where archives and tables are unpacked once (reused on resume)."""
-    limits, path = limits or DataLimits(), Path(path)
+    limits, path = limits or DataLimits.from_settings(), Path(path)
     prep: dict[str, Any] = {"sample_shape": sample_shape, "mean": mean, "std": std}
     if fmt == "image_zip":
         return ImageZipRows(path, limits, **prep)

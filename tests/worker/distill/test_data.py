@@ -148,3 +148,20 @@ def test_image_zip_converts_to_majority_mode_and_resizes(tmp_path: Path) -> None
     data = load_dataset(path, "image_zip", sample_shape=[3, 8, 8])
     assert data.x.shape == (3, 3, 8, 8) and data.y is None
     assert float(data.x.min()) >= 0.0 and float(data.x.max()) <= 1.0
+
+
+def test_dataset_caps_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import Settings, get_settings
+    from worker.distill.data import DataLimits
+
+    defaults = Settings.model_fields
+    assert DataLimits().max_entries == defaults["max_archive_entries"].default
+    assert DataLimits().max_unpacked_bytes == defaults["max_unpacked_bytes"].default
+    assert DataLimits().max_image_pixels == defaults["max_image_pixels"].default
+    monkeypatch.setenv("STILLHOUSE_MAX_ARCHIVE_ENTRIES", "7")
+    get_settings.cache_clear()
+    try:
+        assert DataLimits.from_settings().max_entries == 7
+    finally:
+        monkeypatch.delenv("STILLHOUSE_MAX_ARCHIVE_ENTRIES")
+        get_settings.cache_clear()
