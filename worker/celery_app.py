@@ -16,6 +16,10 @@ def create_celery() -> Celery:
     settings = get_settings()
     app = Celery("stillhouse", include=["worker.tasks", "worker.liveness"])
     app.conf.update(celery_config(settings))
+    # Remote control (broadcast shutdown, pool_restart, ...) would let anyone who can write
+    # to the broker stop or reconfigure the workers. Nothing here uses it.
+    app.conf.worker_enable_remote_control = False
+    app.conf.event_serializer = "json"
     app.conf.beat_schedule = {
         "requeue-stale-jobs": {"task": TASK_REQUEUE_STALE, "schedule": settings.sweep_seconds},
         # The webhook outbox: messages due for a (first or next) attempt.
