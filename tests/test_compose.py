@@ -79,6 +79,9 @@ def test_services(compose: dict[str, Any]) -> None:
     assert _service(compose, "redis")["image"] == "redis:7"
     assert "pg_isready" in " ".join(_service(compose, "postgres")["healthcheck"]["test"])
     assert "ping" in _service(compose, "redis")["healthcheck"]["test"]
+    redis = _service(compose, "redis")
+    assert "--requirepass" in redis["command"]  # the broker is not open to anyone who connects
+    assert redis["environment"]["REDISCLI_AUTH"]  # so that the health check authenticates
     assert _service(compose, "minio")["image"].startswith("minio/minio")
     assert "mc mb" in " ".join(_service(compose, "minio-bucket")["entrypoint"])
 
@@ -148,7 +151,7 @@ def test_shared_settings(compose: dict[str, Any]) -> None:
         env = _env(_service(compose, name))
         assert env["STILLHOUSE_DATABASE_URL"].startswith("postgresql+psycopg://"), name
         assert env["STILLHOUSE_DATABASE_URL"].endswith("@postgres:5432/stillhouse"), name
-        assert env["STILLHOUSE_BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["STILLHOUSE_BROKER_URL"] == "redis://:${REDIS_PASSWORD:-stillhouse}@redis:6379/0"
         assert env["STILLHOUSE_DATA_DIR"] == DATA, name
         assert env["STILLHOUSE_STORAGE_URL"].startswith("s3://"), name  # MinIO by default
         assert "http://minio:9000" in env["STILLHOUSE_S3_ENDPOINT_URL"], name
