@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_MEMBER = "unknown_member"
     # Code hidden in model files.
     UNSAFE_PICKLE = "unsafe_pickle"
+    UNSAFE_LOCATION = "unsafe_location"
     UNSAFE_CONSTANT = "unsafe_constant"
     UNSAFE_EXPRESSION = "unsafe_expression"
     EXTERNAL_DATA = "external_data"
@@ -244,6 +245,13 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "The .pt2 archive contains records that torch.export.save does not write for a "
         "plain module.",
         _REEXPORT,
+    ),
+    ErrorCode.UNSAFE_LOCATION: CatalogueEntry(
+        "Tensors saved on another device",
+        "The .pt2 archive holds tensors whose storage claims a device other than the CPU. "
+        "Loading them here would make torch.export.load retry with an unsafe unpickler.",
+        "Move the model and its example inputs to the CPU (model.cpu()) before torch.export "
+        "and save again.",
     ),
     ErrorCode.UNSAFE_PICKLE: CatalogueEntry(
         "Unsafe pickle",

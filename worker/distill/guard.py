@@ -173,10 +173,26 @@ def load_torch_blob(blob: bytes, limits: ArchiveLimits, *, what: str) -> object:
                 scan_pickle(archive.read(member), what=f"{what} ({member.filename})")
     except zipfile.BadZipFile as exc:
         raise UserError(ErrorCode.BAD_ARCHIVE, f"{what} is not a valid zip archive.") from exc
+    # Storages must say "cpu": torch.export.load maps sample inputs saved on another device
+    # with a weights_only=True load that fails on a host without it, and then retries with
+    # weights_only=False (code execution). Refusing here keeps that retry unreachable.
+    locations: set[str] = set()
+
+    def on_cpu(storage: torch.types.Storage, location: str) -> torch.types.Storage:
+        locations.add(str(location))
+        return storage
+
     try:
-        return torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+        value = torch.load(io.BytesIO(blob), weights_only=True, map_location=on_cpu)
     except Exception as exc:  # torch raises many types here; all mean "not plain tensors"
         raise UserError(ErrorCode.UNSAFE_PICKLE, f"{what} does not load as plain tensors.") from exc
+    if locations - {"cpu"}:
+        raise UserError(
+            ErrorCode.UNSAFE_LOCATION,
+            f"{what} holds tensors saved on {sorted(locations - {'cpu'})[:3]}; "
+            "export the model with its tensors on the CPU.",
+        )
+    return value
 
 
 # --- torch.export archives -------------------------------------------------------------

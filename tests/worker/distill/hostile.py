@@ -248,3 +248,48 @@ def image_bytes(mode: str, size: tuple[int, int], image_format: str, value: int 
         buffer, format=image_format
     )
     return buffer.getvalue()
+
+
+# --- files that claim a device or inflate far beyond their size ---------------------------
+
+
+def with_cuda_location(blob: bytes) -> bytes:
+    """A torch.save zip whose storages claim the location "cuda" instead of "cpu"."""
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x04\x00\x00\x00cuda"
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as old, zipfile.ZipFile(out, "w") as new:
+        for name in old.namelist():
+            data = old.read(name)
+            if name.endswith("data.pkl"):
+                assert cpu in data
+                data = data.replace(cpu, cuda)
+            new.writestr(name, data)
+    return out.getvalue()
+
+
+def pt2_with_cuda_sample_inputs(source: Path, target: Path) -> Path:
+    """On a host without CUDA, torch.export.load's weights_only=True load of these sample
+    inputs fails, and it retries with torch.load(weights_only=False)."""
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/sample_inputs/model.pt":
+            return with_cuda_location(torch_blob(((torch.zeros(4, 64),), {})))
+        return data
+
+    return rewrite_zip(source, target, change)
+
+
+def pt2_with_cuda_pickled_weight(source: Path, target: Path) -> Path:
+    """A use_pickle weight whose storage claims "cuda"."""
+
+    def change(record: str, data: bytes) -> bytes:
+        if record == "data/weights/model_weights_config.json":
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(config).encode()
+        if record == "data/weights/weight_0":
+            return with_cuda_location(torch_blob(torch.zeros(32, 64)))
+        return data
+
+    return rewrite_zip(source, target, change)

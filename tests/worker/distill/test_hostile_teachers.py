@@ -116,3 +116,24 @@ def test_torchscript_is_refused_unless_enabled(tmp_path: Path) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*jit.*")
         torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(path))
     assert refused(path, "torchscript") == "torchscript_disabled"
+
+
+@pytest.mark.parametrize(
+    "build", [hostile.pt2_with_cuda_sample_inputs, hostile.pt2_with_cuda_pickled_weight]
+)
+def test_tensors_claiming_cuda_are_refused_before_any_unsafe_load(
+    real_pt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: object
+) -> None:
+    """torch.export.load would retry such sample inputs with torch.load(weights_only=False):
+    the guard refuses the file, and no torch.load call without weights_only=True happens."""
+    calls: list[object] = []
+    real_load = torch.load
+
+    def recording_load(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    path = build(real_pt2, tmp_path / "cuda.pt2")  # type: ignore[operator]
+    assert refused(path) == "unsafe_location"
+    assert calls and all(weights_only is True for weights_only in calls)
