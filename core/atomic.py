@@ -25,13 +25,19 @@ def atomic_write(path: Path, data: bytes | Callable[[Path], object]) -> Path:
             tmp.write_bytes(data)
         else:
             data(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        commit_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
     return path
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """Make a finished temporary file ``path``: fsync it, rename it over ``path`` (same file
+    system), fsync the folder. For writers that fill the file themselves (a memory map)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from core.atomic import commit_file
 from worker.distill.rows import ArrayRows, Rows
 
 PREPROCESSING_VERSION = "1"  # bump when decoding or normalisation of inputs changes
@@ -278,13 +279,7 @@ def save_soft_labels(labels: SoftLabels, path: Path, key: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     meta = {"key": key, "file_version": FILE_VERSION, "num_classes": str(labels.num_classes)}
     save_file(labels.tensors(), str(tmp), metadata=meta)
-    _commit(tmp, path)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as file:
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    commit_file(tmp, path)
 
 
 def load_soft_labels(path: Path, key: str, num_samples: int) -> SoftLabels | None:
@@ -340,5 +335,5 @@ def cached_soft_labels(
         metadata=meta,
     )
     labels.mapped.flush()
-    _commit(tmp, path)
+    commit_file(tmp, path)
     return labels
