@@ -8,6 +8,7 @@ name, never by import path. Scalars are strict: ``"epochs": "5"`` is refused (42
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -21,6 +22,11 @@ from pydantic import (
 )
 
 from core.enums import ExportFormat
+
+# A student is small by definition: 100 M weights is far past any CPU or single-GPU student.
+MAX_HIDDEN_WEIGHTS = 100_000_000
+# Below this a float32 division by std overflows for ordinary inputs (1 / 1e-38 ~ 1e38).
+STD_MIN = 1e-6
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
 ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
@@ -53,6 +59,13 @@ class StudentSpec(_Strict):
     def _hidden_is_mlp(self) -> StudentSpec:
         if self.hidden is not None and self.architecture != "mlp":
             raise ValueError('hidden is only valid with architecture "mlp"')
+        if self.hidden is not None:
+            between = sum(a * b for a, b in itertools.pairwise(self.hidden))
+            if between > MAX_HIDDEN_WEIGHTS:
+                raise ValueError(
+                    f"hidden: {between:,} weights between the hidden layers alone; the most a "
+                    f"student may have is {MAX_HIDDEN_WEIGHTS:,}"
+                )
         return self
 
 
@@ -83,8 +96,8 @@ class PreprocessingSpec(_Strict):
         if self.mean is not None and self.std is not None:
             if len(self.mean) != len(self.std) or not self.mean:
                 raise ValueError("mean and std need the same non-zero length")
-            if any(s <= 0 for s in self.std):
-                raise ValueError("std must be positive")
+            if any(not s >= STD_MIN for s in self.std):
+                raise ValueError(f"std must be at least {STD_MIN:g} (dividing by less overflows)")
         return self
 
 

@@ -36,6 +36,8 @@ def _teachers(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> list[Teacher]:
     teachers = []
     for i, teacher_id in enumerate(spec.teacher_ids):
         field = f"teacher_ids[{i}]"
+        if teacher_id in spec.teacher_ids[:i]:
+            raise _invalid(field, f"teacher {teacher_id!r} is already in the ensemble")
         teacher = found.get(teacher_id)
         if teacher is None:
             raise _invalid(field, f"no teacher {teacher_id!r}")
@@ -56,6 +58,13 @@ def _teachers(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> list[Teacher]:
                 f"teacher_ids[{i}]",
                 f"an ensemble needs one input shape: {teacher.input_shape} != {first.input_shape}",
             )
+    top_k = spec.distillation.top_k
+    if top_k is not None and first.num_classes is not None and top_k >= first.num_classes:
+        raise _invalid(
+            "distillation.top_k",
+            f"{top_k} is not below the teacher's {first.num_classes} classes; leave it unset "
+            "to keep every logit",
+        )
     return teachers
 
 

@@ -99,6 +99,29 @@ def test_shape_mismatch_is_422_naming_the_field(client: TestClient, inputs: dict
     assert client.get("/v1/jobs").json()["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "field", "said"),
+    [
+        ({"student": {"architecture": "mlp", "hidden": [65536] * 8}}, "student", "hidden"),
+        ({"preprocessing": {"mean": [0.0], "std": [1e-45]}}, "preprocessing", "std"),
+        ({"distillation": {"top_k": 10}}, "distillation.top_k", "10 classes"),
+        ({"training": {"epochs": "5"}}, "training.epochs", ""),
+        ({"duplicate": True}, "teacher_ids[1]", "already in the ensemble"),
+    ],
+)
+def test_specs_that_could_only_fail_later_are_422_naming_the_field(
+    client: TestClient, inputs: dict[str, str], extra: dict[str, Any], field: str, said: str
+) -> None:
+    body = _body(inputs, **{k: v for k, v in extra.items() if k != "duplicate"})
+    if extra.get("duplicate"):
+        body["teacher_ids"] = [inputs["teacher"]] * 2
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 422, resp.text
+    errors = resp.json()["errors"]
+    assert any(field in e["field"] and said in e["message"] for e in errors), errors
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
 def test_bad_spec_values_are_422(client: TestClient, inputs: dict[str, str]) -> None:
     resp = client.post("/v1/jobs", json=_body(inputs, distillation={"temperature": 0}))
     assert resp.status_code == 422
