@@ -176,6 +176,19 @@ class S3Storage:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with ``prefix/``; the number deleted."""
+        name = self._name(prefix.rstrip("/")) + "/"
+        deleted = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=name
+        ):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+                deleted += len(keys)
+        return deleted
+
     def local_path(self, key: str, sha256: str | None = None) -> Path:
         """A file on this host with the object's bytes, from the cache or downloaded now."""
         return self.cache.get(key, sha256, lambda dst: self._download(key, dst))

@@ -12,6 +12,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from models import Dataset, Job, StoredFile, Teacher, new_id, utcnow
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
+from worker.checkpoint_sync import CheckpointMirror
 from worker.metrics import observe_stages
 from worker.sandbox import Child
 
@@ -203,6 +205,8 @@ class Run:
         self.pending: ProgressEvent | None = None
         self.written_key: tuple[Any, ...] = ()
         self.stage: str | None = None
+        checkpoints = Path(claimed.request.workdir) / "checkpoints"
+        self.mirror = CheckpointMirror(get_storage(), claimed.job_id, checkpoints)
 
     def _read(self, child: Child) -> None:
         for event in child.lines():
@@ -213,6 +217,7 @@ class Run:
         workdir = Path(self.c.request.workdir).parent
         (workdir / "STOP").unlink(missing_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
+        self.mirror.pull()  # a job taken over from another host resumes from the store's copy
         threads, cpu_seconds = _child_limits(self.settings)
         child = _take_spare(self.settings, self.c.request) or Child(
             self.c.request,
@@ -262,9 +267,13 @@ class Run:
         elif isinstance(event, CheckpointEvent | ResumedEvent):
             kind = JobEventKind(event.event)
             with session_scope() as session:
-                JobRepository(session).fenced_event(
+                holds = JobRepository(session).fenced_event(
                     self.c.job_id, self.c.attempt, kind, epoch=event.epoch, step=event.step
                 )
+            # Only while this attempt holds the job: a zombie worker must not overwrite the
+            # checkpoint that the attempt which took over resumes from.
+            if holds and isinstance(event, CheckpointEvent):
+                self._mirror(self.mirror.push)
         elif isinstance(event, Outcome):
             self._flush_progress(force=True)
             self._publish(event)
@@ -273,6 +282,7 @@ class Run:
             if event.code == ErrorCode.CANCELLED:
                 with session_scope() as session:
                     JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
+                self._mirror(self.mirror.drop)
             else:
                 self._fail(event.code, event.message)
             return True
@@ -322,6 +332,14 @@ class Run:
     def _fail(self, code: str, message: str) -> None:
         with session_scope() as session:
             JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
+        self._mirror(self.mirror.drop)
+
+    def _mirror(self, action: Callable[[], object]) -> None:
+        """Copy or drop the checkpoint in the store; a failure costs only the copy, not the job."""
+        try:
+            action()
+        except Exception as exc:
+            log.warning("job %s: checkpoint copy in storage failed: %s", self.c.job_id, exc)
 
     def _publish(self, result: Outcome) -> None:
         """Store the students under keys derived from the job, then finish in one transaction."""
@@ -371,6 +389,7 @@ class Run:
                 storage.delete(art["key"])
             return
         observe_stages(report)
+        self._mirror(self.mirror.drop)
         shutil.rmtree(Path(self.c.request.workdir).parent, ignore_errors=True)
 
 

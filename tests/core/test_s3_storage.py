@@ -107,3 +107,12 @@ def test_the_cache_evicts_least_recently_used_past_its_cap(tmp_path: Path) -> No
     cache.get("k1", None, fetch(100))  # a hit refreshes k1
     written.append(cache.get("k3", None, fetch(100)))
     assert [p.exists() for p in written] == [False, True, False, True]
+
+
+def test_delete_prefix_removes_every_object_under_it(storage: S3Storage) -> None:
+    for name in ("a", "b", "c"):
+        storage.put_stream(f"checkpoints/job_1/{name}", iter([b"x"]))
+    storage.put_stream("checkpoints/job_10/keep", iter([b"x"]))
+    assert storage.delete_prefix("checkpoints/job_1") == 3
+    assert storage.exists("checkpoints/job_10/keep")
+    assert not storage.exists("checkpoints/job_1/a")
