@@ -157,7 +157,7 @@ def finished_job(client: TestClient) -> tuple[str, bytes]:
             epochs=1,
             epoch=1,
             progress=1.0,
-            spec={},
+            spec={"teacher_ids": ["tch_none"], "dataset_id": "dst_none"},
             metrics={},
             artifacts={
                 "onnx": {
