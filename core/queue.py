@@ -49,7 +49,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport_options = {"visibility_timeout": settings.job_hard_time_limit_s + 3600}
         if settings.broker_key_prefix:
             transport_options["global_keyprefix"] = settings.broker_key_prefix
+    extra: dict[str, Any] = {}
+    if settings.embedded_broker:
+        extra["broker_transport"] = "core.fsbroker:Transport"
     return {
+        **extra,
         "broker_url": settings.resolved_broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
