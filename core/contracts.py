@@ -146,9 +146,13 @@ class CheckpointEvent(_Closed):
 
 
 class ResumedEvent(_Closed):
+    """Where a resumed run starts, with the records of the epochs its checkpoint had
+    finished (the worker stores the ones a kill kept it from storing)."""
+
     event: Literal["resumed"] = "resumed"
     epoch: int
     step: int
+    records: list[EpochRecord] = Field(default_factory=list)
 
 
 class Outcome(_Closed):

@@ -24,6 +24,19 @@ class HistoryRepository:
         self.session.flush()
         return True
 
+    def add_missing_epochs(self, job_id: str, attempt: int, records: list[dict[str, Any]]) -> bool:
+        """Store the records of epochs that have no row yet (under ``attempt``, the one that
+        found them in its checkpoint); fenced like ``add_epoch``."""
+        if not JobRepository(self.session).holds(job_id, attempt):
+            return False
+        stmt = select(JobEpoch.epoch).where(JobEpoch.job_id == job_id)
+        have = set(self.session.scalars(stmt))
+        for record in records:
+            if record["epoch"] not in have:
+                self.session.add(JobEpoch(job_id=job_id, attempt=attempt, **record))
+        self.session.flush()
+        return True
+
     def epochs(self, job_id: str) -> list[JobEpoch]:
         stmt = select(JobEpoch).where(JobEpoch.job_id == job_id)
         return list(self.session.scalars(stmt.order_by(JobEpoch.epoch, JobEpoch.attempt)))

@@ -267,6 +267,11 @@ class Run:
         elif isinstance(event, CheckpointEvent | ResumedEvent):
             kind = JobEventKind(event.event)
             with session_scope() as session:
+                if isinstance(event, ResumedEvent):
+                    records = [r.model_dump() for r in event.records]
+                    HistoryRepository(session).add_missing_epochs(
+                        self.c.job_id, self.c.attempt, records
+                    )
                 holds = JobRepository(session).fenced_event(
                     self.c.job_id, self.c.attempt, kind, epoch=event.epoch, step=event.step
                 )

@@ -64,8 +64,9 @@ def test_killed_worker_job_resumes_with_identical_student(
 
 
 def _history_of_two_attempts(client: TestClient, job_id: str, epochs: int) -> None:
-    """Every epoch has a row; the second attempt's rows carry attempt 2 and start where the
-    first attempt's last checkpoint was; the events say where it resumed."""
+    """Every epoch has exactly one row: attempt 1's rows, then attempt 2's, which begin right
+    after them (a kill can fall after a checkpoint but before the worker stored the epochs
+    before it: attempt 2 stores those from the checkpoint); the events say where it resumed."""
     rows = client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
     assert sorted({r["epoch"] for r in rows}) == list(range(1, epochs + 1))
     first = [r["epoch"] for r in rows if r["attempt"] == 1]
@@ -73,7 +74,7 @@ def _history_of_two_attempts(client: TestClient, job_id: str, epochs: int) -> No
     # The job row showed epoch 3 in progress: epochs 1 and 2 had finished (their rows come
     # first in the child's output and are written in order).
     assert first == list(range(1, len(first) + 1)) and len(first) >= 2
-    assert second == list(range(second[0], epochs + 1)) and second[0] <= len(first) + 1
+    assert second == list(range(len(first) + 1, epochs + 1)), (first, second)
     events, cursor = [], None
     while True:
         params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
@@ -86,7 +87,8 @@ def _history_of_two_attempts(client: TestClient, job_id: str, epochs: int) -> No
     started = [e["attempt"] for e in events if e["kind"] == "started"]
     assert started == [1, 2]
     (resumed,) = [e for e in events if e["kind"] == "resumed"]
-    assert resumed["attempt"] == 2 and resumed["data"]["epoch"] == second[0] - 1
+    # It resumed in the epoch after the last one it found finished (stored by either attempt).
+    assert resumed["attempt"] == 2 and resumed["data"]["epoch"] >= len(first)
     # The kill can fall between a checkpoint's write and the worker recording its event:
     # the resume is at the last recorded checkpoint or at a later one.
     recorded = [

@@ -13,6 +13,7 @@ from core.db import make_engine
 from core.keys import ensure_tenant
 from core.migrate import upgrade
 from models import Job, new_id, utcnow
+from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
 
 LEASE = timedelta(seconds=30)
@@ -126,3 +127,31 @@ def test_the_core_read_of_a_job_matches_the_orm_row_and_keeps_tenants_apart(
     assert job_view(row) == job_view(job)
     assert job_view(row)["metrics"] == {"kd_loss": 0.25}
     assert job_view(row)["started_at"].tzinfo is not None
+
+
+def _record(epoch: int) -> dict[str, object]:
+    return {
+        "epoch": epoch,
+        "train_loss": 1.0 / epoch,
+        "soft_loss": 1.0 / epoch,
+        "hard_loss": None,
+        "eval_agreement": None,
+        "learning_rate": 0.01,
+        "seconds": 0.5,
+    }
+
+
+def test_a_resumed_attempt_stores_only_the_epochs_no_attempt_stored(session: Session) -> None:
+    """Attempt 1 stored epochs 1-2 and was killed after a checkpoint that had finished 3;
+    attempt 2 gets all three records from the checkpoint and adds epoch 3 alone. A fenced
+    (taken-over) attempt adds nothing."""
+    jobs, history = JobRepository(session), HistoryRepository(session)
+    job_id = _job(session)
+    assert jobs.claim(job_id, worker="a", lease=timedelta(seconds=-1), max_attempts=3) == 1
+    assert history.add_epoch(job_id, 1, _record(1)) and history.add_epoch(job_id, 1, _record(2))
+    assert jobs.claim(job_id, worker="b", lease=LEASE, max_attempts=3) == 2
+    assert not history.add_missing_epochs(job_id, 1, [_record(4)])
+    assert history.add_missing_epochs(job_id, 2, [_record(1), _record(2), _record(3)])
+    session.commit()
+    rows = [(row.epoch, row.attempt) for row in history.epochs(job_id)]
+    assert rows == [(1, 1), (2, 1), (3, 2)]

@@ -147,7 +147,17 @@ def train(
     run = _Run(model, _on_device(rows, device), target_probs, cfg, device, workdir, fingerprint)
     run.on_step, run.should_stop, run.on_event = on_step, should_stop, on_event
     if run.resumed:
-        on_event({"event": "resumed", "epoch": int(run.state["epoch"]), "step": run.steps})
+        # The finished epochs' records ride along: a kill can fall after a checkpoint but
+        # before the worker stored the records that preceded it.
+        records = run.state.get("records", [])
+        on_event(
+            {
+                "event": "resumed",
+                "epoch": int(run.state["epoch"]),
+                "step": run.steps,
+                "records": records,
+            }
+        )
     for epoch in range(int(run.state["epoch"]), cfg.epochs):
         order = epoch_order(cfg.seed, epoch, run.n)
         run.stats = EpochStats()
@@ -157,7 +167,11 @@ def train(
             run.step(epoch, batch, order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size])
         model.eval()
         extra = on_epoch(epoch, model) or {}
-        on_event({"event": "epoch", "record": run.stats.record(epoch, extra)})
+        record = run.stats.record(epoch, extra)
+        run.records.append(record)
+        on_event({"event": "epoch", "record": record})
+        if run.save_due:
+            run.save(epoch + 1, 0)
         model.train()
     model.eval()
     return TrainResult(run.steps, run.loss_value, time.perf_counter() - run.started)
@@ -213,13 +227,22 @@ class _Run:
         self.should_stop: Callable[[], bool] = lambda: False
         self.on_event: EventFn = lambda ev: None
         self.stats = EpochStats()
+        # Every finished epoch's record, kept in the checkpoint (see ``ResumedEvent``).
+        self.records: list[dict[str, Any]] = list(self.state.get("records", []))
+        self.save_due = False
 
     def save(self, epoch: int, batch: int) -> None:
         """Checkpoint with the data position (epoch, batch) where the next step starts."""
         seconds = time.perf_counter() - self.started
         self.state.update(
-            step=self.steps, epoch=epoch, batch=batch, loss=self.loss_value, seconds=seconds
+            step=self.steps,
+            epoch=epoch,
+            batch=batch,
+            loss=self.loss_value,
+            seconds=seconds,
+            records=self.records,
         )
+        self.save_due = False
         save_checkpoint(
             self.workdir,
             model=self.model,
@@ -276,8 +299,11 @@ class _Run:
             }
         )
         # Also at the very end, so a re-call after a later stage failed skips training.
+        # A checkpoint due on an epoch's last batch waits for the epoch's record (``train``
+        # saves it then), so the record is in it.
         every = cfg.checkpoint_every
         if every > 0 and (self.steps % every == 0 or self.steps == self.total):
-            last = batch + 1 == self.steps_per_epoch
-            self.save(epoch + 1 if last else epoch, 0 if last else batch + 1)
-            self.resumed = True  # the state now describes where the next batch starts
+            if batch + 1 == self.steps_per_epoch:
+                self.save_due = True
+            else:
+                self.save(epoch, batch + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -212,4 +213,30 @@ def test_each_epoch_reports_its_loss_terms_and_the_history(tmp_path: Path) -> No
     assert checkpoints == [5, 10, 12]  # every 5 steps, and at the end
     events.clear()
     fit(student())  # the final checkpoint exists: nothing left to train
-    assert events == [{"event": "resumed", "epoch": 2, "step": 12}]
+    # The finished epochs' records come with it (the worker stores any a kill lost).
+    assert events == [{"event": "resumed", "epoch": 2, "step": 12, "records": records}]
+
+
+def test_a_checkpoint_on_an_epoch_boundary_follows_and_holds_that_epochs_record(
+    tmp_path: Path,
+) -> None:
+    """A kill right after a checkpoint must not lose an epoch's record: a checkpoint due on
+    an epoch's last step is written after the record, and carries every finished record."""
+    x, t = problem()
+    cfg = config(epochs=2, checkpoint_every=6)  # 6 steps per epoch
+    events: list[dict[str, Any]] = []
+    train(
+        student(),
+        x,
+        None,
+        lambda idx, xb: soft_targets(t[:, idx], cfg.temperature),
+        cfg,
+        device=CPU,
+        workdir=tmp_path,
+        fingerprint="job",
+        on_event=events.append,
+    )
+    kinds = [(e["event"], e.get("step")) for e in events]
+    assert kinds == [("epoch", None), ("checkpoint", 6), ("epoch", None), ("checkpoint", 12)]
+    pointer = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert pointer["train"]["records"] == [e["record"] for e in events if e["event"] == "epoch"]
