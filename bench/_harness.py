@@ -140,20 +140,49 @@ def embedded_service(
 
 
 @contextlib.contextmanager
-def fresh_postgres() -> Iterator[str]:
-    """A new, empty database on the local Postgres, dropped afterwards. Yields its URL."""
+def fresh_postgres(
+    admin_url: str = PG_ADMIN_URL, name: str | None = None, *, migrated: bool = False
+) -> Iterator[str]:
+    """A new database on the Postgres server of ``admin_url`` (empty, or migrated to head),
+    dropped afterwards with whatever is still connected to it. Yields its URL."""
     from sqlalchemy import create_engine, text
 
-    name = f"stillhouse_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = name or f"stillhouse_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        if migrated:
+            from core.migrate import upgrade
+
+            upgrade(url)
+        yield url
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def start_moto(log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on a free loopback port (any credentials are accepted). Returns the
+    process and its endpoint once it accepts connections; the caller terminates it."""
+    port = free_port()
+    server = Path(sys.executable).with_name("moto_server")
+    with open(log or os.devnull, "ab") as out:
+        command = [str(server), "-H", "127.0.0.1", "-p", str(port)]
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                tail = log.read_text()[-2000:] if log else ""
+                raise RuntimeError(f"moto_server did not start: {tail}") from None
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -162,29 +191,13 @@ def moto_s3() -> Iterator[dict[str, str]]:
     Yields the service's environment for it (STILLHOUSE_STORAGE_URL and credentials)."""
     import boto3
 
-    port = free_port()
     creds = {
         "AWS_ACCESS_KEY_ID": "stillhouse-bench",
         "AWS_SECRET_ACCESS_KEY": "stillhouse-bench-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    server = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    proc, endpoint = start_moto()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
         bucket = f"bench-{secrets.token_hex(4)}"
         client = boto3.client(
             "s3",

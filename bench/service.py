@@ -11,7 +11,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,12 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench._harness import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 KEY = "sh_bench_quality_key"
 SERVICE_VARS = ("STILLHOUSE_DATABASE_URL", "STILLHOUSE_BROKER_URL", "STILLHOUSE_BROKER_KEY_PREFIX")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Service:
@@ -48,7 +43,7 @@ class Service:
 
         shutil.rmtree(self.folder / "var", ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
         env.update(
             STILLHOUSE_DATA_DIR=str(self.folder / "var"),

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,10 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix/``; the number deleted."""
+        ...
 
     def local_path(self, key: str, sha256: str | None = None) -> Path:
         """A path on this host's disk holding the object (remote backends download it first,
@@ -175,6 +180,12 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix.rstrip("/"))
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        shutil.rmtree(folder, ignore_errors=True)
+        return len(files)
 
     def local_path(self, key: str, sha256: str | None = None) -> Path:
         return self._path(key)

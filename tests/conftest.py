@@ -50,39 +50,18 @@ os.environ.update(
 )
 
 
-def _admin_engine():  # type: ignore[no-untyped-def]
-    from sqlalchemy import create_engine
-
-    return create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
-
-
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh Postgres database for this test session, migrated to head."""
-    from sqlalchemy import text
+    from bench._harness import fresh_postgres
 
-    from core.migrate import upgrade
+    with fresh_postgres(BASE_PG_URL, PG_DB_NAME, migrated=True) as url:
+        try:
+            yield url
+        finally:
+            from core.db import get_engine
 
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{PG_DB_NAME}"'))
-    try:
-        upgrade(PG_URL)
-        yield PG_URL
-    finally:
-        from core.db import get_engine
-
-        get_engine().dispose()
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": PG_DB_NAME},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DB_NAME}"'))
-        admin.dispose()
+            get_engine().dispose()
 
 
 def truncate(only: tuple[str, ...] = ()) -> None:

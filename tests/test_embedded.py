@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench._harness import free_port
 from stillhouse.client import Client
 from tests.conftest import ROOT, wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
 KEY = "sh_embedded_test_key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -49,7 +43,7 @@ def service_process(
     tmp_path: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`stillhouse run` on a free port with its data folder in ``tmp_path / "var"``."""
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()

@@ -15,32 +15,21 @@ from typing import Any
 import httpx
 import pytest
 
+from bench._harness import free_port, fresh_postgres
 from stillhouse.client import Client
 from tests.conftest import BASE_PG_URL, DEV_KEY, ROOT, start_worker, stop_process, wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 from tests.s3server import S3_ENV, make_bucket, s3_endpoint  # noqa: F401 - the fixture
-from tests.test_embedded import _free_port, _ready
+from tests.test_embedded import _ready
 
 
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A database of its own: the session's sweep must not hand this job to its workers."""
-    from sqlalchemy import create_engine, text
-
-    from core.migrate import upgrade
-
-    name = f"stillhouse_hosts_{secrets.token_hex(4)}"
-    admin = create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = BASE_PG_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+    with fresh_postgres(
+        BASE_PG_URL, f"stillhouse_hosts_{secrets.token_hex(4)}", migrated=True
+    ) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -82,7 +71,7 @@ def test_a_killed_host_s_job_resumes_on_another_host_from_s3(
     def host(name: str) -> dict[str, str]:
         return {**shared, "STILLHOUSE_DATA_DIR": str(tmp_path / name)}
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = [
         _api(host("api"), port, tmp_path / "api.log"),

@@ -92,11 +92,5 @@ class CheckpointMirror:
         """Remove the stored checkpoint (the job has ended)."""
         if not _remote(self.storage):
             return
-        prefix = _prefix(self.job_id)
-        delete_prefix = getattr(self.storage, "delete_prefix", None)
-        if delete_prefix is not None:  # also what a killed host left half-copied
-            delete_prefix(prefix)
-            return
-        if self.pushed is not None:
-            self.storage.delete(f"{prefix}/{Path(json.loads(self.pushed)['tensors_file']).name}")
-        self.storage.delete(f"{prefix}/{POINTER}")
+        # The whole prefix: also what a killed host left half-copied.
+        self.storage.delete_prefix(_prefix(self.job_id))

@@ -7,18 +7,11 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:

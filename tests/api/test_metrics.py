@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench._harness import free_port
 from tests.api.conftest import _body, _finished
-from tests.api.receiver import Receiver, free_port
+from tests.api.receiver import Receiver
 from tests.conftest import truncate, wait_for
 from tests.factories import digits, npz_bytes
 

@@ -52,7 +52,7 @@ def test_redis_bucket_is_shared_by_replicas() -> None:
 
 def test_redis_outage_lets_requests_through() -> None:
     """The limit protects the service; a Redis outage must not refuse every request."""
-    from tests.api.receiver import free_port
+    from bench._harness import free_port
 
     down = RedisBuckets(f"redis://127.0.0.1:{free_port()}/0", "x:", rate=0.01, burst=1)
 

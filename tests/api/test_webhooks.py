@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench._harness import free_port
 from tests.api.conftest import _body
-from tests.api.receiver import Receiver, free_port
+from tests.api.receiver import Receiver
 from tests.conftest import truncate, wait_for
 
 WEBHOOK_TABLES = ("webhooks", "webhook_messages", "webhook_attempts")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from bench._harness import free_port
 from stillhouse import Client
 from tests.conftest import ROOT, wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
 KEY = "sh_run_logs_test_key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _readyz(url: str) -> dict[str, Any] | None:
@@ -55,7 +49,7 @@ def _job(client: Client, folder: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # starts torch-importing workers and runs a job: slow on a busy host
 def test_run_logs_json_with_ids_and_shows_live_workers(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
     env.update(
         PYTHONPATH=str(ROOT),

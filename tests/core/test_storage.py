@@ -41,3 +41,16 @@ def test_generated_keys_are_unique_and_never_user_names() -> None:
     keys = {new_key("datasets") for _ in range(100)}
     assert len(keys) == 100
     assert all(k.startswith("datasets/") and ".." not in k for k in keys)
+
+
+def test_delete_prefix_removes_the_folder_and_nothing_beside_it(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    for name in ("a", "sub/b", "c"):
+        storage.put_stream(f"checkpoints/job_1/{name}", iter([b"x"]))
+    storage.put_stream("checkpoints/job_10/keep", iter([b"x"]))
+    assert storage.delete_prefix("checkpoints/job_1") == 3
+    assert storage.exists("checkpoints/job_10/keep")
+    assert not (tmp_path / "checkpoints" / "job_1").exists()
+    assert storage.delete_prefix("checkpoints/job_1") == 0
+    with pytest.raises(ValueError):
+        storage.delete_prefix("../outside")

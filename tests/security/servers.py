@@ -14,13 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from bench._harness import free_port
 from tests.conftest import ROOT, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_postgres_user() -> list[str]:

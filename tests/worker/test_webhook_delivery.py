@@ -14,9 +14,10 @@ from threading import Thread
 
 import pytest
 
+from bench._harness import free_port
 from core.settings import Settings
 from core.webhooks import RefusedURL, new_secret
-from tests.api.receiver import Receiver, free_port
+from tests.api.receiver import Receiver
 from worker.webhooks import attempt, backoff, post, signed_headers
 
 ALLOWED = Settings(webhook_allow_private=True, webhook_timeout_seconds=10)

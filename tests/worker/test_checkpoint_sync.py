@@ -1,0 +1,72 @@
+"""A checkpoint mirrored through a real S3-API server (moto): pushed tensors first and pointer
+last, older tensors removed, pulled by another host's folder, dropped whole at the end."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from core.s3storage import S3Storage
+from core.storage import LocalStorage
+from tests.s3server import make_bucket, s3_endpoint  # noqa: F401 - the fixture
+from worker.checkpoint_sync import POINTER, CheckpointMirror
+
+
+def _checkpoint(folder: Path, step: int) -> bytes:
+    """What the engine writes: a tensors file, then the pointer naming it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"checkpoint-{step:09d}.safetensors"
+    (folder / name).write_bytes(f"tensors of step {step}".encode())
+    for old in folder.glob("checkpoint-*.safetensors"):
+        if old.name != name:
+            old.unlink()
+    pointer = json.dumps({"tensors_file": name, "train": {"step": step}}).encode()
+    (folder / POINTER).write_bytes(pointer)
+    return pointer
+
+
+@pytest.fixture
+def storage(s3_endpoint: str, tmp_path: Path) -> S3Storage:  # noqa: F811
+    bucket = f"t-{secrets.token_hex(6)}"
+    make_bucket(s3_endpoint, bucket)
+    return S3Storage(
+        f"s3://{bucket}/mirror",
+        cache_dir=tmp_path / "cache",
+        cache_max_bytes=1 << 20,
+        endpoint_url=s3_endpoint,
+    )
+
+
+def test_push_pull_and_drop_through_s3(storage: S3Storage, tmp_path: Path) -> None:
+    here = CheckpointMirror(storage, "job_1", tmp_path / "host-a")
+    assert not here.push()  # no checkpoint yet
+    _checkpoint(tmp_path / "host-a", 5)
+    assert here.push() and not here.push()  # unchanged: nothing to copy
+    pointer = _checkpoint(tmp_path / "host-a", 10)
+    assert here.push()
+    assert not storage.exists("checkpoints/job_1/checkpoint-000000005.safetensors")
+
+    there = CheckpointMirror(storage, "job_1", tmp_path / "host-b")
+    assert there.pull()
+    assert (tmp_path / "host-b" / POINTER).read_bytes() == pointer
+    tensors = tmp_path / "host-b" / "checkpoint-000000010.safetensors"
+    assert tensors.read_bytes() == b"tensors of step 10"
+    assert not there.pull()  # this host has one now
+
+    storage.put_stream("checkpoints/job_1/.half-copied", iter([b"x"]))  # a killed host's rest
+    there.drop()
+    assert not storage.exists("checkpoints/job_1/checkpoint.json")
+    assert not storage.exists("checkpoints/job_1/.half-copied")
+    assert not CheckpointMirror(storage, "job_1", tmp_path / "host-c").pull()
+
+
+def test_the_local_store_copies_nothing(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "data")
+    mirror = CheckpointMirror(storage, "job_1", tmp_path / "work")
+    _checkpoint(tmp_path / "work", 5)
+    assert not mirror.push() and not mirror.pull()
+    mirror.drop()
+    assert (tmp_path / "work" / POINTER).exists()
