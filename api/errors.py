@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ErrorCode, entry, is_disk_full
+from models.pagination import BadCursor
 
 PROBLEM = "application/problem+json"
 PROBLEMS_PATH = "/problems"
@@ -208,6 +209,11 @@ async def _database(_: Request, exc: Exception) -> JSONResponse:
     return database_unavailable()
 
 
+async def _bad_cursor(_: Request, exc: Exception) -> JSONResponse:
+    """A list route's ``cursor`` that no page of it gave out."""
+    return render(BadRequest(str(exc)))
+
+
 async def _pool_timeout(_: Request, exc: Exception) -> JSONResponse:
     log.warning("no database connection free: %s", exc)
     return database_unavailable("no database connection is free; retry shortly")
@@ -234,5 +240,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DBAPIError, _database)
     app.add_exception_handler(PoolTimeout, _pool_timeout)
+    app.add_exception_handler(BadCursor, _bad_cursor)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api import headers
 from api.deps import StandaloneTenantId, TenantId, UnitOfWork, UoW
 from api.downloads import file_response
-from api.errors import BadRequest, NotFound
+from api.errors import NotFound
 from api.openapi import problems
 from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
@@ -23,7 +23,6 @@ from core.errors import ErrorCode
 from core.spec import JobSpec
 from core.storage import get_storage
 from models.job_repository import JobRepository
-from models.pagination import BadCursor
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -73,12 +72,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Any:
-    try:
-        items, nxt = JobRepository(uow.session).list_for_tenant(
-            tenant_id, status=status, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = JobRepository(uow.session).list_for_tenant(
+        tenant_id, status=status, limit=limit, cursor=cursor
+    )
     return {"items": [service.job_view(j) for j in items], "next_cursor": nxt}
 
 
@@ -181,12 +177,7 @@ EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _stored_events(
     uow: UnitOfWork, tenant_id: str, job_id: str, limit: int, cursor: str | None
 ) -> dict[str, Any]:
-    try:
-        items, nxt = service.events(
-            uow, tenant_id=tenant_id, job_id=job_id, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = service.events(uow, tenant_id=tenant_id, job_id=job_id, limit=limit, cursor=cursor)
     page = Page[JobEventRead](
         items=[JobEventRead.model_validate(e) for e in items], next_cursor=nxt
     )

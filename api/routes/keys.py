@@ -7,10 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import AdminKey, KeyCache, UoW
-from api.errors import BadRequest
 from api.schemas import KeyCreate, KeyCreated, KeyRead, Page
 from api.services import keys as service
-from models.pagination import BadCursor
 from models.repositories import ApiKeyRepository
 
 router = APIRouter(prefix="/v1", tags=["keys"])
@@ -31,12 +29,9 @@ def list_keys(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Any:
-    try:
-        items, nxt = ApiKeyRepository(uow.session).list_for_tenant(
-            principal.tenant_id, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = ApiKeyRepository(uow.session).list_for_tenant(
+        principal.tenant_id, limit=limit, cursor=cursor
+    )
     return {"items": items, "next_cursor": nxt}
 
 

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import TenantId, UoW
-from api.errors import BadRequest
 from api.headers import small_int
 from api.openapi import problems
 from api.schemas import DatasetRead, Page, TeacherRead
@@ -15,7 +14,6 @@ from api.services import uploads
 from core.errors import ErrorCode
 from core.outputs import REQUESTED_OUTPUT_KINDS
 from core.storage import get_storage
-from models.pagination import BadCursor
 from models.repositories import DatasetRepository, TeacherRepository
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
@@ -103,12 +101,9 @@ async def upload_teacher(request: Request, uow: UoW, tenant_id: TenantId) -> Any
 def list_teachers(
     uow: UoW, tenant_id: TenantId, limit: Limit = 50, cursor: str | None = None
 ) -> Any:
-    try:
-        items, nxt = TeacherRepository(uow.session).list_for_tenant(
-            tenant_id, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = TeacherRepository(uow.session).list_for_tenant(
+        tenant_id, limit=limit, cursor=cursor
+    )
     return {"items": items, "next_cursor": nxt}
 
 
@@ -152,12 +147,9 @@ async def upload_dataset(request: Request, uow: UoW, tenant_id: TenantId) -> Any
 def list_datasets(
     uow: UoW, tenant_id: TenantId, limit: Limit = 50, cursor: str | None = None
 ) -> Any:
-    try:
-        items, nxt = DatasetRepository(uow.session).list_for_tenant(
-            tenant_id, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = DatasetRepository(uow.session).list_for_tenant(
+        tenant_id, limit=limit, cursor=cursor
+    )
     return {"items": items, "next_cursor": nxt}
 
 

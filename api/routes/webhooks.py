@@ -8,10 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminKey, UoW
-from api.errors import BadRequest
 from api.schemas import DeliveryRead, Page, WebhookCreate, WebhookCreated, WebhookRead
 from api.services import webhooks as service
-from models.pagination import BadCursor
 from models.webhook_repository import WebhookRepository
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -35,12 +33,9 @@ def create_webhook(body: WebhookCreate, uow: UoW, principal: AdminKey) -> Any:
 def list_webhooks(
     uow: UoW, principal: AdminKey, limit: Limit = 50, cursor: str | None = None
 ) -> Any:
-    try:
-        items, nxt = WebhookRepository(uow.session).list_for_tenant(
-            principal.tenant_id, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = WebhookRepository(uow.session).list_for_tenant(
+        principal.tenant_id, limit=limit, cursor=cursor
+    )
     return {"items": items, "next_cursor": nxt}
 
 
@@ -72,10 +67,7 @@ def list_deliveries(
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Any:
-    try:
-        items, nxt = service.deliveries(
-            uow, tenant_id=principal.tenant_id, webhook_id=webhook_id, limit=limit, cursor=cursor
-        )
-    except BadCursor as exc:
-        raise BadRequest(str(exc)) from exc
+    items, nxt = service.deliveries(
+        uow, tenant_id=principal.tenant_id, webhook_id=webhook_id, limit=limit, cursor=cursor
+    )
     return {"items": items, "next_cursor": nxt}
