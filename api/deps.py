@@ -159,7 +159,8 @@ async def _cached(request: Request, lookup: Callable[[str], Principal]) -> Princ
     if principal is None:
         principal = await run_in_threadpool(lookup, key_hash)
         cache.put(key_hash, principal)
-    set_log_context(tenant_id=principal.tenant_id)  # this request's log lines carry it
+    # This request's log lines carry the tenant, and the job its path names.
+    set_log_context(tenant_id=principal.tenant_id, job_id=request.path_params.get("job_id"))
     await authorize(request, principal)
     return principal
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from typing import Any
 
@@ -25,6 +26,8 @@ from models import Dataset, Job, JobEpoch, JobEvent, Teacher, new_id
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository, read_job_row
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
+
+log = logging.getLogger(__name__)
 
 
 def _invalid(field: str, message: str) -> Invalid:
@@ -170,6 +173,15 @@ def submit(
         return _replay(existing, digest), False
     job_id = job.id
     enqueue(uow, TASK_RUN_JOB, job_id)
+    uow.after_commit(
+        lambda: log.info(
+            "job %s submitted: %d teacher(s), %d epochs",
+            job_id,
+            len(spec.teacher_ids),
+            spec.training.epochs,
+            extra={"job_id": job_id},
+        )
+    )
     return job, True
 
 
@@ -191,6 +203,7 @@ def cancel(uow: UnitOfWork, *, tenant_id: str, job_id: str) -> Job:
     if job.status in TERMINAL:
         raise Conflict(f"the job already ended ({job.status})")
     JobRepository(uow.session).request_cancel(job)
+    uow.after_commit(lambda: log.info("job %s: cancel requested", job_id))
     return job
 
 
@@ -211,6 +224,7 @@ def delete(uow: UnitOfWork, storage: Storage, *, tenant_id: str, job_id: str) ->
     def remove_files() -> None:
         for key in keys:
             storage.delete(key)
+        log.info("job %s deleted with %d file(s)", job_id, len(keys))
 
     uow.after_commit(remove_files)
 

@@ -354,3 +354,29 @@ def test_an_active_job_cannot_be_deleted(client: TestClient, inputs: dict[str, s
     assert [e["kind"] for e in cancelled.json()["items"]] == ["created", "queued", "cancelled"]
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
     assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_the_apis_log_lines_about_a_job_carry_its_id_and_tenant(
+    client: TestClient, inputs: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Submitting, cancelling and deleting write lines a JSON log can filter by job."""
+    from core.logs import ContextFilter, JsonFormatter
+
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level("INFO", logger="api.services.jobs"):
+        job = client.post("/v1/jobs", json=_body(inputs)).json()
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code in (200, 202)
+        _finished(client, job["id"], timeout=60)
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "api.services.jobs"
+    ]
+    assert [line["message"].split(" ", 2)[2] for line in lines] == [
+        "submitted: 1 teacher(s), 3 epochs",
+        "cancel requested",
+        "deleted with 0 file(s)",
+    ], lines
+    assert {line["job_id"] for line in lines} == {job["id"]}
+    assert all(line["tenant_id"].startswith("ten_") for line in lines), lines
