@@ -103,6 +103,7 @@ class Report(_Open):
     student_accuracy: float | None
     eval_samples: int
     device: str
+    device_name: str | None = Field(default=None, description="the GPU's or the CPU's model")
     soft_labels: SoftLabelMode
     timings_s: dict[str, float]
     metrics_source: ExportFormat | None = None

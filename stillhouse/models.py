@@ -102,6 +102,7 @@ class Report(ApiModel):
     student_accuracy: float | None = None
     eval_samples: int
     device: str
+    device_name: str | None = None
     soft_labels: str
     timings_s: dict[str, float] = Field(default_factory=dict)
 

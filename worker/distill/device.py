@@ -8,9 +8,20 @@ run bf16 autocast 2–10× slower (measured on AMD Zen 3).
 from __future__ import annotations
 
 import contextlib
+import math
+import platform
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
+from torch import nn
+
+INFERENCE_ELEMENTS = 1 << 24  # input elements per teacher batch on the CPU (64 MiB of fp32)
+MAX_INFERENCE_BATCH = 8192  # rows per teacher batch on the CPU
+MAX_CUDA_BATCH = 65536
+# On CUDA a batch's input gets this share of the free memory: activations of a forward pass
+# take many times the input's bytes (a ResNet-50 at 224 px about 20x in bf16 inference).
+CUDA_INPUT_SHARE = 1 / 64
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -20,6 +31,46 @@ def resolve_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but is not available")
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """What the report names the device by: the GPU's model, or the CPU's."""
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    for line in _cpuinfo():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def inference_batch(
+    sample_shape: tuple[int, ...], device: torch.device, free_bytes: int | None = None
+) -> int:
+    """Rows per teacher batch: 64 MiB of input on the CPU; on CUDA a share of the memory that
+    is free now (``free_bytes`` overrides the reading), up to ``MAX_CUDA_BATCH`` rows."""
+    per_row = max(1, math.prod(sample_shape))
+    if device.type != "cuda":
+        return max(1, min(MAX_INFERENCE_BATCH, INFERENCE_ELEMENTS // per_row))
+    if free_bytes is None:
+        free_bytes = int(torch.cuda.mem_get_info(device)[0])
+    rows = int(free_bytes * CUDA_INPUT_SHARE) // (4 * per_row)
+    return max(1, min(MAX_CUDA_BATCH, rows))
+
+
+def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """CNN students train channels-last on CUDA (tensor-core convolutions want NHWC)."""
+    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def set_threads(threads: int | None) -> None:

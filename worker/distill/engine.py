@@ -19,7 +19,6 @@ student.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,7 +30,7 @@ import torch
 
 from core.settings import get_settings
 from core.spec import JobSpec
-from worker.distill.device import resolve_device, set_threads
+from worker.distill.device import inference_batch, resolve_device, set_threads
 from worker.distill.progress import Progress, Reporter
 from worker.distill.rows import ArrayRows, Rows
 from worker.distill.soft_labels import TeacherLike
@@ -50,7 +49,6 @@ from worker.distill.stages import (
 )
 from worker.distill.targets import make_targets
 
-INFERENCE_ELEMENTS = 1 << 24  # input elements per teacher batch (64 MiB of fp32)
 SAMPLE_ROWS = 256  # rows of real eval data for the export checks and the speed timings
 
 
@@ -180,7 +178,7 @@ def distill(
         get_settings().checkpoint_every_steps if checkpoint_every is None else checkpoint_every,
         on_event=on_event,
     )
-    ctx.inference_batch = max(1, min(8192, INFERENCE_ELEMENTS // math.prod(transfer.sample_shape)))
+    ctx.inference_batch = inference_batch(transfer.sample_shape, ctx.device)
     return run_stages(ctx, transfer, held)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from worker.distill.device import synchronize
+from worker.distill.device import device_name, synchronize
 
 THROUGHPUT_BATCH = 256
 WARMUP_RUNS = 3
@@ -91,6 +91,7 @@ def build_report(
         "speedup": student["throughput_per_s"] / teacher["throughput_per_s"],
         **metrics,
         "device": device.type,
+        "device_name": device_name(device),
         "soft_labels": soft_labels,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         **extra,

@@ -181,11 +181,21 @@ def compute_soft_labels(
         labels = SoftLabels(c, **create_mapped(out, layout, meta))
     total = k_teachers * n
     for k, teacher in enumerate(teachers):
-        for start in range(0, n, batch_size):
+        start = 0
+        while start < n:
             stop = min(start + batch_size, n)
             xb = rows.read(np.arange(start, stop, dtype=np.int64))
-            _store(labels, k, slice(start, stop), teacher_logits(teacher, xb, device).cpu(), keep)
+            try:
+                z = teacher_logits(teacher, xb, device).cpu()
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                batch_size //= 2  # for this batch and the rest
+                continue
+            _store(labels, k, slice(start, stop), z, keep)
             on_batch(k * n + stop, total)
+            start = stop
     return labels
 
 

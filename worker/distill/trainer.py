@@ -22,7 +22,7 @@ from torch import nn
 
 from core.errors import ErrorCode
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
-from worker.distill.device import autocast, to_device
+from worker.distill.device import as_channels_last, autocast, to_device, uses_channels_last
 from worker.distill.errors import Cancelled, UserError
 from worker.distill.losses import LOSSES, combine_kd, kd_terms
 from worker.distill.rows import Rows, TensorRows
@@ -174,6 +174,8 @@ def train(
             run.save(epoch + 1, 0)
         model.train()
     model.eval()
+    if run.channels_last:  # exports and checkpoints see the usual layout
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return TrainResult(run.steps, run.loss_value, time.perf_counter() - run.started)
 
 
@@ -205,6 +207,9 @@ class _Run:
         self.total = cfg.epochs * self.steps_per_epoch
         self.warmup = round(cfg.warmup_fraction * self.total)
         model.to(device).train()
+        self.channels_last = uses_channels_last(model, device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
@@ -265,6 +270,8 @@ class _Run:
         cfg, device = self.cfg, self.device
         host_idx = idx.numpy()
         xb = to_device(self.rows.read(host_idx), device)
+        if self.channels_last:
+            xb = as_channels_last(xb)
         yb = self.rows.labels(host_idx)
         yb = None if yb is None else to_device(yb, device)
         # The teacher side is fp32; only the student's forward runs under autocast.
