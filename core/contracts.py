@@ -156,6 +156,13 @@ class ResumedEvent(_Closed):
     records: list[EpochRecord] = Field(default_factory=list)
 
 
+class SoftLabelsEvent(_Closed):
+    """The teachers' soft labels are stored under ``key`` in the worker's cache folder."""
+
+    event: Literal["soft_labels"] = "soft_labels"
+    key: str = Field(pattern="^[0-9a-f]{64}$")
+
+
 class Outcome(_Closed):
     """The end of a successful distill run: the files to publish and the report."""
 
@@ -193,6 +200,7 @@ AnyEvent: TypeAlias = (
     | EpochEvent
     | CheckpointEvent
     | ResumedEvent
+    | SoftLabelsEvent
     | Outcome
     | TeacherInfo
     | DatasetInfo

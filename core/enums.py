@@ -54,6 +54,7 @@ class JobEventKind(StrEnum):
     STAGE = "stage"
     RESUMED = "resumed"
     CHECKPOINT = "checkpoint"
+    SOFT_LABELS = "soft_labels"
     CANCELLED = "cancelled"
     FAILED = "failed"
     SUCCEEDED = "succeeded"

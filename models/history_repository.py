@@ -41,6 +41,10 @@ class HistoryRepository:
         stmt = select(JobEpoch).where(JobEpoch.job_id == job_id)
         return list(self.session.scalars(stmt.order_by(JobEpoch.epoch, JobEpoch.attempt)))
 
+    def last_event(self, job_id: str, kind: str) -> JobEvent | None:
+        stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind)
+        return self.session.scalars(stmt.order_by(JobEvent.id.desc()).limit(1)).first()
+
     def events(
         self, job_id: str, *, limit: int, cursor: str | None
     ) -> tuple[list[JobEvent], str | None]:

@@ -52,7 +52,7 @@ def test_a_job_runs_with_every_object_in_s3(s3_endpoint: str, tmp_path: Path) ->
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     names = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     kinds = sorted({name.split("/")[1] for name in names})
-    assert kinds == ["datasets", "students", "teachers"], names
+    assert kinds == ["datasets", "softlabels", "students", "teachers"], names
     (student,) = [n for n in names if n.startswith("stillhouse/students/")]
     stored = s3.get_object(Bucket=bucket, Key=student)["Body"].read()
     assert stored == downloaded

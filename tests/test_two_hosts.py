@@ -135,3 +135,6 @@ def test_a_killed_host_s_job_resumes_on_another_host_from_s3(
     assert not (tmp_path / "host-b" / "work" / job.id).exists()
     names = _objects(s3_endpoint, bucket)
     assert not [n for n in names if n.startswith(f"hosts/checkpoints/{job.id}/")], names
+    # Host A's soft labels went to the bucket; host B fetched them instead of a teacher pass.
+    assert [n for n in names if n.startswith("hosts/softlabels/")], names
+    assert finished.report is not None and finished.report.timings_s["soft_labeling"] < 1.0

@@ -1,4 +1,5 @@
-"""A job's training checkpoint mirrored to object storage, so any worker on any host resumes it.
+"""A job's training checkpoint and soft labels mirrored to object storage, so any worker on any
+host resumes it.
 
 The engine writes its checkpoint folder on this host (``checkpoint.json`` naming a safetensors
 file, the JSON being the commit point). With a remote store (S3) the worker copies each new
@@ -7,6 +8,11 @@ checkpoint there in the same order, tensors first and the pointer last, under
 and the file it names before the engine starts, and the engine's own checks (sha256,
 fingerprint, strict keys) decide whether it resumes. With the local store every worker
 already shares the data folder, so nothing is copied.
+
+Soft labels are content-addressed (their cache key covers the teachers, the data and every
+setting that changes them): once a job's are computed the worker copies the file to
+``softlabels/<key>.safetensors`` in the background, and a worker on another host that resumes
+the job fetches it instead of running the teachers again. The engine checks the key inside.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from core.storage import LocalStorage, Storage
@@ -94,3 +101,54 @@ class CheckpointMirror:
             return
         # The whole prefix: also what a killed host left half-copied.
         self.storage.delete_prefix(_prefix(self.job_id))
+
+
+def soft_labels_file(cache_dir: Path, key: str) -> Path:
+    """Where the engine keeps the labels of ``key`` (``worker.distill.soft_labels``' name)."""
+    return cache_dir / f"soft-labels-{key}.safetensors"
+
+
+class SoftLabelMirror:
+    """Copy a job's computed soft labels to the store; fetch them where a job resumes."""
+
+    def __init__(self, storage: Storage, cache_dir: Path) -> None:
+        self.storage, self.cache_dir = storage, cache_dir
+        self.pushing: threading.Thread | None = None
+
+    @staticmethod
+    def _key(key: str) -> str:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a soft-label key: {key!r}")
+        return f"softlabels/{key}.safetensors"
+
+    def pull(self, key: str) -> bool:
+        """Fetch the labels of ``key`` when this host lacks them. True when fetched."""
+        local = soft_labels_file(self.cache_dir, key)
+        if not _remote(self.storage) or local.exists():
+            return False
+        if not self.storage.exists(self._key(key)):
+            return False
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_copy(self.storage, self._key(key), local)
+        log.info("soft labels %s… pulled from storage", key[:12])
+        return True
+
+    def push(self, key: str) -> None:
+        """Start copying the labels of ``key`` to the store (in a thread: a large file must
+        not hold up the job's heartbeat); nothing when the store has them already."""
+        if not _remote(self.storage):
+            return
+        self.pushing = threading.Thread(target=self._push, args=(key,), daemon=True)
+        self.pushing.start()
+
+    def wait(self, timeout: float = 600.0) -> None:
+        """Let a copy under way finish (a job ends with its labels in the store)."""
+        if self.pushing is not None:
+            self.pushing.join(timeout)
+
+    def _push(self, key: str) -> None:
+        try:
+            if not self.storage.exists(self._key(key)):
+                self.storage.put_file(self._key(key), soft_labels_file(self.cache_dir, key))
+        except Exception as exc:  # a failed copy costs another host a teacher pass, no more
+            log.warning("soft labels %s…: copy to storage failed: %s", key[:12], exc)

@@ -33,6 +33,7 @@ from core.contracts import (
     Outcome,
     ProgressEvent,
     ResumedEvent,
+    SoftLabelsEvent,
 )
 from core.db import session_scope
 from core.enums import EXTENSIONS, JobEventKind
@@ -45,7 +46,7 @@ from models import Dataset, Job, StoredFile, Teacher, new_id, utcnow
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
-from worker.checkpoint_sync import CheckpointMirror
+from worker.checkpoint_sync import CheckpointMirror, SoftLabelMirror
 from worker.metrics import observe_stages
 from worker.sandbox import Child
 
@@ -207,6 +208,7 @@ class Run:
         self.stage: str | None = None
         checkpoints = Path(claimed.request.workdir) / "checkpoints"
         self.mirror = CheckpointMirror(get_storage(), claimed.job_id, checkpoints)
+        self.soft_labels = SoftLabelMirror(get_storage(), Path(claimed.request.cache_dir))
 
     def _read(self, child: Child) -> None:
         for event in child.lines():
@@ -218,6 +220,7 @@ class Run:
         (workdir / "STOP").unlink(missing_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
         self.mirror.pull()  # a job taken over from another host resumes from the store's copy
+        self._mirror(self._pull_soft_labels)
         threads, cpu_seconds = _child_limits(self.settings)
         child = _take_spare(self.settings, self.c.request) or Child(
             self.c.request,
@@ -264,6 +267,13 @@ class Run:
             with session_scope() as session:
                 record = event.record.model_dump()
                 HistoryRepository(session).add_epoch(self.c.job_id, self.c.attempt, record)
+        elif isinstance(event, SoftLabelsEvent):
+            with session_scope() as session:
+                holds = JobRepository(session).fenced_event(
+                    self.c.job_id, self.c.attempt, JobEventKind.SOFT_LABELS, key=event.key
+                )
+            if holds:
+                self._mirror(lambda: self.soft_labels.push(event.key))
         elif isinstance(event, CheckpointEvent | ResumedEvent):
             kind = JobEventKind(event.event)
             with session_scope() as session:
@@ -281,6 +291,7 @@ class Run:
                 self._mirror(self.mirror.push)
         elif isinstance(event, Outcome):
             self._flush_progress(force=True)
+            self.soft_labels.wait()
             self._publish(event)
             return True
         elif isinstance(event, ErrorEvent):
@@ -339,8 +350,16 @@ class Run:
             JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
         self._mirror(self.mirror.drop)
 
+    def _pull_soft_labels(self) -> None:
+        """The soft labels an earlier attempt computed, fetched when this host lacks them."""
+        with session_scope() as session:
+            stored = HistoryRepository(session).last_event(self.c.job_id, JobEventKind.SOFT_LABELS)
+            key = None if stored is None else (stored.data or {}).get("key")
+        if isinstance(key, str):
+            self.soft_labels.pull(key)
+
     def _mirror(self, action: Callable[[], object]) -> None:
-        """Copy or drop the checkpoint in the store; a failure costs only the copy, not the job."""
+        """Copy or drop job state in the store; a failure costs only the copy, not the job."""
         try:
             action()
         except Exception as exc:

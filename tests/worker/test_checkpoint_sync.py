@@ -12,7 +12,7 @@ import pytest
 from core.s3storage import S3Storage
 from core.storage import LocalStorage
 from tests.s3server import make_bucket, s3_endpoint  # noqa: F401 - the fixture
-from worker.checkpoint_sync import POINTER, CheckpointMirror
+from worker.checkpoint_sync import POINTER, CheckpointMirror, SoftLabelMirror, soft_labels_file
 
 
 def _checkpoint(folder: Path, step: int) -> bytes:
@@ -70,3 +70,26 @@ def test_the_local_store_copies_nothing(tmp_path: Path) -> None:
     assert not mirror.push() and not mirror.pull()
     mirror.drop()
     assert (tmp_path / "work" / POINTER).exists()
+
+
+KEY = "ab" * 32
+
+
+def test_soft_labels_are_copied_once_and_fetched_where_missing(
+    storage: S3Storage, tmp_path: Path
+) -> None:
+    here = SoftLabelMirror(storage, tmp_path / "host-a")
+    (tmp_path / "host-a").mkdir()
+    soft_labels_file(tmp_path / "host-a", KEY).write_bytes(b"logits")
+    here.push(KEY)
+    assert here.pushing is not None
+    here.pushing.join(timeout=30)
+    assert storage.exists(f"softlabels/{KEY}.safetensors")
+
+    there = SoftLabelMirror(storage, tmp_path / "host-b")
+    assert there.pull(KEY)
+    assert soft_labels_file(tmp_path / "host-b", KEY).read_bytes() == b"logits"
+    assert not there.pull(KEY)  # this host has them now
+    assert not there.pull("cd" * 32)  # nothing stored under that key
+    with pytest.raises(ValueError):
+        there.pull("../../etc/passwd")

@@ -17,12 +17,13 @@ from core.contracts import (
     ProgressEvent,
     Report,
     ResumedEvent,
+    SoftLabelsEvent,
 )
 from core.errors import ErrorCode
 from worker.distill.errors import Cancelled, UserError
 
-History = EpochEvent | CheckpointEvent | ResumedEvent
-# The trainer's history events ({"event": "epoch" | "checkpoint" | "resumed", ...}).
+History = EpochEvent | CheckpointEvent | ResumedEvent | SoftLabelsEvent
+# The engine's history events ({"event": "epoch" | "checkpoint" | "resumed" | "soft_labels"}).
 _HISTORY: TypeAdapter[History] = TypeAdapter(Annotated[History, Field(discriminator="event")])
 
 

@@ -308,10 +308,6 @@ def load_soft_labels(path: Path, key: str, num_samples: int) -> SoftLabels | Non
     return labels if labels.num_samples == num_samples else None
 
 
-def soft_labels_path(cache_dir: Path, key: str) -> Path:
-    return cache_dir / f"soft-labels-{key}.safetensors"
-
-
 def cached_soft_labels(
     teachers: Sequence[TeacherLike],
     x: torch.Tensor | Rows,

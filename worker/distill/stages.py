@@ -28,6 +28,7 @@ from torch import nn
 
 from core.errors import ErrorCode
 from core.spec import JobSpec, TrainingSpec
+from worker.checkpoint_sync import soft_labels_file
 from worker.distill import evaluate as ev
 from worker.distill.device import exact_fp32
 from worker.distill.errors import Cancelled, UserError
@@ -40,7 +41,6 @@ from worker.distill.soft_labels import (
     TeacherLike,
     cache_key,
     cached_soft_labels,
-    soft_labels_path,
     teacher_logits,
 )
 from worker.distill.split import Split, held_out_split
@@ -180,7 +180,7 @@ def soft_label_stage(ctx: Context, transfer: Rows) -> SoftLabels | None:
     # Without a key the labels are this job's alone: mapped from its own folder.
     path = ctx.workdir / "soft-labels.safetensors"
     if key is not None and ctx.cache_dir is not None:
-        path = soft_labels_path(ctx.cache_dir, key)
+        path = soft_labels_file(ctx.cache_dir, key)
 
     def on_fraction(done: float) -> None:
         ctx.stop_point()
@@ -197,6 +197,8 @@ def soft_label_stage(ctx: Context, transfer: Rows) -> SoftLabels | None:
         on_fraction=on_fraction,
     )
     ctx.timings["soft_labeling"] = time.perf_counter() - started
+    if key is not None:  # shareable: the worker copies them where other hosts find them
+        ctx.on_event({"event": "soft_labels", "key": key})
     return soft
 
 

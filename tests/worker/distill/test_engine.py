@@ -173,8 +173,12 @@ def test_soft_labels_are_reused_by_a_job_with_another_temperature(
     tmp_path: Path, teacher_module: nn.Module, digits: Any
 ) -> None:
     teacher = CountingTeacher(teacher_module, 10, [None, 64])
-    run(tmp_path, teacher_module, digits, spec(), teachers=[teacher])
+    events: list[dict[str, Any]] = []
+    run(tmp_path, teacher_module, digits, spec(), teachers=[teacher], on_event=events.append)
     first = CountingTeacher.rows
+    # The worker hears which cached file holds them (it copies it to shared storage).
+    (key,) = [e["key"] for e in events if e["event"] == "soft_labels"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"soft-labels-{key}.safetensors"]
     hot = spec().model_copy(
         update={"distillation": spec().distillation.model_copy(update={"temperature": 8.0})}
     )

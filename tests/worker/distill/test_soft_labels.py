@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from tests.worker.distill.helpers import ModuleTeacher
+from worker.checkpoint_sync import soft_labels_file
 from worker.distill.soft_labels import (
     cache_key,
     compute_soft_labels,
     load_soft_labels,
     save_soft_labels,
-    soft_labels_path,
 )
 
 CPU = torch.device("cpu")
@@ -46,7 +46,7 @@ def test_top_k_keeps_exact_top_probabilities_and_remaining_mass_at_t1() -> None:
 def test_cache_round_trip_and_key_mismatch(tmp_path: Path) -> None:
     labels = compute_soft_labels([_teacher(0)], torch.randn(10, 8), CPU, top_k=None, batch_size=4)
     key = cache_key(["a"], "d", sample_shape=[8], mean=None, std=None, top_k=None)
-    path = soft_labels_path(tmp_path, key)
+    path = soft_labels_file(tmp_path, key)
     save_soft_labels(labels, path, key)
     loaded = load_soft_labels(path, key, 10)
     assert loaded is not None and torch.equal(loaded.logits, labels.logits)  # type: ignore[arg-type]
