@@ -111,6 +111,7 @@ def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
         cache_dir=str(settings.storage_dir / "softlabels"),
         stop_file=str(workdir / "STOP"),
         checkpoint_every=settings.checkpoint_every_steps,
+        checkpoint_every_seconds=settings.checkpoint_every_seconds,
         allow_torchscript=settings.allow_torchscript,
         device=settings.device,
     )
