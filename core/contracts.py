@@ -66,6 +66,7 @@ class DistillRequest(_Closed):
     cache_dir: str
     stop_file: str
     checkpoint_every: int = Field(ge=0)
+    checkpoint_every_seconds: float = Field(ge=0)
     allow_torchscript: bool = False
     device: str | None = Field(default=None, description="None: cuda when available, else cpu")
 

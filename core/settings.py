@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     job_hard_time_limit_s: int = 6 * 3600 + 300
     # A checkpoint costs ~9 ms (MNIST MLP student, fsynced); 1,000 steps is 2-3 s of CPU work.
     checkpoint_every_steps: int = 1000
+    # ...and by time: a killed worker loses at most this much training, whatever a step
+    # costs or the set's size (0: by steps only).
+    checkpoint_every_seconds: float = 30.0
 
     # The jobs' device: "cpu", "cuda" or "cuda:N"; unset, CUDA when there is one, else CPU.
     device: str | None = None

@@ -203,11 +203,29 @@ class JobRepository:
             self.event(job_id, JobEventKind.CANCELLED, attempt)
         return done
 
-    def release(self, job_id: str, attempt: int) -> bool:
-        """Give a job back (a transient fault): queued again, the next claim resumes it."""
-        done = self._fenced(job_id, attempt, status=QUEUED, lease_expires_at=None)
+    def release(self, job_id: str, attempt: int, reason: str = "released") -> bool:
+        """Give a job back (a transient fault, its worker stopping): queued again, the next
+        claim resumes it. Not once a cancel was asked, in the same statement: a queued job
+        with a cancel asked is never claimed, so it would stay queued; running, it is
+        cancelled by its worker or, when its lease runs out, by the sweep."""
+        stmt = (
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.attempt == attempt,
+                Job.status == RUNNING,
+                Job.cancel_requested.is_(False),
+            )
+            .values(
+                status=QUEUED,
+                lease_expires_at=None,
+                revision=Job.revision + 1,
+                updated_at=utcnow(),
+            )
+        )
+        done = bool(getattr(self.session.execute(stmt), "rowcount", 0))
         if done:
-            self.event(job_id, JobEventKind.QUEUED, attempt, reason="released")
+            self.event(job_id, JobEventKind.QUEUED, attempt, reason=reason)
         return done
 
     def cancel_requested(self, job_id: str) -> bool:

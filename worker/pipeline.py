@@ -49,11 +49,26 @@ from models.repositories import DatasetRepository, StoredFileRepository, Teacher
 from worker.checkpoint_sync import CheckpointMirror, SoftLabelMirror
 from worker.metrics import observe_stages
 from worker.sandbox import Child
+from worker.shutdown import pid_alive, stopping
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
-# Faults worth a retry: the database, the broker or storage going away for a while.
+# How often a running job's worker asks whether it was cancelled (one query on the job's row)
+# or is stopping; the training loop sees the stop file within trainer.STOP_CHECK_EVERY_S more.
+STOP_POLL_S = 0.5
+
+
+class ChildLost(OSError):
+    """The sandboxed child ended without an answer: retried like a lost worker."""
+
+
+class HandedBack(OSError):
+    """This worker is stopping: the job checkpointed and went back to the queue."""
+
+
+# Faults worth a retry: the database, the broker or storage going away for a while (and the
+# two above: the retry of a job that went back to the queue).
 TRANSIENT = (OperationalError, OSError)
 
 
@@ -112,6 +127,7 @@ def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
         cache_dir=str(settings.storage_dir / "softlabels"),
         stop_file=str(workdir / "STOP"),
         checkpoint_every=settings.checkpoint_every_steps,
+        checkpoint_every_seconds=settings.checkpoint_every_seconds,
         allow_torchscript=settings.allow_torchscript,
         device=settings.device,
     )
@@ -154,6 +170,8 @@ def start_spare(settings: Settings | None = None) -> None:
         settings = settings or get_settings()
         if not settings.spare_child or (_spare is not None and _spare.alive()):
             return
+        if stopping(settings):  # no job will come
+            return
         if _spare is not None:  # died while waiting
             _drop(_spare)
             _spare = None
@@ -163,7 +181,7 @@ def start_spare(settings: Settings | None = None) -> None:
         # several hosts or containers, whose process ids mean nothing here).
         for old in work.glob(f".spare-{host}-*"):
             pid = old.name[len(f".spare-{host}-") :].split("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         threads, cpu_seconds = _child_limits(settings)
         _spare = Child(
@@ -203,6 +221,7 @@ class Run:
         self.events: queue.Queue[AnyEvent | None] = queue.Queue()
         self.last_write = 0.0
         self.last_beat = time.monotonic()
+        self.last_poll = 0.0
         self.pending: ProgressEvent | None = None
         self.written_key: tuple[Any, ...] = ()
         self.stage: str | None = None
@@ -244,7 +263,7 @@ class Run:
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:
             try:
-                event: AnyEvent | None | Literal[False] = self.events.get(timeout=1.0)
+                event: AnyEvent | None | Literal[False] = self.events.get(timeout=STOP_POLL_S)
             except queue.Empty:
                 event = False  # no event: only the heartbeat and the cancel check
             if not self._tick(workdir):
@@ -253,7 +272,7 @@ class Run:
                 )
                 return
             if event is None:
-                self._fail(ErrorCode.WORKER_CRASHED, child.crash_message())
+                self._lost(child)
                 return
             if event is not False and self._handle(event):
                 return
@@ -296,9 +315,7 @@ class Run:
             return True
         elif isinstance(event, ErrorEvent):
             if event.code == ErrorCode.CANCELLED:
-                with session_scope() as session:
-                    JobRepository(session).cancel_running(self.c.job_id, self.c.attempt)
-                self._mirror(self.mirror.drop)
+                self._stopped()
             else:
                 self._fail(event.code, event.message)
             return True
@@ -310,18 +327,56 @@ class Run:
         return False
 
     def _tick(self, workdir: Path) -> bool:
-        """Heartbeat and cancel check. False when the lease was taken over."""
+        """The cancel and stop check (every STOP_POLL_S) and the heartbeat (every
+        heartbeat_seconds). False when the lease was taken over."""
         now = time.monotonic()
+        if now - self.last_poll >= STOP_POLL_S:
+            self.last_poll = now
+            with session_scope() as session:
+                cancel = JobRepository(session).cancel_requested(self.c.job_id)
+            if cancel or stopping(self.settings):
+                (workdir / "STOP").touch()  # the engine checkpoints and stops
         if now - self.last_beat < self.settings.heartbeat_seconds:
             return True
         self.last_beat = now
         with session_scope() as session:
+            return JobRepository(session).heartbeat(
+                self.c.job_id, self.c.attempt, _lease(self.settings)
+            )
+
+    def _stopped(self) -> None:
+        """The engine stopped at the stop file, after a checkpoint. A cancel ends the job; a
+        worker stopping gives it back to the queue (``HandedBack``: the task's retry publishes
+        it, and the next worker resumes from the checkpoint) unless a cancel came too or this
+        was its last attempt, which ends it as a lost worker's would."""
+        handed_back = False
+        with session_scope() as session:
             jobs = JobRepository(session)
-            alive = jobs.heartbeat(self.c.job_id, self.c.attempt, _lease(self.settings))
-            cancel = jobs.cancel_requested(self.c.job_id)
-        if cancel:
-            (workdir / "STOP").touch()
-        return alive
+            if jobs.cancel_requested(self.c.job_id) or not stopping(self.settings):
+                jobs.cancel_running(self.c.job_id, self.c.attempt)
+            elif self.c.attempt < self.settings.max_attempts:
+                # False when a cancel came just now: the sweep ends it at the lease's end.
+                handed_back = jobs.release(self.c.job_id, self.c.attempt, reason="worker_stopped")
+            else:
+                message = f"the worker stopped during the job's last attempt ({self.c.attempt})"
+                jobs.fail(
+                    self.c.job_id, self.c.attempt, code=ErrorCode.WORKER_LOST, message=message
+                )
+        if handed_back:
+            raise HandedBack("the worker is stopping; the job went back to the queue")
+        self._mirror(self.mirror.drop)
+
+    def _lost(self, child: Child) -> None:
+        """The child died without an answer (killed, out of memory): like a lost worker's,
+        the job goes back to the queue (``ChildLost``, a transient fault) and the next
+        attempt resumes from its checkpoint; on the last attempt it fails with the reason."""
+        message = child.crash_message()
+        if self.c.attempt >= self.settings.max_attempts:
+            last = f"{message} (attempt {self.c.attempt}, the last)"
+            self._fail(ErrorCode.WORKER_CRASHED, last)
+            return
+        log.warning("job %s: the sandbox child was lost: %s", self.c.job_id, message)
+        raise ChildLost(message)
 
     def _flush_progress(self, force: bool = False) -> None:
         event = self.pending
@@ -443,6 +498,8 @@ def _run_job(job_id: str) -> None:
                 code=ErrorCode.TIME_LIMIT,
                 message=f"the job ran past the limit of {settings.job_soft_time_limit_s} s",
             )
+    except HandedBack:
+        raise  # queued again already; the task's retry publishes it for the next worker
     except OSError as exc:
         if not is_disk_full(exc):
             _give_back(job_id, claimed.attempt)
@@ -463,16 +520,6 @@ def _give_back(job_id: str, attempt: int) -> None:
         JobRepository(session).release(job_id, attempt)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reclaim_orphans(publish: Any) -> int:
     """At worker start: jobs of this host whose worker process is gone (a restart after a
     crash or a stop) need not wait for their lease to run out. Returns how many."""
@@ -481,11 +528,7 @@ def reclaim_orphans(publish: Any) -> int:
         jobs = JobRepository(session)
         for job in jobs.running_on(f"{socket.gethostname()}:"):
             pid = (job.worker or "").rsplit(":", 1)[-1]
-            if (
-                pid.isdigit()
-                and not _pid_alive(int(pid))
-                and jobs.expire_lease(job.id, job.attempt)
-            ):
+            if pid.isdigit() and not pid_alive(int(pid)) and jobs.expire_lease(job.id, job.attempt):
                 ids.append(job.id)
     for job_id in ids:
         publish(job_id)

@@ -6,7 +6,7 @@ import ctypes
 import logging
 import signal
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from core import outbox
 from core.queue import (
@@ -19,7 +19,7 @@ from core.queue import (
     TASK_VALIDATE_TEACHER,
 )
 from core.settings import get_settings
-from worker import pipeline, validation, webhooks
+from worker import pipeline, shutdown, validation, webhooks
 from worker.celery_app import app
 from worker.sandbox import PR_SET_PDEATHSIG
 
@@ -76,6 +76,7 @@ def _die_with_the_worker(**_: object) -> None:
     race the attempt that takes the job over. A job worker's pool process also starts its
     spare sandbox child here, so that the first job does not wait for torch to import."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    shutdown.pool_process_started()
     if _consumes(GPU_QUEUE):
         pipeline.start_spare()
 
@@ -88,3 +89,15 @@ def _consumes(queue: str) -> bool:
 @worker_ready.connect
 def _reclaim_orphans(**_: object) -> None:
     pipeline.reclaim_orphans(_publish_run)
+
+
+@worker_init.connect
+def _clear_stop_marks(**_: object) -> None:
+    shutdown.clear_marks(get_settings())
+
+
+@worker_shutting_down.connect
+def _hand_jobs_back(**_: object) -> None:
+    """SIGTERM (warm shutdown): the running job checkpoints and goes back to the queue at
+    once, instead of the worker waiting for it to end; the next worker resumes it."""
+    shutdown.mark_stopping(get_settings())

@@ -65,6 +65,7 @@ def test_child_request_round_trips_as_json() -> None:
         cache_dir="/c",
         stop_file="/w/STOP",
         checkpoint_every=7,
+        checkpoint_every_seconds=30.0,
         device="cpu",
     )
     assert CHILD_REQUEST.validate_json(request.model_dump_json()) == request

@@ -155,3 +155,39 @@ def test_a_resumed_attempt_stores_only_the_epochs_no_attempt_stored(session: Ses
     session.commit()
     rows = [(row.epoch, row.attempt) for row in history.epochs(job_id)]
     assert rows == [(1, 1), (2, 1), (3, 2)]
+
+
+def test_a_released_job_is_queued_with_its_reason_and_the_next_claim_is_a_new_attempt(
+    session: Session,
+) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    assert jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3) == 1
+    assert jobs.release(job_id, 1, reason="worker_stopped")
+    assert not jobs.release(job_id, 1)  # once
+    session.commit()
+    job = jobs.get(job_id)
+    assert job is not None and job.status == "queued" and job.lease_expires_at is None
+    events, _ = HistoryRepository(session).events(job_id, limit=50, cursor=None)
+    assert [(e.attempt, e.data) for e in events if e.kind == "queued"][-1] == (
+        1,
+        {"reason": "worker_stopped"},
+    )
+    assert jobs.claim(job_id, worker="b", lease=LEASE, max_attempts=3) == 2
+    assert not jobs.progress(job_id, 1, stage="training", progress=0.5)
+
+
+def test_a_job_with_a_cancel_asked_is_not_released_to_a_queue_that_would_never_run_it(
+    session: Session,
+) -> None:
+    jobs = JobRepository(session)
+    job_id = _job(session)
+    assert jobs.claim(job_id, worker="a", lease=LEASE, max_attempts=3) == 1
+    job = jobs.get(job_id)
+    assert job is not None
+    jobs.request_cancel(job)
+    assert not jobs.release(job_id, 1, reason="worker_stopped")
+    assert jobs.cancel_running(job_id, 1)
+    session.commit()
+    session.expire_all()
+    assert (job := jobs.get(job_id)) is not None and job.status == "cancelled"

@@ -83,6 +83,7 @@ def run_distillation(
     should_stop: Callable[[], bool] = lambda: False,
     device: str | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_every_seconds: float | None = None,
     allow_torchscript: bool = False,
     threads: int | None = None,
 ) -> DistillResult:
@@ -141,6 +142,7 @@ def run_distillation(
         should_stop=should_stop,
         device=dev,
         checkpoint_every=checkpoint_every,
+        checkpoint_every_seconds=checkpoint_every_seconds,
     )
 
 
@@ -160,10 +162,12 @@ def distill(
     should_stop: Callable[[], bool] = lambda: False,
     device: torch.device | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_every_seconds: float | None = None,
 ) -> DistillResult:
     """The engine on loaded teachers and tensors (``y``/``eval_y`` their labels) or rows
     (which carry their own). ``identity`` (teacher and dataset sha256s) keys the soft-label
-    cache; without it nothing is reused."""
+    cache; without it nothing is reused. The checkpoint cadences default to the settings'."""
+    settings = get_settings()
     transfer = _as_rows(x, y)
     held = None if eval_x is None else _as_rows(eval_x, eval_y)
     ctx = Context(
@@ -175,8 +179,13 @@ def distill(
         identity,
         Reporter(on_progress, spec.training.epochs),
         should_stop,
-        get_settings().checkpoint_every_steps if checkpoint_every is None else checkpoint_every,
+        settings.checkpoint_every_steps if checkpoint_every is None else checkpoint_every,
         on_event=on_event,
+        checkpoint_every_seconds=(
+            settings.checkpoint_every_seconds
+            if checkpoint_every_seconds is None
+            else checkpoint_every_seconds
+        ),
     )
     ctx.inference_batch = inference_batch(transfer.sample_shape, ctx.device)
     return run_stages(ctx, transfer, held)

@@ -58,6 +58,7 @@ def run_from_request(
             should_stop=stop_file.exists,
             device=request.device,
             checkpoint_every=request.checkpoint_every,
+            checkpoint_every_seconds=request.checkpoint_every_seconds,
             allow_torchscript=request.allow_torchscript,
         )
     except Cancelled as exc:

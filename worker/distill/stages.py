@@ -80,6 +80,7 @@ class Context:
     timings: dict[str, float] = field(default_factory=dict)
     # The job's history (finished epochs, checkpoints, a resume), from the trainer.
     on_event: Callable[[dict[str, Any]], None] = lambda ev: None
+    checkpoint_every_seconds: float = 0.0
 
     def stop_point(self) -> None:
         if self.should_stop():
@@ -293,6 +294,7 @@ def train_stage(
         alpha=dist.alpha,
         seed=tr.seed,
         checkpoint_every=ctx.checkpoint_every,
+        checkpoint_every_seconds=ctx.checkpoint_every_seconds,
         loss=dist.loss,
     )
 

@@ -48,6 +48,14 @@ class TrainConfig:
     seed: int
     checkpoint_every: int  # steps; 0: never
     loss: str = "kd"  # a name in ``losses.LOSSES``
+    # Also once this many seconds passed since the last checkpoint (0: by steps only), so a
+    # kill loses at most this much training whatever a step costs or the set's size.
+    checkpoint_every_seconds: float = 0.0
+
+
+# How often checkpoints are taken does not change what training computes: a run resumes
+# from a checkpoint taken at another cadence.
+CADENCE = frozenset({"checkpoint_every", "checkpoint_every_seconds"})
 
 
 @dataclass
@@ -213,7 +221,8 @@ class _Run:
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
-        self.fingerprint = f"{fingerprint}:{sorted(asdict(cfg).items())}"
+        decisive = sorted((k, v) for k, v in asdict(cfg).items() if k not in CADENCE)
+        self.fingerprint = f"{fingerprint}:{decisive}"
         state = load_checkpoint(
             workdir, model=model, optimizer=self.optimizer, fingerprint=self.fingerprint
         )
@@ -235,6 +244,7 @@ class _Run:
         # Every finished epoch's record, kept in the checkpoint (see ``ResumedEvent``).
         self.records: list[dict[str, Any]] = list(self.state.get("records", []))
         self.save_due = False
+        self.last_save = time.monotonic()
 
     def save(self, epoch: int, batch: int) -> None:
         """Checkpoint with the data position (epoch, batch) where the next step starts."""
@@ -248,6 +258,7 @@ class _Run:
             records=self.records,
         )
         self.save_due = False
+        self.last_save = time.monotonic()
         save_checkpoint(
             self.workdir,
             model=self.model,
@@ -305,12 +316,20 @@ class _Run:
                 "lr": lr,
             }
         )
-        # Also at the very end, so a re-call after a later stage failed skips training.
         # A checkpoint due on an epoch's last batch waits for the epoch's record (``train``
         # saves it then), so the record is in it.
-        every = cfg.checkpoint_every
-        if every > 0 and (self.steps % every == 0 or self.steps == self.total):
+        if self._checkpoint_due():
             if batch + 1 == self.steps_per_epoch:
                 self.save_due = True
             else:
                 self.save(epoch, batch + 1)
+
+    def _checkpoint_due(self) -> bool:
+        """Every ``checkpoint_every`` steps, and once ``checkpoint_every_seconds`` passed since
+        the last one; also at the very end, so a re-call after a later stage failed skips
+        training. When it is taken changes nothing that is computed: a resumed run gives the
+        same bytes wherever it resumes."""
+        every, every_s = self.cfg.checkpoint_every, self.cfg.checkpoint_every_seconds
+        if every > 0 and (self.steps % every == 0 or self.steps == self.total):
+            return True
+        return every_s > 0 and time.monotonic() - self.last_save >= every_s

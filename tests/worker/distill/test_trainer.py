@@ -240,3 +240,44 @@ def test_a_checkpoint_on_an_epoch_boundary_follows_and_holds_that_epochs_record(
     assert kinds == [("epoch", None), ("checkpoint", 6), ("epoch", None), ("checkpoint", 12)]
     pointer = json.loads((tmp_path / "checkpoint.json").read_text())
     assert pointer["train"]["records"] == [e["record"] for e in events if e["event"] == "epoch"]
+
+
+def test_checkpoints_are_also_taken_by_time_an_epochs_last_one_after_its_record(
+    tmp_path: Path,
+) -> None:
+    def kinds(cfg: TrainConfig, workdir: Path) -> list[tuple[str, object]]:
+        events: list[dict[str, Any]] = []
+        run(workdir, cfg, on_event=events.append)
+        return [(e["event"], e.get("step")) for e in events]
+
+    # By steps only: the one at the end (2 epochs of 6 steps).
+    assert kinds(config(epochs=2, checkpoint_every=100), tmp_path / "steps") == [
+        ("epoch", None),
+        ("epoch", None),
+        ("checkpoint", 12),
+    ]
+    # Any positive interval has passed by the next step: a checkpoint after every step.
+    every_step = config(epochs=2, checkpoint_every=100, checkpoint_every_seconds=1e-9)
+    first = [("checkpoint", s) for s in range(1, 6)] + [("epoch", None), ("checkpoint", 6)]
+    second = [("checkpoint", s) for s in range(7, 12)] + [("epoch", None), ("checkpoint", 12)]
+    assert kinds(every_step, tmp_path / "time") == first + second
+
+
+def test_a_kill_after_a_time_checkpoint_resumes_there_to_the_same_bytes(tmp_path: Path) -> None:
+    """Only time takes checkpoints here (never by steps); the resumed run, at another cadence
+    (which the checkpoint does not depend on), ends with the uninterrupted run's bytes."""
+    straight = run(tmp_path / "straight", config(checkpoint_every=0))
+
+    def killed_at_step_9(event: dict[str, Any]) -> None:
+        if event["step"] == 9:
+            raise KeyboardInterrupt  # before step 9's checkpoint, like a kill
+
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            tmp_path / "killed",
+            config(checkpoint_every=0, checkpoint_every_seconds=1e-9),
+            on_step=killed_at_step_9,
+        )
+    pointer = json.loads((tmp_path / "killed" / "checkpoint.json").read_text())
+    assert pointer["train"]["step"] == 8
+    assert run(tmp_path / "killed", config(checkpoint_every=5)) == straight
