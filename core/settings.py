@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # Sandbox for teacher code.
     sandbox_memory_bytes: int = 16 * 1024**3
     sandbox_cpu_seconds: int = 6 * 3600
-    torch_threads: int = Field(default=0, description="0: let the worker pick (cores / workers)")
+    torch_threads: int = Field(default=0, description="0: one per core of the worker's host")
     # Each job worker process keeps one sandbox child started ahead, imports done (about
     # 3 s of a job's fixed cost on a CPU, and ~300 MB of memory while it waits).
     spare_child: bool = True

@@ -69,11 +69,17 @@ COLUMNS: dict[str, dict[str, Any]] = {
         "stage": lambda r: r.get("stage"),
         "progress": lambda r: f"{100 * (r.get('progress') or 0):.0f}%",
         "epoch": lambda r: f"{r.get('epoch', 0)}/{r.get('epochs', 0)}",
-        "loss": lambda r: (r.get("metrics") or {}).get("train_loss"),
-        "agreement": lambda r: (r.get("metrics") or {}).get("eval_agreement"),
+        "loss": lambda r: _job_value(r, "train_loss", "final_train_loss"),
+        "agreement": lambda r: _job_value(r, "eval_agreement", "agreement_top1"),
         "created": lambda r: r["created_at"][:19],
     },
 }
+
+
+def _job_value(job: dict[str, Any], live: str, final: str) -> Any:
+    """A running job's latest epoch value, else (once it has ended) its report's final one."""
+    value = (job.get("metrics") or {}).get(live)
+    return value if value is not None else (job.get("report") or {}).get(final)
 
 
 def list_command(
