@@ -217,17 +217,26 @@ def prepare(settings: Settings) -> str | None:
     return key
 
 
+def _backends(settings: Settings) -> str:
+    """ "sqlite + filesystem broker", "postgresql + redis broker", ..."""
+    database = (settings.database_url or "sqlite").split(":", 1)[0].split("+", 1)[0]
+    broker = (settings.broker_url or "filesystem").split(":", 1)[0]
+    return f"{database} + {broker} broker"
+
+
 def banner(settings: Settings, key: str | None) -> str:
     """What `make run` prints first: where it serves, and the two lines to paste into
     another terminal (with the key when it is known to this process)."""
     base = f"http://{settings.host}:{settings.port}"
     data = settings.data_dir.resolve()
     key_file = data / "dev-api-key"
+    # The data folder too: `stillhouse keys create` writes to the server's database directly.
+    folder = f" STILLHOUSE_DATA_DIR={data}"
     if key is not None:
-        exports = f"export STILLHOUSE_URL={base} STILLHOUSE_API_KEY={key}"
+        exports = f"export STILLHOUSE_URL={base} STILLHOUSE_API_KEY={key}{folder}"
         key_line = "API key (tenant default), shown once: " + key
     else:
-        exports = f"export STILLHOUSE_URL={base} STILLHOUSE_API_KEY=$(cat {key_file})"
+        exports = f"export STILLHOUSE_URL={base} STILLHOUSE_API_KEY=$(cat {key_file}){folder}"
         key_line = (
             f"API key: the one made on the first start, kept in {key_file} "
             "(more: `stillhouse keys create --tenant NAME`)"
@@ -237,7 +246,7 @@ def banner(settings: Settings, key: str | None) -> str:
             "",
             f"Stillhouse is starting on {base}  (docs: {base}/docs, jobs: {base}/jobs)",
             key_line,
-            f"Data: {data}  (SQLite + filesystem broker; Ctrl-C stops everything)",
+            f"Data: {data}  ({_backends(settings)}; Ctrl-C stops everything)",
             "In another terminal (the repository's CLI is .venv/bin/stillhouse):",
             f"  {exports}",
             "",

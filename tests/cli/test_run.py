@@ -91,7 +91,7 @@ def test_run_logs_json_with_ids_and_shows_live_workers(tmp_path: Path) -> None:
             proc.wait()
 
     text = (tmp_path / "run.log").read_text()
-    assert f"export STILLHOUSE_URL={url} STILLHOUSE_API_KEY={KEY}" in text
+    assert f"export STILLHOUSE_URL={url} STILLHOUSE_API_KEY={KEY} STILLHOUSE_DATA_DIR=" in text
     records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     chatter = [r for r in records if "requeue_stale" in r["message"] or "sweep" in r["message"]]
     assert chatter == []  # dozens of sweeps ran (one a second), none found anything
