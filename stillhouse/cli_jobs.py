@@ -163,10 +163,15 @@ def jobs_cancel(
         print_object(ctx, client.cancel(job_id))
 
 
+def _mb(size: int | None) -> str:
+    return "unknown" if size is None else f"{size / 1e6:.2f} MB"
+
+
+# A teacher from another tool may not say its parameters (hence its sizes).
 REPORT_ROWS: tuple[tuple[str, Callable[[ModelMeasure], str]], ...] = (
-    ("parameters", lambda m: f"{m.parameters:,}"),
-    ("size fp32", lambda m: f"{m.size_bytes_fp32 / 1e6:.2f} MB"),
-    ("size fp16", lambda m: f"{m.size_bytes_fp16 / 1e6:.2f} MB"),
+    ("parameters", lambda m: "unknown" if m.parameters is None else f"{m.parameters:,}"),
+    ("size fp32", lambda m: _mb(m.size_bytes_fp32)),
+    ("size fp16", lambda m: _mb(m.size_bytes_fp16)),
     ("latency, batch 1", lambda m: f"{m.latency_ms_batch1:.3f} ms"),
     ("throughput", lambda m: f"{m.throughput_per_s:,.0f} /s"),
 )
@@ -184,10 +189,13 @@ def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
         table.add_row(label, show(report.teacher), show(report.student))
     table.add_row("accuracy", _pct(report.teacher_accuracy), _pct(report.student_accuracy))
     out_console().print(table)
+    ratio = report.compression_ratio
+    compression = "unknown" if ratio is None else f"{ratio:.1f}x"
+    device = report.device_name or report.device
     out_console().print(
-        f"compression {report.compression_ratio:.1f}x  speedup {report.speedup:.2f}x  "
+        f"compression {compression}  speedup {report.speedup:.2f}x  "
         f"agreement {100 * report.agreement_top1:.2f}%  KL {report.kl_divergence:.4f}  "
-        f"({report.eval_samples} eval samples, {report.device})"
+        f"({report.eval_samples} eval samples, {device})"
     )
 
 

@@ -13,6 +13,11 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import contracts
+from core.spec import JobSpec
+
+__all__ = ["JobSpec"]  # build a job's spec with its defaults and checks: ``JobSpec(...)``
+
 T = TypeVar("T")
 
 UploadStatus = Literal["validating", "ready", "rejected"]
@@ -83,28 +88,19 @@ class Dataset(ApiModel):
     created_at: datetime
 
 
-class ModelMeasure(ApiModel):
-    parameters: int
-    size_bytes_fp32: int
-    size_bytes_fp16: int
-    latency_ms_batch1: float
-    throughput_per_s: float
+# The report and the epoch rows are the service's own contracts (``core.contracts``, plain
+# pydantic, shipped with the client), so the SDK cannot drift from what the service writes.
 
 
-class Report(ApiModel):
+class ModelMeasure(ApiModel, contracts.ModelMeasure):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Report(ApiModel, contracts.Report):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
     teacher: ModelMeasure
     student: ModelMeasure
-    compression_ratio: float
-    speedup: float
-    agreement_top1: float
-    kl_divergence: float
-    teacher_accuracy: float | None = None
-    student_accuracy: float | None = None
-    eval_samples: int
-    device: str
-    device_name: str | None = None
-    soft_labels: str
-    timings_s: dict[str, float] = Field(default_factory=dict)
 
 
 class Job(ApiModel):
@@ -160,14 +156,11 @@ class JobEvent(ApiModel):
         return Job.model_validate(self.data)
 
 
-class EpochMetrics(ApiModel):
-    epoch: int
-    train_loss: float | None = None
-    soft_loss: float | None = None
-    hard_loss: float | None = None
-    eval_agreement: float | None = None
-    learning_rate: float | None = None
-    seconds: float | None = None
+class EpochMetrics(ApiModel, contracts.EpochRecord):
+    """One finished epoch, with the attempt that trained it."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
     attempt: int | None = None
 
 
