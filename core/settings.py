@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_archive_entries: int = 100_000
     max_unpacked_bytes: int = 8 * 1024**3
     max_image_pixels: int = 4096 * 4096
+    # No archive member over 1 MiB may inflate more than this many times its stored size
+    # (a 1 MB .npz whose array inflates to 1 GiB, a 2 MB zip holding a 2 GiB "image").
+    max_compression_ratio: int = 20
 
     # Tasks are published through an outbox table (written with the row they concern);
     # each API process retries what the broker did not take this often, as does the sweep.

@@ -53,6 +53,8 @@ class DataLimits:
     max_unpacked_bytes: int = _setting_default("max_unpacked_bytes")
     # Per image; PIL's own bomb check is far looser.
     max_image_pixels: int = _setting_default("max_image_pixels")
+    # An archive member over 1 MiB may inflate at most this many times its stored size.
+    max_compression_ratio: int = _setting_default("max_compression_ratio")
 
     @classmethod
     def from_settings(cls) -> DataLimits:
@@ -65,10 +67,15 @@ class DataLimits:
             max_entries=settings.max_archive_entries,
             max_unpacked_bytes=settings.max_unpacked_bytes,
             max_image_pixels=settings.max_image_pixels,
+            max_compression_ratio=settings.max_compression_ratio,
         )
 
     def archive(self) -> ArchiveLimits:
-        return ArchiveLimits(max_entries=self.max_entries, max_total_bytes=self.max_unpacked_bytes)
+        return ArchiveLimits(
+            max_entries=self.max_entries,
+            max_total_bytes=self.max_unpacked_bytes,
+            max_ratio=self.max_compression_ratio,
+        )
 
 
 @dataclass
