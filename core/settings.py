@@ -87,8 +87,18 @@ class Settings(BaseSettings):
     # The jobs' device: "cpu", "cuda" or "cuda:N"; unset, CUDA when there is one, else CPU.
     device: str | None = None
 
-    # Sandbox for teacher code.
+    # The sandbox of everything that parses or runs a user file (worker/bwrap.py). "none"
+    # turns it off: user files then run with the worker's view of the host and its network;
+    # only for hosts that are a sandbox themselves (README.md, "The sandbox").
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    # Address space of a job's engine child on a CPU host (a GPU host's has none: CUDA maps
+    # far more virtual memory than it uses).
     sandbox_memory_bytes: int = 16 * 1024**3
+    # Address space of an upload's validation, the teacher's dry run included: a file that
+    # needs more is rejected as too_large.
+    validation_memory_bytes: int = 2 * 1024**3
+    sandbox_file_bytes: int = 16 * 1024**3
+    sandbox_max_processes: int = 1024
     sandbox_cpu_seconds: int = 6 * 3600
     torch_threads: int = Field(default=0, description="0: let the worker pick (cores / workers)")
     # Each job worker process keeps one sandbox child started ahead, imports done (about

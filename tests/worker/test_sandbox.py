@@ -76,7 +76,7 @@ def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) 
     pipeline.start_spare(settings)
     spare = pipeline._spare
     assert spare is not None and spare.alive()
-    child = pipeline._take_spare(settings, _dataset(tmp_path))
+    child = pipeline._take_spare(settings, _dataset(tmp_path), tmp_path / "job")
     assert child is spare and pipeline._spare is None
     assert isinstance(_result(child), DatasetInfo)
 
@@ -86,14 +86,14 @@ def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_
     spare = pipeline._spare
     assert spare is not None
     spare.kill()  # as if it had died on its own
-    assert pipeline._take_spare(settings, _dataset(tmp_path)) is None
+    assert pipeline._take_spare(settings, _dataset(tmp_path), tmp_path / "job") is None
     assert not spare.workdir.exists()
 
 
 def test_a_spare_with_other_limits_is_not_used(settings: Settings, tmp_path: Path) -> None:
     pipeline.start_spare(settings)
     other = settings.model_copy(update={"torch_threads": 2})
-    assert pipeline._take_spare(other, _dataset(tmp_path)) is None
+    assert pipeline._take_spare(other, _dataset(tmp_path), tmp_path / "job") is None
 
 
 def test_spares_can_be_turned_off(tmp_path: Path) -> None:
