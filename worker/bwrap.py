@@ -134,6 +134,7 @@ def _system_mounts() -> list[str]:
             args += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             args += ["--ro-bind", name, name]
+    args += ["--perms", "0755", "--dir", "/etc"]  # bwrap would make it 0700
     for name in (*_ETC, *_ETC_MORE):
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     code = _code_paths()

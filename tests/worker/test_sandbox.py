@@ -20,9 +20,10 @@ from core.contracts import (
     parse_event,
 )
 from core.enums import Stage
+from core.errors import ErrorCode
 from core.settings import Settings
-from worker import pipeline
-from worker.sandbox import Child
+from worker import bwrap, pipeline
+from worker.sandbox import Child, SandboxError, run_once
 
 
 def _dataset(tmp_path: Path) -> InspectDatasetRequest:
@@ -161,3 +162,34 @@ def test_a_foreign_line_ends_the_stream_as_an_error(tmp_path: Path) -> None:
     assert events[0] == progress
     assert isinstance(events[1], ErrorEvent) and events[1].code == "bad_child_output"
     assert len(events) == 2
+
+
+def test_without_bwrap_nothing_runs_unless_the_operator_opts_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    bwrap._probe.cache_clear()
+    limits = {"memory_bytes": 0, "cpu_seconds": 120, "timeout_s": 120}
+    try:
+        with pytest.raises(SandboxError) as caught:
+            run_once(_dataset(tmp_path), settings=Settings(data_dir=tmp_path), **limits)
+        assert caught.value.code == ErrorCode.SANDBOX_UNAVAILABLE
+        assert "STILLHOUSE_SANDBOX=none" in caught.value.message
+        unsandboxed = Settings(data_dir=tmp_path, sandbox="none")
+        assert isinstance(run_once(_dataset(tmp_path), settings=unsandboxed, **limits), DatasetInfo)
+    finally:
+        bwrap._probe.cache_clear()
+
+
+def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_path: Path) -> None:
+    pipeline.start_spare(settings)
+    spare = pipeline._spare
+    assert spare is not None
+    jobdir = tmp_path / "work" / "job-1"
+    (jobdir / "engine" / "checkpoints").mkdir(parents=True)
+    (jobdir / "engine" / "checkpoints" / "last.pt").write_bytes(b"an earlier attempt's")
+    child = pipeline._take_spare(settings, _dataset(tmp_path), jobdir)
+    assert child is spare and child.workdir == jobdir
+    assert (jobdir / "engine" / "checkpoints" / "last.pt").read_bytes() == b"an earlier attempt's"
+    assert sorted(p.name for p in (jobdir / "inputs").iterdir()) == ["upload.npz"]
+    assert isinstance(_result(child), DatasetInfo)
