@@ -188,7 +188,8 @@ class Child:
         return self.inside(cache)
 
     def _keep_cache(self) -> None:
-        """After the child is gone: labels it computed join the request's cache folder."""
+        """Labels the child computed join the request's cache folder: at its outcome (the
+        job folder goes once it is published), else when it is closed."""
         if self._cache is None:
             return
         scope, cache = self._cache
@@ -199,6 +200,9 @@ class Child:
                 scope.mkdir(parents=True, exist_ok=True)
                 tmp = scope / f".{path.name}.{secrets.token_hex(4)}.tmp"
                 link_or_copy(path, tmp)
+                if bwrap.as_root():  # no later sandbox (all are nobody) may change it
+                    os.chown(tmp, 0, 0)
+                    os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
 
     def translate(self, request: BaseModel) -> BaseModel:
@@ -271,6 +275,7 @@ class Child:
             if isinstance(event, Outcome) and self.sandboxed:
                 files = {fmt: str(self.outside(path)) for fmt, path in event.files.items()}
                 event = event.model_copy(update={"files": files})
+                self._keep_cache()
             if isinstance(event, ErrorEvent) or event.event in FINAL_EVENTS:
                 self.finished = True
             yield event
