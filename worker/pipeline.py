@@ -206,7 +206,10 @@ def _take_spare(settings: Settings, request: BaseModel, jobdir: Path) -> Child |
             return child
         except BrokenPipeError:  # it died just now: start cold instead
             pass
-    _drop(child)
+    if child.workdir == jobdir:  # adopted: the folder (and its checkpoints) is the job's now
+        child.close()
+    else:
+        _drop(child)
     return None
 
 

@@ -193,3 +193,19 @@ def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_
     assert (jobdir / "engine" / "checkpoints" / "last.pt").read_bytes() == b"an earlier attempt's"
     assert sorted(p.name for p in (jobdir / "inputs").iterdir()) == ["upload.npz"]
     assert isinstance(_result(child), DatasetInfo)
+
+
+def test_a_spare_that_dies_after_adopting_leaves_the_jobs_checkpoints(
+    settings: Settings, tmp_path: Path
+) -> None:
+    pipeline.start_spare(settings)
+    spare = pipeline._spare
+    assert spare is not None
+    jobdir = tmp_path / "work" / "job-2"
+    (jobdir / "engine").mkdir(parents=True)
+    (jobdir / "engine" / "last.pt").write_bytes(b"checkpoint")
+    spare.adopt(jobdir)
+    spare.kill()  # as if it had died between adopting and taking the request
+    pipeline._spare = spare
+    assert pipeline._take_spare(settings, _dataset(tmp_path), jobdir) is None
+    assert (jobdir / "engine" / "last.pt").read_bytes() == b"checkpoint"
