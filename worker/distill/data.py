@@ -3,8 +3,10 @@
 - ``.npy``: the header is checked against the file size (a lying header cannot make us
   allocate), then the file is memory-mapped read-only and keeps its dtype: uint8 stays
   uint8, on disk and in memory, until a batch is cast.
-- ``.npz``: each member's header is checked inside the archive, then the members are
-  extracted once into the job's scratch folder (sizes capped by the zip rules) and mapped.
+- ``.npz``: each member's declared size is checked against the caps and the compression
+  ratio (``guard.check_zip``) and its header's shape against that inflated size before
+  anything is allocated; then the members are extracted once into the job's scratch folder
+  and mapped.
 - CSV and Parquet: read in blocks (``tables.py``), written once as raw arrays and mapped.
 - Image zips: decoded per batch (``images.py``).
 
