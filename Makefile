@@ -33,12 +33,13 @@ install-client: | $(PY) ## Install only the client (SDK and CLI: no database, br
 	$(PIP) install -q -e .
 
 run: $(STAMP_RUN) ## Serve the API and a worker on the embedded default (SQLite, no servers)
+	@bash .ci/ensure-tools.sh sandbox
 	$(VENV)/bin/stillhouse run
 
 services: ## Start local Postgres and Redis when installed but not running
 	@bash .ci/ensure-services.sh
 
-tools: ## Install the command-line tools the tests drive (Chromium, wrk, curl) when missing
+tools: ## Install the command-line tools the tests drive (Chromium, wrk, curl, bwrap) when missing
 	@bash .ci/ensure-chromium.sh
 	@bash .ci/ensure-tools.sh
 

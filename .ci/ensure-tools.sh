@@ -1,18 +1,26 @@
 #!/bin/sh
 # Install the command-line tools that the test suite drives from Debian's packages when they
-# are missing: wrk (bench/api_load.py's load generator) and curl (its upload client).
-# Idempotent. Unlike Chromium there is no skip: a missing tool fails its test loudly.
+# are missing: wrk (bench/api_load.py's load generator), curl (its upload client), and
+# bubblewrap with setpriv (util-linux): the sandbox every job and upload validation runs in
+# (worker/bwrap.py). Idempotent. Unlike Chromium there is no skip: a missing tool fails its
+# test loudly (without bwrap, jobs and validation refuse to run: sandbox_unavailable).
+# `ensure-tools.sh sandbox` (make run) installs only the sandbox's tools.
 set -u
 
+tools="wrk:wrk curl:curl bwrap:bubblewrap setpriv:util-linux"
+if [ "${1:-}" = "sandbox" ]; then
+    tools="bwrap:bubblewrap setpriv:util-linux"
+fi
+
 missing=""
-for pair in wrk:wrk curl:curl; do
+for pair in $tools; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
 done
 
 if [ -z "$missing" ]; then
-    echo "ensure-tools: wrk and curl already installed"
+    echo "ensure-tools: already installed:$(for pair in $tools; do printf ' %s' "${pair%%:*}"; done)"
     exit 0
 fi
 

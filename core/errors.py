@@ -90,6 +90,7 @@ class ErrorCode(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     WORKER_CRASHED = "worker_crashed"
     WORKER_LOST = "worker_lost"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
 
 
 @dataclass(frozen=True)
@@ -483,6 +484,13 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "Worker lost",
         "The job's worker stopped answering on every attempt the server allows.",
         _SUPPORT,
+    ),
+    ErrorCode.SANDBOX_UNAVAILABLE: CatalogueEntry(
+        "Sandbox unavailable",
+        "The worker cannot build the sandbox that user files run in (bubblewrap missing, or "
+        "no namespaces on its host), so it runs nothing.",
+        "Report it to the operator: install bubblewrap or allow user namespaces on the "
+        "worker's host.",
     ),
 }
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_archive_entries: int = 100_000
     max_unpacked_bytes: int = 8 * 1024**3
     max_image_pixels: int = 4096 * 4096
+    # No archive member over 1 MiB may inflate more than this many times its stored size
+    # (a 1 MB .npz whose array inflates to 1 GiB, a 2 MB zip holding a 2 GiB "image").
+    max_compression_ratio: int = 20
 
     # Tasks are published through an outbox table (written with the row they concern);
     # each API process retries what the broker did not take this often, as does the sweep.
@@ -87,8 +90,18 @@ class Settings(BaseSettings):
     # The jobs' device: "cpu", "cuda" or "cuda:N"; unset, CUDA when there is one, else CPU.
     device: str | None = None
 
-    # Sandbox for teacher code.
+    # The sandbox of everything that parses or runs a user file (worker/bwrap.py). "none"
+    # turns it off: user files then run with the worker's view of the host and its network;
+    # only for hosts that are a sandbox themselves (README.md, "The sandbox").
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    # Address space of a job's engine child on a CPU host (a GPU host's has none: CUDA maps
+    # far more virtual memory than it uses).
     sandbox_memory_bytes: int = 16 * 1024**3
+    # Address space of an upload's validation, the teacher's dry run included: a file that
+    # needs more is rejected as too_large.
+    validation_memory_bytes: int = 2 * 1024**3
+    sandbox_file_bytes: int = 16 * 1024**3
+    sandbox_max_processes: int = 1024
     sandbox_cpu_seconds: int = 6 * 3600
     torch_threads: int = Field(default=0, description="0: one per core of the worker's host")
     # Each job worker process keeps one sandbox child started ahead, imports done (about

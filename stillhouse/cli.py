@@ -81,6 +81,39 @@ def migrate() -> None:
     typer.echo("database is at the newest migration")
 
 
+@app.command(
+    "sandbox-exec", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+def sandbox_exec(
+    command: Annotated[list[str], typer.Argument(help="CMD [ARGS...], after --")],
+    memory_bytes: Annotated[
+        int,
+        typer.Option(help="Address-space limit; 0: a job's (STILLHOUSE_SANDBOX_MEMORY_BYTES)."),
+    ] = 0,
+) -> None:
+    """Run CMD in the sandbox that jobs and upload validation run in; exit with its status.
+
+    A fresh job folder is its only writable place (its working directory, /job); no network,
+    no other process, none of the data directory; the same user, limits and environment as
+    a job's engine. Exit status 125: no sandbox can be made here.
+    Example: stillhouse sandbox-exec -- id
+    """
+    with server_packages("sandbox-exec", "worker"):
+        from core.settings import get_settings
+        from worker.bwrap import job_memory_bytes
+        from worker.sandbox import SandboxError, run_command
+
+        settings = get_settings()
+        try:
+            status = run_command(
+                command, settings=settings, memory_bytes=memory_bytes or job_memory_bytes(settings)
+            )
+        except SandboxError as exc:
+            typer.echo(f"sandbox-exec: {exc.message}", err=True)
+            raise typer.Exit(125) from exc
+    raise typer.Exit(status)
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name (made if missing).", show_default=False)],

@@ -161,6 +161,14 @@ def test_shared_settings(compose: dict[str, Any]) -> None:
     assert "data" in compose["volumes"]
 
 
+def test_workers_may_make_the_sandboxs_namespaces(compose: dict[str, Any]) -> None:
+    for name in ("worker", "worker-validate"):
+        options = _service(compose, name)["security_opt"]
+        assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(options), name
+    worker = (ROOT / "docker" / "Dockerfile.worker").read_text()
+    assert "bubblewrap" in worker
+
+
 def test_dockerfiles() -> None:
     api = (ROOT / "docker" / "Dockerfile.api").read_text()
     worker = (ROOT / "docker" / "Dockerfile.worker").read_text()

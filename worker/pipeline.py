@@ -4,6 +4,7 @@ the student and the report. The job row is the truth; every write is fenced by a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import queue
@@ -46,9 +47,10 @@ from models import Dataset, Job, StoredFile, Teacher, new_id, utcnow
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
+from worker.bwrap import job_memory_bytes
 from worker.checkpoint_sync import CheckpointMirror, SoftLabelMirror
 from worker.metrics import observe_stages
-from worker.sandbox import Child
+from worker.sandbox import Child, SandboxError, job_threads
 from worker.shutdown import pid_alive, stopping
 
 log = logging.getLogger(__name__)
@@ -118,19 +120,30 @@ def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
     )
     roles = jobs.dataset_roles(job.id)
     workdir = job_workdir(settings, job.id)
+    teacher_refs = [_teacher_ref(session, teachers.get(t)) for t in jobs.teacher_ids(job.id)]
+    transfer = _file_ref(session, datasets.get(roles["transfer"]))
     return DistillRequest(
-        teachers=[_teacher_ref(session, teachers.get(t)) for t in jobs.teacher_ids(job.id)],
-        transfer=_file_ref(session, datasets.get(roles["transfer"])),
+        teachers=teacher_refs,
+        transfer=transfer,
         eval=_file_ref(session, datasets.get(roles["eval"])) if "eval" in roles else None,
         spec=JobSpec.model_validate(job.spec),
         workdir=str(workdir / "engine"),
-        cache_dir=str(settings.storage_dir / "softlabels"),
+        cache_dir=str(_soft_label_scope(settings, job.tenant_id, teacher_refs, transfer)),
         stop_file=str(workdir / "STOP"),
         checkpoint_every=settings.checkpoint_every_steps,
         checkpoint_every_seconds=settings.checkpoint_every_seconds,
         allow_torchscript=settings.allow_torchscript,
         device=settings.device,
     )
+
+
+def _soft_label_scope(
+    settings: Settings, tenant_id: str, teachers: list[FileRef], transfer: FileRef
+) -> Path:
+    """The soft-label cache folder of one tenant's teachers on one dataset (by content): all
+    that a job's sandbox may read or add to, so it can never change another's labels."""
+    content = "\n".join([tenant_id, *(t.sha256 for t in teachers), transfer.sha256])
+    return settings.storage_dir / "softlabels" / hashlib.sha256(content.encode()).hexdigest()
 
 
 def claim(job_id: str, settings: Settings) -> Claimed | None:
@@ -150,8 +163,8 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
 _spare: Child | None = None
 
 
-def _child_limits(settings: Settings) -> tuple[int, int]:
-    return settings.torch_threads or (os.cpu_count() or 1), settings.sandbox_cpu_seconds
+def _child_limits(settings: Settings) -> tuple[int, int, int]:
+    return job_threads(settings), settings.sandbox_cpu_seconds, job_memory_bytes(settings)
 
 
 def _drop(child: Child) -> None:
@@ -183,32 +196,39 @@ def start_spare(settings: Settings | None = None) -> None:
             pid = old.name[len(f".spare-{host}-") :].split("-")[0]
             if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
-        threads, cpu_seconds = _child_limits(settings)
+        threads, cpu_seconds, memory_bytes = _child_limits(settings)
         _spare = Child(
             None,
             workdir=work / f".spare-{host}-{os.getpid()}-{secrets.token_hex(4)}",
             threads=threads,
-            memory_bytes=0,
+            memory_bytes=memory_bytes,
             cpu_seconds=cpu_seconds,
             preload=True,
+            settings=settings,
         )
     except Exception:
         log.exception("could not start a spare sandbox child; jobs start cold")
 
 
-def _take_spare(settings: Settings, request: BaseModel) -> Child | None:
-    """The spare, handed ``request``; None when there is no live spare with these limits."""
+def _take_spare(settings: Settings, request: BaseModel, jobdir: Path) -> Child | None:
+    """The spare, in ``jobdir`` (its sandbox's folder) and handed ``request``; None when
+    there is no live spare with these limits."""
     global _spare
     child, _spare = _spare, None
     if child is None:
         return None
-    if child.alive() and (child.threads, child.cpu_seconds) == _child_limits(settings):
+    limits = (child.threads, child.cpu_seconds, child.memory_bytes)
+    if child.alive() and limits == _child_limits(settings):
         try:
+            child.adopt(jobdir)
             child.send(request)
             return child
         except BrokenPipeError:  # it died just now: start cold instead
             pass
-    _drop(child)
+    if child.workdir == jobdir:  # adopted: the folder (and its checkpoints) is the job's now
+        child.close()
+    else:
+        _drop(child)
     return None
 
 
@@ -240,14 +260,11 @@ class Run:
         workdir.mkdir(parents=True, exist_ok=True)
         self.mirror.pull()  # a job taken over from another host resumes from the store's copy
         self._mirror(self._pull_soft_labels)
-        threads, cpu_seconds = _child_limits(self.settings)
-        child = _take_spare(self.settings, self.c.request) or Child(
-            self.c.request,
-            workdir=workdir / "child",
-            threads=threads,
-            memory_bytes=0,  # CUDA maps far more virtual memory than it uses: no RLIMIT_AS
-            cpu_seconds=cpu_seconds,
-        )
+        try:
+            child = self._start_child(workdir)
+        except SandboxError as exc:
+            self._fail(exc.code, exc.message)
+            return
         reader = threading.Thread(target=self._read, args=(child,), daemon=True)
         reader.start()
         try:
@@ -255,10 +272,22 @@ class Run:
         finally:
             child.kill()
             reader.join(timeout=5)  # it ends at the killed child's end of output
-            if child.workdir.parent == workdir:
+            if child.workdir == workdir:
                 child.close()
             else:
                 _drop(child)  # a spare: its private folder goes with it
+
+    def _start_child(self, workdir: Path) -> Child:
+        """The spare (its folder becomes the job's), else a new child in the job's folder."""
+        threads, cpu_seconds, memory_bytes = _child_limits(self.settings)
+        return _take_spare(self.settings, self.c.request, workdir) or Child(
+            self.c.request,
+            workdir=workdir,
+            threads=threads,
+            memory_bytes=memory_bytes,
+            cpu_seconds=cpu_seconds,
+            settings=self.settings,
+        )
 
     def _loop(self, child: Child, workdir: Path) -> None:
         while True:

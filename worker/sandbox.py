@@ -1,26 +1,34 @@
-"""Run teacher code in a child process: scrubbed environment, resource limits, private folder.
+"""Run user files' parsers and teacher code in a child process inside the sandbox.
 
 The child is ``python -m worker.distill.child``. It reads one ``ChildRequest`` on stdin and
 writes ``ChildEvent`` JSON lines on stdout (``core/contracts.py``): progress and history any
-number of times, then exactly one outcome or ``ErrorEvent``. It never sees the
-database or broker credentials, and it dies with its parent (PR_SET_PDEATHSIG).
+number of times, then exactly one outcome or ``ErrorEvent``. Its walls (namespaces, the job
+folder as its only writable place, an unprivileged user, rlimits) are ``worker/bwrap.py``'s;
+its environment holds no database or broker URL and no key, and it dies with its parent.
+
+Paths: a request names files as the worker sees them. ``send`` gives the child its own
+names: uploads are hard-linked into the job folder's read-only ``inputs``, paths in the job
+folder become paths under ``/job``, and the soft labels of the request's cache folder are
+linked into ``/job/cache`` (new ones join that folder when the child is closed). The
+outcome's files come back as the worker's paths.
 
 A child may be started before its request exists (``request=None``, ``preload=True``): it
 imports torch and warms the export paths while it waits on stdin, and ``send`` hands it the
-request later. The gpu worker keeps one such spare so that a job does not pay for the start.
+request later. The gpu worker keeps one such spare; ``adopt`` makes the job's folder the
+spare's (the mount follows the renamed folder), so a spare serves any job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import resource
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,30 +36,56 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import worker
-from core.contracts import AnyEvent, ErrorEvent, ProgressEvent, parse_event
+from core.contracts import (
+    AnyEvent,
+    DistillRequest,
+    ErrorEvent,
+    FileRef,
+    InspectDatasetRequest,
+    InspectTeacherRequest,
+    Outcome,
+    ProgressEvent,
+    SoftLabelsEvent,
+    parse_event,
+)
 from core.errors import ErrorCode
+from core.settings import Settings, get_settings
+from worker import bwrap
+from worker.bwrap import (
+    INPUTS,
+    JOB_DIR,
+    PR_SET_PDEATHSIG,
+    SandboxError,
+    link_or_copy,
+    prepare_jobdir,
+    stage_input,
+)
+
+__all__ = ["PR_SET_PDEATHSIG", "Child", "SandboxError", "run_command", "run_once"]
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
-PR_SET_PDEATHSIG = 1
+# The operator's caps on uploads: the child's loaders read them from these settings.
+CAP_SETTINGS = (
+    "max_archive_entries",
+    "max_unpacked_bytes",
+    "max_image_pixels",
+    "max_compression_ratio",
+)
 FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
-
-
-class SandboxError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
+READY = ".ready"  # the child writes it in its folder once it runs: its mounts are made
+SOFT_LABELS = "soft-labels-*.safetensors"  # worker/distill/soft_labels.py's file names
 
 
 def _project_root() -> str:
     return str(Path(worker.__file__).resolve().parent.parent)
 
 
-def child_env(workdir: Path, threads: int) -> dict[str, str]:
+def child_env(home: Path, threads: int, settings: Settings) -> dict[str, str]:
     env = {name: os.environ[name] for name in KEEP_ENV if name in os.environ}
     env.update(
-        HOME=str(workdir),
-        TMPDIR=str(workdir),
+        HOME=str(home),
+        TMPDIR=str(home / "tmp"),
         PYTHONPATH=_project_root(),
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
@@ -59,25 +93,20 @@ def child_env(workdir: Path, threads: int) -> dict[str, str]:
         MKL_NUM_THREADS=str(threads),
         STILLHOUSE_CHILD_THREADS=str(threads),
     )
+    for name in CAP_SETTINGS:
+        env[f"STILLHOUSE_{name.upper()}"] = str(getattr(settings, name))
     return env
 
 
-def _limits(memory_bytes: int, cpu_seconds: int) -> Callable[[], None]:
-    def apply() -> None:
-        os.setsid()
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-        if memory_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-
-    return apply
+def job_threads(settings: Settings) -> int:
+    return settings.torch_threads or (os.cpu_count() or 1)
 
 
 class Child:
-    """A running sandboxed child. ``events()`` yields its JSON lines as they come."""
+    """A running sandboxed child. ``lines()`` yields its events as they come.
+
+    ``workdir`` is its folder (``/job`` inside): the job folder, or a spare's own.
+    """
 
     def __init__(
         self,
@@ -88,21 +117,29 @@ class Child:
         memory_bytes: int,
         cpu_seconds: int,
         preload: bool = False,
+        settings: Settings | None = None,
     ) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
+        settings = settings or get_settings()
+        self.sandboxed = settings.sandbox != "none"
         self.workdir, self.threads, self.cpu_seconds = workdir, threads, cpu_seconds
+        self.memory_bytes = memory_bytes
+        self.finished = False
+        self._cache: tuple[Path, Path] | None = None  # (the request's folder, ours)
+        prepare_jobdir(workdir)
+        (workdir / READY).unlink(missing_ok=True)
         self.stderr_tail: deque[str] = deque(maxlen=40)
-        env = child_env(workdir, threads)
+        env = child_env(JOB_DIR if self.sandboxed else workdir, threads, settings)
         if preload:
             env["STILLHOUSE_CHILD_PRELOAD"] = "1"
+        lim = bwrap.limits(settings, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.distill.child"],
+            bwrap.sandboxed_argv([sys.executable, "-m", "worker.distill.child"], workdir, settings),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=workdir,
             env=env,
-            preexec_fn=_limits(memory_bytes, cpu_seconds),  # noqa: PLW1509 - needed for rlimits
+            preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
             text=True,
         )
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
@@ -110,10 +147,114 @@ class Child:
         if request is not None:
             self.send(request)
 
+    # --- paths: ours and the child's ---------------------------------------------------------
+
+    def inside(self, path: Path) -> str:
+        """The child's name for ``path``, a path in its folder."""
+        if not self.sandboxed:
+            return str(path)
+        try:
+            return str(JOB_DIR / Path(path).relative_to(self.workdir))
+        except ValueError:
+            raise SandboxError(
+                ErrorCode.INTERNAL, f"{path} is outside the sandbox's folder {self.workdir}"
+            ) from None
+
+    def outside(self, path: str) -> Path:
+        """Our name for the child's ``path``; only paths in its folder are accepted."""
+        if not self.sandboxed:
+            return Path(path)
+        relative = Path(os.path.normpath(path)).relative_to(JOB_DIR)
+        if ".." in relative.parts:
+            raise SandboxError(ErrorCode.INTERNAL, f"the child named a path outside: {path}")
+        return self.workdir / relative
+
+    def _stage(self, name: str, path: str) -> str:
+        """Link the upload ``path`` into the read-only inputs; the child's name for it."""
+        return self.inside(stage_input(self.workdir, f"{name}{Path(path).suffix}", Path(path)))
+
+    def _staged(self, name: str, ref: FileRef) -> FileRef:
+        return ref.model_copy(update={"path": self._stage(name, ref.path)})
+
+    def _link_cache(self, scope: Path) -> str:
+        """Our copy of the soft-label folder ``scope``: links to its labels."""
+        cache = self.workdir / "cache"
+        cache.mkdir(exist_ok=True)
+        if bwrap.as_root():
+            os.chown(cache, bwrap.SANDBOX_UID, bwrap.SANDBOX_UID)
+        for path in scope.glob(SOFT_LABELS):
+            with contextlib.suppress(OSError):  # gone meanwhile: computed again
+                link_or_copy(path, cache / path.name)
+        self._cache = (scope, cache)
+        return self.inside(cache)
+
+    def _keep_cache(self) -> None:
+        """Labels the child computed join the request's cache folder: at its outcome (the
+        job folder goes once it is published), else when it is closed."""
+        if self._cache is None:
+            return
+        scope, cache = self._cache  # kept: a later call adds what came since
+        for path in cache.glob(SOFT_LABELS):
+            target = scope / path.name
+            if path.is_file() and not path.is_symlink() and not target.exists():
+                scope.mkdir(parents=True, exist_ok=True)
+                tmp = scope / f".{path.name}.{secrets.token_hex(4)}.tmp"
+                link_or_copy(path, tmp)
+                if bwrap.as_root():  # no later sandbox (all are nobody) may change it
+                    os.chown(tmp, 0, 0)
+                    os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+
+    def translate(self, request: BaseModel) -> BaseModel:
+        """``request`` with the child's names for its paths (see the module's docstring)."""
+        if not self.sandboxed:
+            return request
+        if isinstance(request, InspectTeacherRequest | InspectDatasetRequest):
+            return request.model_copy(update={"path": self._stage("upload", request.path)})
+        if not isinstance(request, DistillRequest):
+            raise SandboxError(ErrorCode.INTERNAL, f"no paths known in {type(request).__name__}")
+        teachers = [self._staged(f"teacher-{i}", t) for i, t in enumerate(request.teachers)]
+        update = {
+            "teachers": teachers,
+            "transfer": self._staged("transfer", request.transfer),
+            "eval": None if request.eval is None else self._staged("eval", request.eval),
+            "workdir": self.inside(Path(request.workdir)),
+            "stop_file": self.inside(Path(request.stop_file)),
+            "cache_dir": self._link_cache(Path(request.cache_dir)),
+        }
+        bwrap.hand_over(self.workdir)
+        return request.model_copy(update=update)
+
+    def adopt(self, jobdir: Path) -> None:
+        """Make ``jobdir`` this child's folder: its content (checkpoints of an earlier
+        attempt) moves into ours, then ours takes its name. Renaming keeps the mount."""
+        if not self.sandboxed or jobdir == self.workdir:
+            return
+        self._await_ready()  # bwrap has made its mounts: a rename can no longer confuse it
+        if jobdir.exists():
+            for entry in jobdir.iterdir():
+                if entry.name not in (INPUTS, "tmp", READY):
+                    shutil.rmtree(self.workdir / entry.name, ignore_errors=True)
+                    entry.rename(self.workdir / entry.name)
+            shutil.rmtree(jobdir)
+        jobdir.parent.mkdir(parents=True, exist_ok=True)
+        self.workdir.rename(jobdir)
+        self.workdir = jobdir
+
+    def _await_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until the child runs; BrokenPipeError if it ended instead."""
+        deadline = time.monotonic() + timeout_s
+        while not (self.workdir / READY).exists():
+            if not self.alive() or time.monotonic() > deadline:
+                raise BrokenPipeError("the child ended before it was ready")
+            time.sleep(0.02)
+
+    # --- the process ---------------------------------------------------------------------------
+
     def send(self, request: BaseModel) -> None:
         """Hand the child its one request (it starts work when stdin closes)."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(request.model_dump_json())
+        self.proc.stdin.write(self.translate(request).model_dump_json())
         self.proc.stdin.close()
 
     def alive(self) -> bool:
@@ -131,11 +272,24 @@ class Child:
             if not line.strip():
                 continue
             event = parse_event(line)
+            if isinstance(event, Outcome) and self.sandboxed:
+                files = {fmt: str(self.outside(path)) for fmt, path in event.files.items()}
+                event = event.model_copy(update={"files": files})
+                self._keep_cache()
+            elif isinstance(event, SoftLabelsEvent) and self.sandboxed:
+                self._keep_cache()  # finished labels: the worker copies them to the store
+            if isinstance(event, ErrorEvent) or event.event in FINAL_EVENTS:
+                self.finished = True
             yield event
             if isinstance(event, ErrorEvent):
                 return
 
     def kill(self) -> None:
+        """Stop the child. One that wrote its last line gets EXIT_GRACE_S to end on its own:
+        then bwrap reaps it, and its CPU time counts in ours (a killed bwrap's would not)."""
+        if self.finished:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=EXIT_GRACE_S)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -149,17 +303,27 @@ class Child:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+        self._keep_cache()
 
     def crash_message(self) -> str:
-        rc = self.proc.wait()
-        tail = "\n".join(list(self.stderr_tail)[-8:])
-        if rc < 0:
-            reason = f"killed by signal {signal.Signals(-rc).name}"
-            if -rc in (signal.SIGKILL, signal.SIGXCPU):
-                reason += " (a resource limit, or the worker stopped it)"
-        else:
-            reason = f"exited with status {rc}"
-        return f"the teacher process {reason}" + (f": {tail}" if tail else "")
+        return crash_message(self.proc.wait(), list(self.stderr_tail)[-8:])
+
+
+def crash_message(rc: int, tail: list[str]) -> str:
+    # bwrap reports a command killed by signal N as the exit status 128 + N.
+    signum = -rc if rc < 0 else rc - 128 if 128 < rc < 160 else 0
+    if signum:
+        reason = f"killed by signal {signal.Signals(signum).name}"
+        if signum in (signal.SIGKILL, signal.SIGXCPU, signal.SIGXFSZ):
+            reason += " (a resource limit, or the worker stopped it)"
+    else:
+        reason = f"exited with status {rc}"
+    text = "\n".join(tail)
+    return f"the teacher process {reason}" + (f": {text}" if text else "")
+
+
+def _scratch(settings: Settings, kind: str) -> Path:
+    return settings.data_dir.resolve() / "work" / f".{kind}-{secrets.token_hex(8)}"
 
 
 def run_once(
@@ -170,28 +334,72 @@ def run_once(
     cpu_seconds: int,
     timeout_s: float,
     on_progress: Callable[[ProgressEvent], None] | None = None,
+    settings: Settings | None = None,
 ) -> AnyEvent:
-    """Run one request to completion and return its final event, or raise ``SandboxError``."""
-    with tempfile.TemporaryDirectory(prefix="stillhouse-child-") as tmp:
+    """Run one request to completion in a fresh folder and return its final event, or raise
+    ``SandboxError``."""
+    settings = settings or get_settings()
+    workdir = _scratch(settings, "once")
+    try:
         child = Child(
-            request,
-            workdir=Path(tmp),
+            None,
+            workdir=workdir,
             threads=threads,
             memory_bytes=memory_bytes,
             cpu_seconds=cpu_seconds,
+            settings=settings,
         )
-        timer = threading.Timer(timeout_s, child.kill)
-        timer.start()
         try:
-            for event in child.lines():
-                if isinstance(event, ErrorEvent):
-                    raise SandboxError(event.code, event.message)
-                if isinstance(event, ProgressEvent):
-                    if on_progress is not None:
-                        on_progress(event)
-                elif event.event in FINAL_EVENTS:
-                    return event
-            raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message())
+            return _finish(child, request, timeout_s, on_progress)
         finally:
-            timer.cancel()
             child.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _finish(
+    child: Child,
+    request: BaseModel,
+    timeout_s: float,
+    on_progress: Callable[[ProgressEvent], None] | None,
+) -> AnyEvent:
+    try:
+        child.send(request)
+    except BrokenPipeError:
+        raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message()) from None
+    timer = threading.Timer(timeout_s, child.kill)
+    timer.start()
+    try:
+        for event in child.lines():
+            if isinstance(event, ErrorEvent):
+                raise SandboxError(event.code, event.message)
+            if isinstance(event, ProgressEvent):
+                if on_progress is not None:
+                    on_progress(event)
+            elif event.event in FINAL_EVENTS:
+                return event
+        raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message())
+    finally:
+        timer.cancel()
+
+
+def run_command(argv: list[str], *, settings: Settings, memory_bytes: int) -> int:
+    """Run ``argv`` in a fresh folder's sandbox, stdio inherited; its exit status. The same
+    user, namespaces, limits and environment as a job's engine child."""
+    workdir = _scratch(settings, "exec")
+    try:
+        prepare_jobdir(workdir)
+        sandboxed = settings.sandbox != "none"
+        lim = bwrap.limits(
+            settings, cpu_seconds=settings.sandbox_cpu_seconds, memory_bytes=memory_bytes
+        )
+        done = subprocess.run(
+            bwrap.sandboxed_argv(argv, workdir, settings),
+            cwd=workdir,
+            env=child_env(JOB_DIR if sandboxed else workdir, job_threads(settings), settings),
+            preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
+            check=False,
+        )
+        return done.returncode
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

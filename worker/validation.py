@@ -29,7 +29,7 @@ def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] 
         result = run_once(
             request,
             threads=1,
-            memory_bytes=settings.sandbox_memory_bytes,
+            memory_bytes=settings.validation_memory_bytes,
             cpu_seconds=VALIDATE_TIMEOUT_S,
             timeout_s=VALIDATE_TIMEOUT_S,
         )

@@ -20,9 +20,10 @@ from core.contracts import (
     parse_event,
 )
 from core.enums import Stage
+from core.errors import ErrorCode
 from core.settings import Settings
-from worker import pipeline
-from worker.sandbox import Child
+from worker import bwrap, pipeline
+from worker.sandbox import Child, SandboxError, run_once
 
 
 def _dataset(tmp_path: Path) -> InspectDatasetRequest:
@@ -76,7 +77,7 @@ def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) 
     pipeline.start_spare(settings)
     spare = pipeline._spare
     assert spare is not None and spare.alive()
-    child = pipeline._take_spare(settings, _dataset(tmp_path))
+    child = pipeline._take_spare(settings, _dataset(tmp_path), tmp_path / "job")
     assert child is spare and pipeline._spare is None
     assert isinstance(_result(child), DatasetInfo)
 
@@ -86,14 +87,14 @@ def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_
     spare = pipeline._spare
     assert spare is not None
     spare.kill()  # as if it had died on its own
-    assert pipeline._take_spare(settings, _dataset(tmp_path)) is None
+    assert pipeline._take_spare(settings, _dataset(tmp_path), tmp_path / "job") is None
     assert not spare.workdir.exists()
 
 
 def test_a_spare_with_other_limits_is_not_used(settings: Settings, tmp_path: Path) -> None:
     pipeline.start_spare(settings)
     other = settings.model_copy(update={"torch_threads": 2})
-    assert pipeline._take_spare(other, _dataset(tmp_path)) is None
+    assert pipeline._take_spare(other, _dataset(tmp_path), tmp_path / "job") is None
 
 
 def test_spares_can_be_turned_off(tmp_path: Path) -> None:
@@ -161,3 +162,50 @@ def test_a_foreign_line_ends_the_stream_as_an_error(tmp_path: Path) -> None:
     assert events[0] == progress
     assert isinstance(events[1], ErrorEvent) and events[1].code == "bad_child_output"
     assert len(events) == 2
+
+
+def test_without_bwrap_nothing_runs_unless_the_operator_opts_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    bwrap._probe.cache_clear()
+    limits = {"memory_bytes": 0, "cpu_seconds": 120, "timeout_s": 120}
+    try:
+        with pytest.raises(SandboxError) as caught:
+            run_once(_dataset(tmp_path), settings=Settings(data_dir=tmp_path), **limits)
+        assert caught.value.code == ErrorCode.SANDBOX_UNAVAILABLE
+        assert "STILLHOUSE_SANDBOX=none" in caught.value.message
+        unsandboxed = Settings(data_dir=tmp_path, sandbox="none")
+        assert isinstance(run_once(_dataset(tmp_path), settings=unsandboxed, **limits), DatasetInfo)
+    finally:
+        bwrap._probe.cache_clear()
+
+
+def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_path: Path) -> None:
+    pipeline.start_spare(settings)
+    spare = pipeline._spare
+    assert spare is not None
+    jobdir = tmp_path / "work" / "job-1"
+    (jobdir / "engine" / "checkpoints").mkdir(parents=True)
+    (jobdir / "engine" / "checkpoints" / "last.pt").write_bytes(b"an earlier attempt's")
+    child = pipeline._take_spare(settings, _dataset(tmp_path), jobdir)
+    assert child is spare and child.workdir == jobdir
+    assert (jobdir / "engine" / "checkpoints" / "last.pt").read_bytes() == b"an earlier attempt's"
+    assert sorted(p.name for p in (jobdir / "inputs").iterdir()) == ["upload.npz"]
+    assert isinstance(_result(child), DatasetInfo)
+
+
+def test_a_spare_that_dies_after_adopting_leaves_the_jobs_checkpoints(
+    settings: Settings, tmp_path: Path
+) -> None:
+    pipeline.start_spare(settings)
+    spare = pipeline._spare
+    assert spare is not None
+    jobdir = tmp_path / "work" / "job-2"
+    (jobdir / "engine").mkdir(parents=True)
+    (jobdir / "engine" / "last.pt").write_bytes(b"checkpoint")
+    spare.adopt(jobdir)
+    spare.kill()  # as if it had died between adopting and taking the request
+    pipeline._spare = spare
+    assert pipeline._take_spare(settings, _dataset(tmp_path), jobdir) is None
+    assert (jobdir / "engine" / "last.pt").read_bytes() == b"checkpoint"

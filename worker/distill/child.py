@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import IO
 
 from pydantic import BaseModel, ValidationError
@@ -21,6 +22,7 @@ from core.contracts import (
     DatasetInfo,
     DistillRequest,
     ErrorEvent,
+    InspectDatasetRequest,
     InspectTeacherRequest,
     TeacherInfo,
 )
@@ -39,7 +41,42 @@ class Channel:
         self.stream.flush()
 
 
+# What onnxruntime and torch say when an allocation fails under the address-space limit.
+_ALLOCATION_FAILED = ("failed to allocate", "bad_alloc", "can't allocate memory", "out of memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(20):  # a chain of causes, never a cycle
+        if seen is None:
+            break
+        if isinstance(seen, MemoryError):
+            return True
+        if any(text in str(seen).lower() for text in _ALLOCATION_FAILED):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _handle(request: AnyRequest, channel: Channel, preloaded: bool) -> AnyEvent:
+    if isinstance(request, DistillRequest):
+        from worker.distill.job import run_from_request
+
+        return run_from_request(request, emit=channel.emit, preloaded=preloaded)
+    try:
+        return _inspect(request)
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise UserError(
+            ErrorCode.TOO_LARGE,
+            "Validating this file needs more memory than an upload may use "
+            "(STILLHOUSE_VALIDATION_MEMORY_BYTES).",
+        ) from exc
+
+
+def _inspect(request: InspectTeacherRequest | InspectDatasetRequest) -> AnyEvent:
+    """An upload's validation: the guarded loader, and a teacher's dry run."""
     if isinstance(request, InspectTeacherRequest):
         from worker.distill.teachers import inspect_teacher
 
@@ -51,10 +88,6 @@ def _handle(request: AnyRequest, channel: Channel, preloaded: bool) -> AnyEvent:
             output_kind=request.output_kind,
         )
         return TeacherInfo.model_validate(info)
-    if isinstance(request, DistillRequest):
-        from worker.distill.job import run_from_request
-
-        return run_from_request(request, emit=channel.emit, preloaded=preloaded)
     from worker.distill.data import inspect_dataset
 
     return DatasetInfo.model_validate(inspect_dataset(request.path, request.format))
@@ -119,6 +152,7 @@ def _run(channel: Channel, preloaded: bool) -> int:
 
 
 def main() -> int:
+    Path(".ready").touch()  # it runs: the sandbox's mounts are made (worker/sandbox.py, adopt)
     channel = _private_channel()
     threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
     try:

@@ -3,8 +3,10 @@
 - ``.npy``: the header is checked against the file size (a lying header cannot make us
   allocate), then the file is memory-mapped read-only and keeps its dtype: uint8 stays
   uint8, on disk and in memory, until a batch is cast.
-- ``.npz``: each member's header is checked inside the archive, then the members are
-  extracted once into the job's scratch folder (sizes capped by the zip rules) and mapped.
+- ``.npz``: each member's declared size is checked against the caps and the compression
+  ratio (``guard.check_zip``) and its header's shape against that inflated size before
+  anything is allocated; then the members are extracted once into the job's scratch folder
+  and mapped.
 - CSV and Parquet: read in blocks (``tables.py``), written once as raw arrays and mapped.
 - Image zips: decoded per batch (``images.py``).
 
@@ -53,6 +55,8 @@ class DataLimits:
     max_unpacked_bytes: int = _setting_default("max_unpacked_bytes")
     # Per image; PIL's own bomb check is far looser.
     max_image_pixels: int = _setting_default("max_image_pixels")
+    # An archive member over 1 MiB may inflate at most this many times its stored size.
+    max_compression_ratio: int = _setting_default("max_compression_ratio")
 
     @classmethod
     def from_settings(cls) -> DataLimits:
@@ -65,10 +69,15 @@ class DataLimits:
             max_entries=settings.max_archive_entries,
             max_unpacked_bytes=settings.max_unpacked_bytes,
             max_image_pixels=settings.max_image_pixels,
+            max_compression_ratio=settings.max_compression_ratio,
         )
 
     def archive(self) -> ArchiveLimits:
-        return ArchiveLimits(max_entries=self.max_entries, max_total_bytes=self.max_unpacked_bytes)
+        return ArchiveLimits(
+            max_entries=self.max_entries,
+            max_total_bytes=self.max_unpacked_bytes,
+            max_ratio=self.max_compression_ratio,
+        )
 
 
 @dataclass

@@ -2,8 +2,12 @@
 
 Zip rules (every archive: .pt2, torch.save blobs inside it, .npz, image zips): no absolute
 paths, no `..`, no links, no encryption, no duplicate names, entry count and total unpacked
-size capped. ZipFile enforces each member's declared size when reading, so capping the
-declared sizes caps what we decompress.
+size capped, and no member over 1 MiB inflating more than `max_ratio` times its stored size
+(a 1 MB .npz whose array inflates to 1 GiB, a 2 MB zip holding a 2 GiB "image"). ZipFile
+enforces each member's declared size when reading, so capping the declared sizes caps what
+we decompress; `read_member` checks a member's declared size and its first bytes (streamed)
+before it reads the rest. The caps are the operator's settings (`STILLHOUSE_MAX_*`, which
+the worker passes to its sandboxed child).
 
 Pickle rules: a pickle is accepted only if an opcode scan finds nothing but the globals a
 plain tensor (or a tuple/dict of them) needs, and `torch.load(weights_only=True)` also
@@ -17,7 +21,7 @@ import pickletools
 import re
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import torch
@@ -27,12 +31,21 @@ from worker.distill.errors import UserError
 
 _MiB = 1024 * 1024
 _GiB = 1024 * _MiB
+# Members this small may compress as well as they like: only big ones can be bombs.
+RATIO_FREE_BYTES = 1 * _MiB
+
+
+def _compression_ratio() -> int:
+    from core.settings import get_settings
+
+    return get_settings().max_compression_ratio
 
 
 @dataclass(frozen=True)
 class ArchiveLimits:
     max_entries: int = 10_000
     max_total_bytes: int = 8 * _GiB
+    max_ratio: int = field(default_factory=_compression_ratio)
     max_pickle_bytes: int = 64 * _MiB  # data.pkl of tensors is tiny: storages are separate
 
 
@@ -58,6 +71,7 @@ def check_zip(
             raise UserError(ErrorCode.ARCHIVE_LINK, f"{what} contains a link: {member.filename!r}.")
         if member.flag_bits & 0x1:
             raise UserError(ErrorCode.ARCHIVE_ENCRYPTED, f"{what} has an encrypted entry.")
+        _check_ratio(member, limits, what=what)
         total += member.file_size
         if total > limits.max_total_bytes:
             raise UserError(
@@ -65,6 +79,41 @@ def check_zip(
                 f"{what} unpacks to more than {limits.max_total_bytes} bytes.",
             )
     return members
+
+
+def _check_ratio(member: zipfile.ZipInfo, limits: ArchiveLimits, *, what: str) -> None:
+    if member.file_size <= max(RATIO_FREE_BYTES, limits.max_ratio * member.compress_size):
+        return
+    raise UserError(
+        ErrorCode.ARCHIVE_TOO_LARGE,
+        f"{what}: {member.filename[:80]!r} inflates {member.compress_size} stored bytes to "
+        f"{member.file_size}, more than {limits.max_ratio} times; store it with less "
+        "compression (e.g. np.savez rather than np.savez_compressed).",
+    )
+
+
+def read_member(
+    archive: zipfile.ZipFile,
+    member: zipfile.ZipInfo,
+    *,
+    magic: tuple[bytes, ...],
+    max_bytes: int,
+    what: str,
+    wrong_type: ErrorCode,
+) -> bytes:
+    """The member's bytes, after its declared size is checked against ``max_bytes`` and its
+    first bytes, streamed, against ``magic``: a wrong type or a bomb is never read whole.
+    ``wrong_type`` is the error code of a member that does not start with ``magic``."""
+    if member.file_size > max_bytes:
+        raise UserError(
+            ErrorCode.TOO_LARGE,
+            f"{what} unpacks to {member.file_size} bytes; the limit is {max_bytes}.",
+        )
+    with archive.open(member) as entry:
+        head = entry.read(max(len(m) for m in magic))
+        if not head.startswith(magic):
+            raise UserError(wrong_type, f"{what} is not of an accepted type.")
+        return head + entry.read(max_bytes - len(head))
 
 
 def _check_member_name(name: str, *, what: str) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from core.errors import ErrorCode
 from worker.distill.errors import UserError
-from worker.distill.guard import check_zip
+from worker.distill.guard import RATIO_FREE_BYTES, check_zip, read_member
 from worker.distill.rows import Normalise
 
 if TYPE_CHECKING:
@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def image_member_bytes(max_image_pixels: int) -> int:
+    """The most a PNG or JPEG within the pixel cap may take in an archive: 4 bytes a pixel
+    (RGBA at 8 bits, uncompressed), plus room for its chunks."""
+    return 4 * max_image_pixels + RATIO_FREE_BYTES
 
 
 @dataclass
@@ -72,10 +78,15 @@ def _is_junk(name: str) -> bool:
 def _open_image(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limits: DataLimits) -> Any:
     from PIL import Image
 
-    data = archive.read(member)
     name = member.filename[:80]
-    if not data.startswith((_PNG_MAGIC, _JPEG_MAGIC)):
-        raise UserError(ErrorCode.UNSUPPORTED_IMAGE, f"{name!r} is not a PNG or JPEG image.")
+    data = read_member(
+        archive,
+        member,
+        magic=(_PNG_MAGIC, _JPEG_MAGIC),
+        max_bytes=image_member_bytes(limits.max_image_pixels),
+        what=f"{name!r} (a PNG or JPEG image)",
+        wrong_type=ErrorCode.UNSUPPORTED_IMAGE,
+    )
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

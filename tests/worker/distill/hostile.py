@@ -293,3 +293,66 @@ def pt2_with_cuda_pickled_weight(source: Path, target: Path) -> Path:
         return data
 
     return rewrite_zip(source, target, change)
+
+
+def zip_with_inflating_member(path: Path, name: str, size: int, head: bytes = b"") -> Path:
+    """A small zip whose member `name` inflates to `size` bytes (`head`, then zeros),
+    written in pieces: building it never holds the member in memory."""
+    piece = b"\0" * (16 << 20)
+    archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+    with archive, archive.open(name, "w", force_zip64=True) as member:
+        member.write(head)
+        left = size - len(head)
+        while left > 0:
+            member.write(piece[: min(left, len(piece))])
+            left -= len(piece)
+    return path
+
+
+def npz_inflating(path: Path, size: int) -> Path:
+    """An .npz whose x.npy has an honest header for `size` bytes of float32 zeros: the
+    header matches the inflated size, so only the compression ratio gives it away."""
+    header = io.BytesIO()
+    shape = (size // 4 // 64, 64)
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    return zip_with_inflating_member(
+        path, "x.npy", len(header.getvalue()) + shape[0] * 64 * 4, header.getvalue()
+    )
+
+
+def onnx_memory_bomb(path: Path, elements: int = 2**29) -> Path:
+    """A tiny ONNX classifier that builds a float tensor of `elements` zeros on every run
+    (ConstantOfShape, then ReduceSum) and adds the sum to its logits."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node(
+            "Constant",
+            [],
+            ["shape"],
+            value=helper.make_tensor("shape", TensorProto.INT64, [1], [elements]),
+        ),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["big"],
+            value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+        ),
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=1),
+        helper.make_node("MatMul", ["x", "w"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "total"], ["logits"]),
+    ]
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [0.1] * 12)
+    graph = helper.make_graph(
+        nodes,
+        "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
