@@ -8,13 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.settings import Settings
 from worker import shutdown
 
 
 def test_a_mark_is_seen_by_its_own_worker_only_and_cleared_once_its_worker_is_gone(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # This process plays the worker's main process (another test may have set it otherwise).
+    monkeypatch.setattr(shutdown, "_main_pid", os.getpid())
     settings = Settings(data_dir=tmp_path)
     assert not shutdown.stopping(settings)  # this process is its own "main process" here
     shutdown.mark_stopping(settings)
