@@ -17,7 +17,7 @@ from tests.worker.distill.helpers import ModuleTeacher
 from worker.distill import trainer
 from worker.distill.augment import Augment
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.jacobian import JacobianMatching, projections
+from worker.distill.jacobian import JacobianMatching, projections, teacher_scores
 from worker.distill.losses import jacobian_loss, projected_input_gradient
 from worker.distill.trainer import TrainConfig, train
 
@@ -100,6 +100,29 @@ def test_the_teacher_side_is_the_teachers_softened_output_and_its_gradient() -> 
     torch.testing.assert_close(probs, _softened(teacher_net, x))
     torch.testing.assert_close(grad, expected)
     assert not any(p.requires_grad for p in teacher_net.parameters())
+
+
+class _FixedBatch(nn.Module):
+    """A program exported for batches of exactly 4 rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert len(x) == 4, len(x)
+        return self.net(x)
+
+
+def test_a_teacher_exported_for_a_fixed_batch_gets_padded_chunks_with_gradients() -> None:
+    fixed = _FixedBatch()
+    teacher = ModuleTeacher(fixed, 4, [4, 6])
+    teacher.static_batch = 4  # type: ignore[attr-defined]
+    x = torch.randn(6, 6, requires_grad=True)
+    scores = teacher_scores(teacher, x)
+    torch.testing.assert_close(scores, fixed.net(x))
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    torch.testing.assert_close(grad, fixed.net.weight.sum(0).expand(6, 6))
 
 
 # --- inside the trainer -------------------------------------------------------------------
