@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"_seed{args.seed}" if args.seed else ""
     )
     if args.small_data:
-        name += "_small_data"
+        name += "_small_data" + ("_augmented" if args.augmentation else "")
     elif args.loss != "kd" or args.augmentation:
         name += "_objective"
     out = OUT / name
@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{teacher_val} validation errors ({teacher_s:.0f} s, {plan.teacher_epochs} epochs)"
     )
     images = objective.needs_images(args)
-    pt2 = args.teacher or export_teacher(teacher, out / "teacher.pt2", images)
+    # A flat teacher from an earlier run is exported again, taking images, when shifts need them.
+    reuse = args.teacher is not None and not images
+    pt2 = args.teacher if reuse else export_teacher(teacher, out / "teacher.pt2", images)
     if args.small_data:
         splits = (x_tr, y_tr, x_val, y_val, x_te, y_te)
         text = run_small_data(args, plan, splits, teacher_test, pt2, out, data.source)
