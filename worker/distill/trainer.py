@@ -237,12 +237,12 @@ class _Run:
         self.on_step: Callable[[dict[str, Any]], None] = lambda ev: None
         self.should_stop: Callable[[], bool] = lambda: False
         self.on_event: EventFn = lambda ev: None
+        self.augment: Augment | None = None
+        self.jacobian: JacobianMatching | None = None
         self.stats = EpochStats()
         # Every finished epoch's record, kept in the checkpoint (see ``ResumedEvent``).
         self.records: list[dict[str, Any]] = list(self.state.get("records", []))
         self.save_due = False
-        self.augment: Augment | None = None
-        self.jacobian: JacobianMatching | None = None
 
     def save(self, epoch: int, batch: int) -> None:
         """Checkpoint with the data position (epoch, batch) where the next step starts."""
