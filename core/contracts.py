@@ -104,14 +104,14 @@ class Report(_Open):
     eval_samples: int
     device: str
     soft_labels: SoftLabelMode
-    timings_s: dict[str, float]
-    metrics_source: ExportFormat | None = None
-    student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
     loss: LossName | None = Field(default=None, description="the distillation loss that ran")
     jacobian_weight: float | None = Field(default=None, description="kd_jacobian only")
     augmentation: AugmentationSpec | None = Field(
         default=None, description="the augmentation applied (None: none)"
     )
+    timings_s: dict[str, float]
+    metrics_source: ExportFormat | None = None
+    student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
 
 
 # --- events (child → worker) -----------------------------------------------------------------

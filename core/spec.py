@@ -94,26 +94,6 @@ class DistillationSpec(_Strict):
     )
 
 
-class AugmentationSpec(_Strict):
-    """Applied to each training batch, seeded by (seed, epoch, batch); the teacher then runs
-    online on exactly the augmented batch."""
-
-    shift: StrictInt = Field(
-        default=0, ge=0, le=64, description="random shifts of up to this many pixels (images)"
-    )
-    flip: StrictBool = Field(default=False, description="random horizontal flips (images)")
-    mixup: StrictFloat = Field(
-        default=0.0, ge=0.0, le=10.0, description="mixup's Beta(a, a) parameter; 0: off"
-    )
-    noise: StrictFloat = Field(
-        default=0.0, ge=0.0, le=10.0, description="std of added Gaussian noise (input units)"
-    )
-
-    @property
-    def active(self) -> bool:
-        return bool(self.shift or self.flip or self.mixup or self.noise)
-
-
 class PreprocessingSpec(_Strict):
     mean: list[StrictFloat] | None = Field(default=None, description="per channel, or one value")
     std: list[StrictFloat] | None = Field(default=None, description="per channel, or one value")
@@ -140,6 +120,26 @@ class TrainingSpec(_Strict):
     eval_fraction: StrictFloat = Field(
         default=0.1, gt=0.0, lt=0.9, description="held-out split when no eval set is given"
     )
+
+
+class AugmentationSpec(_Strict):
+    """Applied to each training batch, seeded by (seed, epoch, batch); the teacher then runs
+    online on exactly the augmented batch."""
+
+    shift: StrictInt = Field(
+        default=0, ge=0, le=64, description="random shifts of up to this many pixels (images)"
+    )
+    flip: StrictBool = Field(default=False, description="random horizontal flips (images)")
+    mixup: StrictFloat = Field(
+        default=0.0, ge=0.0, le=10.0, description="mixup's Beta(a, a) parameter; 0: off"
+    )
+    noise: StrictFloat = Field(
+        default=0.0, ge=0.0, le=10.0, description="std of added Gaussian noise (input units)"
+    )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.flip or self.mixup or self.noise)
 
 
 class JobSpec(_Strict):
