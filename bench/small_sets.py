@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher_epochs = 20 if args.quick else 60
 
     sets = []
+    # The teachers' initial weights (``train`` seeds only their training): the same teachers
+    # every run, so runs with other student options compare students, not teachers.
+    torch.manual_seed(0)
     for label, loader, teacher, students, anchor in (
         ("digits (sklearn, 1×8×8)", digits, digits_teacher(), ("mlp", "cnn"), "-"),
         ("MNIST-1D (1×40)", mnist1d, mnist1d_teacher(), ("mlp", "cnn1d"), "MLP 68 %, CNN 94 %"),
