@@ -2,6 +2,8 @@
 
     python -m bench.hinton_mnist            # the real run (about 30 min on 2 CPU cores)
     python -m bench.hinton_mnist --quick    # smoke run for make test (tiny, < 1 min)
+    python -m bench.hinton_mnist --loss kd_jacobian --augmentation '{"shift": 2}'
+    python -m bench.hinton_mnist --small-data 500,1000   # kd vs kd_jacobian on few images
 
 Their table: a 784-1200-1200-10 teacher (dropout, ±2 px jitter) made 67 test errors; a
 784-800-800-10 student on hard labels 146; the same student distilled at T = 20, 74, so
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import _objectives as objective
+from bench._small_data import run_small_data
 from bench.data import load_mnist
 from bench.service import (
     OUT,
@@ -115,9 +119,13 @@ def train_teacher(x: np.ndarray, y: np.ndarray, plan: Plan, seed: int) -> nn.Mod
     return model.eval()
 
 
-def export_teacher(model: nn.Module, path: Path) -> Path:
+def export_teacher(model: nn.Module, path: Path, images: bool = False) -> Path:
+    """As a .pt2 taking [N, 784], or [N, 1, 28, 28] images (for shifts and flips)."""
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    program = torch.export.export(model, (torch.zeros(2, 784),), dynamic_shapes=({0: batch},))
+    example = torch.zeros(2, 1, 28, 28) if images else torch.zeros(2, 784)
+    if images:
+        model = nn.Sequential(nn.Flatten(), model)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, path)
     return path
 
@@ -151,16 +159,32 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="seeds the teacher's training and every student job (the splits stay fixed)",
     )
+    parser.add_argument("--teacher-epochs", type=int, default=None, help="override the plan's")
+    parser.add_argument(
+        "--small-data",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=None,
+        help="instead of the paper's table: transfer sets of these sizes (e.g. 500,1000), "
+        "hard labels vs kd vs kd_jacobian for the 800-800 student",
+    )
+    parser.add_argument("--temperature", type=float, default=4.0, help="--small-data's T")
+    objective.add_objective_args(parser)
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.student_epochs:
         plan = dataclasses.replace(plan, big_epochs=args.student_epochs)
+    if args.teacher_epochs:
+        plan = dataclasses.replace(plan, teacher_epochs=args.teacher_epochs)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     name = ("hinton_mnist_quick" if args.quick else "hinton_mnist") + (
         f"_seed{args.seed}" if args.seed else ""
     )
+    if args.small_data:
+        name += "_small_data" + ("_augmented" if args.augmentation else "")
+    elif args.loss != "kd" or args.augmentation:
+        name += "_objective"
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
 
@@ -184,7 +208,18 @@ def main(argv: list[str] | None = None) -> int:
         f"teacher 784-{plan.teacher_hidden}-{plan.teacher_hidden}-10: {teacher_test} test errors, "
         f"{teacher_val} validation errors ({teacher_s:.0f} s, {plan.teacher_epochs} epochs)"
     )
-    pt2 = args.teacher or export_teacher(teacher, out / "teacher.pt2")
+    images = objective.needs_images(args)
+    # A flat teacher from an earlier run is exported again, taking images, when shifts need them.
+    reuse = args.teacher is not None and not images
+    pt2 = args.teacher if reuse else export_teacher(teacher, out / "teacher.pt2", images)
+    if args.small_data:
+        splits = (x_tr, y_tr, x_val, y_val, x_te, y_te)
+        text = run_small_data(args, plan, splits, teacher_test, pt2, out, data.source)
+        print(text)
+        write_output(name, text)
+        return 0
+    if images:  # the teacher takes images: so do the sets (and the downloaded students)
+        x_tr, x_val, x_te = (a.reshape(-1, 1, 28, 28) for a in (x_tr, x_val, x_te))
     labeled = save_npz(out / "transfer_labeled.npz", x_tr, y_tr)
     unlabeled = save_npz(out / "transfer_unlabeled.npz", x_tr)
     val = save_npz(out / "validation.npz", x_val, y_val)
@@ -200,13 +235,14 @@ def main(argv: list[str] | None = None) -> int:
                 "dataset_id": ids[data],
                 "eval_dataset_id": ids[val.name],
                 "student": {"architecture": "mlp", "hidden": hidden},
-                "distillation": {"temperature": temp, "alpha": alpha},
+                "distillation": objective.distillation(args, temp, alpha),
                 "training": {
                     "epochs": epochs,
                     "batch_size": 128,
                     "learning_rate": 1e-3,
                     "seed": args.seed,
                 },
+                **objective.augmentation(args, alpha),
             }
 
         def submit(key: str, **kw: Any) -> None:
@@ -296,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         time.perf_counter() - started,
         args.quick,
         args.seed,
+        objective.describe(args),
     )
     print(text)
     write_output(name, text)
@@ -313,6 +350,7 @@ def report_text(
     wall_s: float,
     quick: bool,
     seed: int = 0,
+    objective_note: str = "",
 ) -> str:
     def arch(hidden: list[int]) -> str:
         return "784-" + "-".join(str(h) for h in hidden) + "-10"
@@ -393,7 +431,7 @@ def report_text(
         f"T (grid, at alpha {plan.alpha:g})"
         + (f", then alpha ({plan.alpha_alt:g} at that T)" if plan.alpha_alt is not None else "")
         + " chosen on the validation errors; test errors counted on the downloaded ONNX "
-        "students. Gap recovered = (hard − distilled) / (hard − teacher).",
+        "students. Gap recovered = (hard − distilled) / (hard − teacher). " + objective_note,
         "",
         markdown_table(headers, main_rows),
         "",

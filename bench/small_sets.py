@@ -2,6 +2,7 @@
 
     python -m bench.small_sets            # the real run (a few minutes on 2 CPU cores)
     python -m bench.small_sets --quick    # smoke run for make test
+    python -m bench.small_sets --loss kd_jacobian --augmentation '{"noise": 0.05}'
 
 scikit-learn's 8×8 digits (1,797 real images, shipped in the wheel) as 1×8×8 images, and
 MNIST-1D (Greydanus 2020; generated locally by the mnist1d package: 4,000 + 1,000 signals of
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import _objectives as objective
 from bench.service import (
     OUT,
     Service,
@@ -142,17 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (make test)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    objective.add_objective_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    name = "small_sets_quick" if args.quick else "small_sets"
+    name = ("small_sets_quick" if args.quick else "small_sets") + (
+        "" if args.loss == "kd" and not args.augmentation else "_objective"
+    )
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
     # --quick: enough epochs on a few hundred samples to learn (the smoke test asserts a floor).
     teacher_epochs = 20 if args.quick else 60
 
     sets = []
+    # The teachers' initial weights (``train`` seeds only their training): the same teachers
+    # every run, so runs with other student options compare students, not teachers.
+    torch.manual_seed(0)
     for label, loader, teacher, students, anchor in (
         ("digits (sklearn, 1×8×8)", digits, digits_teacher(), ("mlp", "cnn"), "-"),
         ("MNIST-1D (1×40)", mnist1d, mnist1d_teacher(), ("mlp", "cnn1d"), "MLP 68 %, CNN 94 %"),
@@ -187,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                         "dataset_id": d_id,
                         "eval_dataset_id": e_id,
                         "student": {"architecture": arch},
-                        "distillation": {"temperature": 4.0, "alpha": alpha},
+                        "distillation": objective.distillation(args, 4.0, alpha),
                         "training": {"epochs": s.epochs},
+                        **objective.augmentation(args, alpha),
                     }
                     jobs.append((s, arch, how, svc.submit(spec)))
         for s, arch, how, job_id in jobs:
@@ -228,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{sets[0].epochs} epochs through the service, default spec (size_ratio 0.1, T 4), "
             "alpha 0.1 (distilled) or 1.0 (hard labels only). Accuracy on the test split "
             f"({len(sets[0].x_test)} digits, {len(sets[1].x_test)} MNIST-1D signals), "
-            "recounted on the downloaded ONNX student; agreement from the service's report.",
+            "recounted on the downloaded ONNX student; agreement from the service's report. "
+            + objective.describe(args),
             "",
             markdown_table(headers, rows),
             "",

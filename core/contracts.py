@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from core.enums import ExportFormat, Stage
 from core.errors import ErrorCode
-from core.spec import JobSpec, SoftLabelMode
+from core.spec import AugmentationSpec, JobSpec, LossName, SoftLabelMode
 
 
 class _Closed(BaseModel):
@@ -106,6 +106,11 @@ class Report(_Open):
     device: str
     device_name: str | None = Field(default=None, description="the GPU's or the CPU's model")
     soft_labels: SoftLabelMode
+    loss: LossName | None = Field(default=None, description="the distillation loss that ran")
+    jacobian_weight: float | None = Field(default=None, description="kd_jacobian only")
+    augmentation: AugmentationSpec | None = Field(
+        default=None, description="the augmentation applied (None: none)"
+    )
     timings_s: dict[str, float]
     metrics_source: ExportFormat | None = None
     student_files: dict[str, str] | None = Field(default=None, description="format → sha256")

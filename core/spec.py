@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -32,6 +33,7 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
 ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
 Architecture = Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
 SoftLabelMode = Literal["cached", "online"]
+LossName = Literal["kd", "kd_jacobian"]
 
 
 class _Strict(BaseModel):
@@ -79,7 +81,14 @@ class DistillationSpec(_Strict):
     soft_labels: SoftLabelMode = Field(
         default="cached", description="cached: the teacher runs once; online: every step"
     )
-    loss: Literal["kd"] = "kd"
+    loss: LossName = Field(
+        default="kd",
+        description="kd: soft targets (+ hard labels); kd_jacobian: also match the teacher's "
+        "input gradients along random projections (needs .pt2 teachers)",
+    )
+    jacobian_weight: StrictFloat = Field(
+        default=1.0, ge=0.0, le=1000.0, description="kd_jacobian: weight of the derivative term"
+    )
     top_k: StrictInt | None = Field(
         default=None, ge=1, description="keep only the teacher's top-k logits (default: all)"
     )
@@ -113,6 +122,26 @@ class TrainingSpec(_Strict):
     )
 
 
+class AugmentationSpec(_Strict):
+    """Applied to each training batch, seeded by (seed, epoch, batch); the teacher then runs
+    online on exactly the augmented batch."""
+
+    shift: StrictInt = Field(
+        default=0, ge=0, le=64, description="random shifts of up to this many pixels (images)"
+    )
+    flip: StrictBool = Field(default=False, description="random horizontal flips (images)")
+    mixup: StrictFloat = Field(
+        default=0.0, ge=0.0, le=10.0, description="mixup's Beta(a, a) parameter; 0: off"
+    )
+    noise: StrictFloat = Field(
+        default=0.0, ge=0.0, le=10.0, description="std of added Gaussian noise (input units)"
+    )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.flip or self.mixup or self.noise)
+
+
 class JobSpec(_Strict):
     """A distillation job. Every field but ``teacher_ids`` and ``dataset_id`` has a default."""
 
@@ -141,6 +170,7 @@ class JobSpec(_Strict):
     distillation: DistillationSpec = DistillationSpec()
     preprocessing: PreprocessingSpec = PreprocessingSpec()
     training: TrainingSpec = TrainingSpec()
+    augmentation: AugmentationSpec = AugmentationSpec()
     export_formats: list[ExportFormat] = Field(
         default_factory=lambda: list(EXPORT_FORMATS), min_length=1
     )
@@ -149,3 +179,11 @@ class JobSpec(_Strict):
     def _unique_formats(self) -> JobSpec:
         self.export_formats = list(dict.fromkeys(self.export_formats))
         return self
+
+    @property
+    def soft_label_mode(self) -> SoftLabelMode:
+        """How soft labels are obtained: online whenever the teacher must see each training
+        batch as the student does (augmented inputs) or give its input gradients."""
+        if self.augmentation.active or self.distillation.loss == "kd_jacobian":
+            return "online"
+        return self.distillation.soft_labels

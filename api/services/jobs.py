@@ -108,6 +108,28 @@ def _check_labels(field: str, teacher: Teacher, dataset: Dataset) -> None:
         )
 
 
+def _check_objective(teachers: list[Teacher], spec: JobSpec, shape: list[int]) -> None:
+    """kd_jacobian differentiates the teachers (torch programs only); shifts and flips need
+    images, samples [H, W] or [C, H, W]."""
+    if spec.distillation.loss == "kd_jacobian":
+        for i, teacher in enumerate(teachers):
+            if teacher.format != "torch_export":
+                raise _invalid(
+                    "distillation.loss",
+                    f"kd_jacobian needs the teachers' input gradients; teacher_ids[{i}] is "
+                    f"{teacher.format}, only .pt2 (torch.export) teachers give them",
+                )
+    aug = spec.augmentation
+    for name, asked in (("shift", aug.shift), ("flip", aug.flip)):
+        if asked and len(shape) not in (2, 3):
+            raise _invalid(
+                f"augmentation.{name}",
+                f"needs images ([H, W] or [C, H, W] samples); samples have shape {shape}",
+            )
+    if aug.shift and aug.shift >= min(shape[-2:]):
+        raise _invalid("augmentation.shift", f"{aug.shift} is not below the image size")
+
+
 def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[Teacher], Dataset]:
     teachers = _teachers(uow, tenant_id, spec)
     transfer = _dataset(uow, tenant_id, "dataset_id", spec.dataset_id)
@@ -125,6 +147,7 @@ def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[
             "student.architecture",
             f"{spec.student.architecture!r} does not fit inputs of shape {shape}",
         )
+    _check_objective(teachers, spec, shape)
     mean = spec.preprocessing.mean
     channels = shape[0] if shape else 1
     if mean is not None and len(mean) not in (1, channels):

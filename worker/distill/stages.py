@@ -30,9 +30,11 @@ from core.errors import ErrorCode
 from core.spec import JobSpec, TrainingSpec
 from worker.checkpoint_sync import soft_labels_file
 from worker.distill import evaluate as ev
+from worker.distill.augment import make_augment
 from worker.distill.device import exact_fp32
 from worker.distill.errors import Cancelled, UserError
 from worker.distill.export import export_student, runtime_for, verify_exports
+from worker.distill.jacobian import JacobianMatching
 from worker.distill.progress import Reporter
 from worker.distill.report import build_report, measure_speed, model_section
 from worker.distill.rows import Rows, SubsetRows, in_memory_if_small, row_chunks
@@ -165,7 +167,7 @@ def soft_label_stage(ctx: Context, transfer: Rows) -> SoftLabels | None:
     started = time.perf_counter()
     ctx.progress.emit("soft_labeling", 0.0)
     dist = ctx.spec.distillation
-    if dist.soft_labels != "cached":
+    if ctx.spec.soft_label_mode != "cached":
         ctx.timings["soft_labeling"] = time.perf_counter() - started
         return None
     key = None
@@ -317,10 +319,38 @@ def train_stage(
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
         on_event=ctx.on_event,
+        **_objective(ctx, splits),
     )
     ctx.timings["training"] = result.seconds
     ctx.stop_point()
     return result
+
+
+def _objective(ctx: Context, splits: Splits) -> dict[str, Any]:
+    """The trainer's augmentation and derivative-matching objective, when the spec asks."""
+    spec, dist = ctx.spec, ctx.spec.distillation
+    classes = ctx.teachers[0].num_classes
+    augment = make_augment(
+        spec.augmentation, splits.train.sample_shape, spec.training.seed, classes
+    )
+    jacobian = None
+    if dist.loss == "kd_jacobian":
+        jacobian = JacobianMatching(
+            ctx.teachers, dist.temperature, dist.alpha, dist.jacobian_weight, spec.training.seed
+        )
+    return {"augment": augment, "jacobian": jacobian}
+
+
+def objective_report(spec: JobSpec) -> dict[str, Any]:
+    """The report's record of what trained the student: loss and augmentation."""
+    dist = spec.distillation
+    return {
+        "loss": dist.loss,
+        "jacobian_weight": dist.jacobian_weight if dist.loss == "kd_jacobian" else None,
+        "augmentation": (
+            spec.augmentation.model_dump(mode="json") if spec.augmentation.active else None
+        ),
+    }
 
 
 def _fingerprint(ctx: Context, student: Student, splits: Splits) -> str:
@@ -451,7 +481,7 @@ def report_stage(
         ),
         metrics=evaluated.metrics,
         device=dev,
-        soft_labels=dist.soft_labels,
+        soft_labels=ctx.spec.soft_label_mode,
         timings=ctx.timings,
         extra={
             "metrics_source": evaluated.source,
@@ -471,5 +501,6 @@ def report_stage(
             "temperature": dist.temperature,
             "alpha": dist.alpha,
             "seed": tr.seed,
+            **objective_report(ctx.spec),
         },
     )

@@ -8,8 +8,10 @@ One strategy object per ``distillation.soft_labels`` mode, all called the same w
   that fits in ``PRECOMPUTED_PROBS_BYTES``; a step is then one gather.
 - ``CachedTargets``: cached logits (all of them, or top-k plus the rest's mass, which
   ``SoftLabels.batch`` fills back in) read from the mapped file and softened per batch.
-- ``OnlineTargets``: every teacher runs on every batch (augmentation, or losses that need
-  the teacher's gradients later).
+- ``OnlineTargets``: every teacher runs on every batch. ``JobSpec.soft_label_mode`` picks
+  it whatever ``soft_labels`` says when the batch is augmented (the teacher must answer for
+  the very inputs the student sees; cached labels are for the clean ones). kd_jacobian also
+  runs the teacher online, differentiably, in ``jacobian.JacobianMatching`` instead.
 """
 
 from __future__ import annotations

@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from core.errors import ErrorCode
+from worker.distill.augment import Augment
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import as_channels_last, autocast, to_device, uses_channels_last
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.losses import LOSSES, combine_kd, kd_terms
+from worker.distill.jacobian import JacobianMatching
+from worker.distill.losses import INPUT_GRADIENT_LOSSES, LOSSES, combine_kd, kd_terms
 from worker.distill.rows import Rows, TensorRows
 
 GRAD_CLIP = 1.0  # max global L2 norm of the gradient (the usual value: timm, nanoGPT)
@@ -139,6 +141,8 @@ def train(
     on_epoch: EpochFn = lambda epoch, model: None,
     should_stop: Callable[[], bool] = lambda: False,
     on_event: EventFn = lambda ev: None,
+    augment: Augment | None = None,
+    jacobian: JacobianMatching | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (x, y) against the teacher's distribution ``target_probs``.
 
@@ -150,10 +154,17 @@ def train(
     each finished epoch's record, each checkpoint, where a resumed run starts. Raises
     ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns
     true (asked at most every ``STOP_CHECK_EVERY_S``).
+
+    ``augment`` transforms each batch (seeded by (seed, epoch, batch)) before the teacher
+    and the student see it; ``jacobian`` computes the whole objective of a loss in
+    ``INPUT_GRADIENT_LOSSES`` (it runs the teacher itself; ``target_probs`` is then unused).
     """
+    if (cfg.loss in INPUT_GRADIENT_LOSSES) != (jacobian is not None):
+        raise ValueError(f"loss {cfg.loss!r} and the jacobian objective go together")
     rows: Rows = TensorRows(x, y) if isinstance(x, torch.Tensor) else x
     run = _Run(model, _on_device(rows, device), target_probs, cfg, device, workdir, fingerprint)
     run.on_step, run.should_stop, run.on_event = on_step, should_stop, on_event
+    run.augment, run.jacobian = augment, jacobian
     if run.resumed:
         # The finished epochs' records ride along: a kill can fall after a checkpoint but
         # before the worker stored the records that preceded it.
@@ -240,6 +251,8 @@ class _Run:
         self.on_step: Callable[[dict[str, Any]], None] = lambda ev: None
         self.should_stop: Callable[[], bool] = lambda: False
         self.on_event: EventFn = lambda ev: None
+        self.augment: Augment | None = None
+        self.jacobian: JacobianMatching | None = None
         self.stats = EpochStats()
         # Every finished epoch's record, kept in the checkpoint (see ``ResumedEvent``).
         self.records: list[dict[str, Any]] = list(self.state.get("records", []))
@@ -277,6 +290,24 @@ class _Run:
             self.save(epoch, batch)
             raise Cancelled()
 
+    def terms(
+        self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor | None, epoch: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The loss and, when known apart, its soft and hard terms (the epoch's record)."""
+        cfg = self.cfg
+        if self.jacobian is not None:
+            loss, soft, hard, _ = self.jacobian(self.model, xb, yb, epoch=epoch, batch=batch)
+            return loss, soft, hard
+        # The teacher side is fp32; only the student's forward runs under autocast.
+        probs = self.targets(idx, xb)
+        with autocast(self.device):
+            logits = self.model(xb)
+        if cfg.loss == "kd":
+            soft, hard = kd_terms(logits, probs, yb, temperature=cfg.temperature)
+            return combine_kd(soft, hard, cfg.alpha), soft, hard
+        loss = self.loss_fn(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
+        return loss, None, None
+
     def step(self, epoch: int, batch: int, idx: torch.Tensor) -> None:
         cfg, device = self.cfg, self.device
         host_idx = idx.numpy()
@@ -285,21 +316,12 @@ class _Run:
             xb = as_channels_last(xb)
         yb = self.rows.labels(host_idx)
         yb = None if yb is None else to_device(yb, device)
-        # The teacher side is fp32; only the student's forward runs under autocast.
-        probs = self.targets(idx, xb)
+        if self.augment is not None:
+            xb, yb = self.augment(xb, yb, epoch=epoch, batch=batch)
         lr = lr_at(self.steps, self.total, self.warmup, cfg.learning_rate)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast(device):
-            logits = self.model(xb)
-        soft: torch.Tensor | None
-        hard: torch.Tensor | None
-        if cfg.loss == "kd":  # its two terms apart, for the epoch's record
-            soft, hard = kd_terms(logits, probs, yb, temperature=cfg.temperature)
-            loss = combine_kd(soft, hard, cfg.alpha)
-        else:
-            soft = hard = None
-            loss = self.loss_fn(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
+        loss, soft, hard = self.terms(idx, xb, yb, epoch, batch)
         self.stats.add(lr, loss=loss, soft=soft, hard=hard)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]

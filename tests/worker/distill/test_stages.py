@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from core.spec import JobSpec, TrainingSpec
+from core.spec import JobSpec, LossName, TrainingSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
 from worker.distill import engine, rows, stages, targets, trainer
 from worker.distill.data import open_dataset
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.losses import LOSSES, kd_loss
+from worker.distill.losses import INPUT_GRADIENT_LOSSES, LOSSES, kd_loss
 from worker.distill.rows import ArrayRows
 from worker.distill.soft_labels import compute_soft_labels
 
@@ -85,9 +85,10 @@ def test_target_strategies_agree(teacher: ModuleTeacher) -> None:
     torch.testing.assert_close(online(idx, xb), precomputed(idx, xb), atol=2e-3, rtol=0)
 
 
-def test_the_loss_registry_names_kd() -> None:
+def test_the_loss_registry_names_the_specs_losses() -> None:
     assert LOSSES["kd"] is kd_loss
-    assert set(LOSSES) == {"kd"}
+    assert set(LOSSES) == set(get_args(LossName))
+    assert set(INPUT_GRADIENT_LOSSES) == {"kd_jacobian"}
 
 
 def _run(tmp: Path, teacher: ModuleTeacher, x: Any, xe: Any, ye: Any, **kw: Any) -> bytes:
