@@ -15,6 +15,9 @@ from core.settings import get_settings
 from tests.api.conftest import _body, _finished
 from tests.conftest import start_worker, stop_process, wait_for
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 LONG = {"training": {"epochs": 40, "batch_size": 32, "seed": 7}}
 
 

@@ -16,6 +16,9 @@ from tests.conftest import wait_for
 from tests.factories import save_pt2, train_mlp_teacher
 from tests.worker.distill import hostile
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def clean_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:

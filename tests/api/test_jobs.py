@@ -17,6 +17,9 @@ from tests.api.conftest import _body, _finished, _ready
 from tests.conftest import wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def client(jobs_client: TestClient) -> TestClient:

@@ -15,6 +15,9 @@ from tests.api.receiver import Receiver
 from tests.conftest import truncate, wait_for
 from tests.factories import digits, npz_bytes
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 

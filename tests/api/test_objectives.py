@@ -11,6 +11,9 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import _body, _finished, _ready
 from tests.teacher_exports import sklearn_onnx_bytes
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def client(jobs_client: TestClient) -> TestClient:

@@ -23,6 +23,9 @@ from tests.teacher_exports import (
     torch_teacher,
 )
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 # Small and quick, and enough for the student to follow these teachers on held-out digits.
 SPEC: dict[str, Any] = {
     "student": {"size_ratio": 1.0, "max_parameters": 5000},

@@ -10,6 +10,9 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import _body
 from tests.factories import digits, npz_bytes
 
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def quota(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:

@@ -14,8 +14,9 @@ import pytest
 from tests.cli.conftest import cli_env, empty_tenant_data, stillhouse
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 
-# Workers start (torch imports) and a job runs inside these tests: slow on a busy host.
-pytestmark = pytest.mark.timeout(600)
+# Workers start (torch imports) and a job runs inside these tests: slow on a busy host, and
+# not in the fast lane.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

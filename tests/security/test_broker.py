@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import DATA_DIR, start_worker, stop_process, wait_for
 from worker.celery_app import app
+
+# Worker processes: the whole suite runs these, the fast lane does not.
+pytestmark = pytest.mark.slow
 
 
 def test_broadcast_shutdown_does_not_stop_a_worker(pg_database: str) -> None:

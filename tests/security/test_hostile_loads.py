@@ -124,6 +124,9 @@ import json, resource, sys
 from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.settings import get_settings
 from worker.sandbox import SandboxError, run_once
+
+# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
+pytestmark = pytest.mark.slow
 op, fmt, path = sys.argv[1:]
 kind = InspectTeacherRequest if op == "teacher" else InspectDatasetRequest
 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.errors import ErrorCode
@@ -15,6 +16,9 @@ from tests.api.conftest import (  # noqa: F401 - fixtures, reused
     shared_client,
 )
 from tests.conftest import DATA_DIR, start_worker, stop_process
+
+# Worker processes: the whole suite runs these, the fast lane does not.
+pytestmark = pytest.mark.slow
 
 
 def test_a_job_fails_with_sandbox_unavailable_on_a_host_without_bwrap(  # noqa: F811
