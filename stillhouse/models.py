@@ -91,6 +91,30 @@ class ModelMeasure(ApiModel):
     throughput_per_s: float
 
 
+class Candidate(ApiModel):
+    """One student of a sweep (``download_student(..., candidate=index)``)."""
+
+    index: int
+    temperature: float
+    alpha: float
+    size_ratio: float
+    parameters: int
+    latency_ms_batch1: float
+    agreement_top1: float
+    student_accuracy: float | None = None
+    kl_divergence: float
+
+
+class Baseline(ApiModel):
+    """The same student trained on the hard labels alone."""
+
+    parameters: int
+    latency_ms_batch1: float
+    agreement_top1: float
+    student_accuracy: float | None = None
+    kl_divergence: float
+
+
 class Report(ApiModel):
     teacher: ModelMeasure
     student: ModelMeasure
@@ -104,6 +128,10 @@ class Report(ApiModel):
     device: str
     soft_labels: str
     timings_s: dict[str, float] = Field(default_factory=dict)
+    candidates: list[Candidate] | None = None  # a sweep's; the top level is the chosen one
+    chosen: int | None = None
+    baseline: Baseline | None = None
+    distillation_gain: dict[str, float | None] | None = None  # distilled minus baseline
 
 
 class Job(ApiModel):
