@@ -194,7 +194,7 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
     splits = split_stage(transfer, held, ctx.spec.training)
     soft = soft_label_stage(ctx, transfer)
     if ctx.spec.sweep is not None or ctx.spec.baseline:
-        swept = run_sweep(ctx, splits, soft)
+        swept = run_sweep(ctx, splits, soft, SAMPLE_ROWS)
         return DistillResult(swept.files, swept.report, swept.metrics, swept.candidates)
     student = student_stage(ctx, splits.train)
     reference = teacher_eval_stage(ctx, splits.eval)

@@ -55,7 +55,6 @@ from worker.distill.targets import make_targets
 CHOSEN_WITHIN = 0.005  # "within 0.5 point" of the best agreement (a share, not a percent)
 BASELINE = "baseline"
 RESULT = "result.json"
-SAMPLE_ROWS = 256  # as the engine's: real eval rows for the export checks and timings
 
 
 @dataclass(frozen=True)
@@ -244,13 +243,16 @@ class SweepResult:
     candidates: list[dict[str, Path]]  # every candidate's files, by index (empty: no sweep)
 
 
-def run_sweep(ctx: Context, splits: Splits, soft: SoftLabels | None) -> SweepResult:
-    """Every candidate (and the baseline when asked) from one soft-label pass."""
+def run_sweep(
+    ctx: Context, splits: Splits, soft: SoftLabels | None, sample_rows: int
+) -> SweepResult:
+    """Every candidate (and the baseline when asked) from one soft-label pass; the first
+    ``sample_rows`` eval rows check the exports and time the models."""
     if soft is None:
         raise UserError(ErrorCode.BAD_SPEC, 'sweep: needs distillation.soft_labels "cached"')
     if ctx.spec.baseline and not splits.train.has_labels:
         raise UserError(ErrorCode.BAD_SPEC, "baseline: the transfer set has no labels")
-    shared = _shared(ctx, splits, soft)
+    shared = _shared(ctx, splits, soft, sample_rows)
     specs = candidate_specs(ctx.spec)
     slots = len(specs) + int(ctx.spec.baseline)
     finished = [
@@ -280,9 +282,9 @@ def run_sweep(ctx: Context, splits: Splits, soft: SoftLabels | None) -> SweepRes
     return SweepResult(finished[chosen].files, report, metrics, candidates)
 
 
-def _shared(ctx: Context, splits: Splits, soft: SoftLabels) -> Shared:
+def _shared(ctx: Context, splits: Splits, soft: SoftLabels, sample_rows: int) -> Shared:
     reference = teacher_eval_stage(ctx, splits.eval)
-    sample = splits.eval.read(np.arange(min(splits.eval.num_samples, SAMPLE_ROWS)))
+    sample = splits.eval.read(np.arange(min(splits.eval.num_samples, sample_rows)))
     # Timed now, once, for every candidate's speedup; its progress event would send the job's
     # stage back from "evaluating" to "training", so it goes nowhere.
     quiet = replace(ctx, progress=Reporter(lambda ev: None, ctx.spec.training.epochs))
