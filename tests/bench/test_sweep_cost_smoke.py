@@ -32,7 +32,7 @@ def test_sweep_cost_prints_its_ratio(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    found = re.search(r"ratio \(b\) / \(a\) = ([0-9.]+)", done.stdout)
+    found = re.search(r"fastest rounds, wall: .* = ([0-9.]+) \(goal", done.stdout)
     assert found, done.stdout[-2000:]
     assert math.isfinite(float(found.group(1))) and float(found.group(1)) > 0
     assert (tmp_path / "sweep_cost.md").read_text().startswith("# sweep cost")
