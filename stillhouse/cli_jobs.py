@@ -219,13 +219,13 @@ def _print_sweep(report: Report) -> None:
                 _pct(c.student_accuracy),
             )
         out_console().print(table)
-    if report.baseline is not None:
-        gain = report.distillation_gain or {}
+    gain = report.distillation_gain
+    if report.baseline is not None and gain is not None:
         out_console().print(
             f"hard-label baseline: agreement {_pct(report.baseline.agreement_top1)}  "
             f"accuracy {_pct(report.baseline.student_accuracy)}; distillation bought "
-            f"{_points(gain.get('agreement_top1'))} agreement, "
-            f"{_points(gain.get('student_accuracy'))} accuracy"
+            f"{_points(gain.agreement_top1)} agreement, "
+            f"{_points(gain.student_accuracy)} accuracy"
         )
 
 

@@ -115,6 +115,14 @@ class Baseline(ApiModel):
     kl_divergence: float
 
 
+class DistillationGain(ApiModel):
+    """The distilled student's number minus the baseline's."""
+
+    agreement_top1: float
+    student_accuracy: float | None = None
+    kl_divergence: float
+
+
 class Report(ApiModel):
     teacher: ModelMeasure
     student: ModelMeasure
@@ -131,7 +139,7 @@ class Report(ApiModel):
     candidates: list[Candidate] | None = None  # a sweep's; the top level is the chosen one
     chosen: int | None = None
     baseline: Baseline | None = None
-    distillation_gain: dict[str, float | None] | None = None  # distilled minus baseline
+    distillation_gain: DistillationGain | None = None
 
 
 class Job(ApiModel):
