@@ -174,3 +174,16 @@ def test_a_baseline_without_labels_is_refused(
 ) -> None:
     with pytest.raises(UserError, match="baseline"):
         run(tmp_path, teacher_module, digits, spec(baseline=True))
+
+
+def test_a_sweeps_baseline_is_the_chosen_students_size(
+    tmp_path: Path, teacher_module: nn.Module, digits: Any
+) -> None:
+    job = spec(sweep={"size_ratio": [0.02, 0.2]}, baseline=True)
+    report = run(tmp_path, teacher_module, digits, job, labels=True).report
+    chosen = report["candidates"][report["chosen"]]
+    assert report["baseline"]["parameters"] == chosen["parameters"]
+    assert report["distillation_gain"]["agreement_top1"] == pytest.approx(
+        chosen["agreement_top1"] - report["baseline"]["agreement_top1"]
+    )
+    assert (tmp_path / "work" / "candidates" / "baseline" / "result.json").exists()
