@@ -90,6 +90,38 @@ class ModelMeasure(_Open):
     file_bytes: dict[str, int] | None = None
 
 
+class Candidate(_Open):
+    """One student of a sweep: its spec values and what it measured on the eval set."""
+
+    index: int = Field(ge=0, description="GET /v1/jobs/{id}/student?candidate=index")
+    temperature: float
+    alpha: float
+    size_ratio: float
+    parameters: int
+    latency_ms_batch1: float
+    agreement_top1: float
+    student_accuracy: float | None
+    kl_divergence: float
+
+
+class Baseline(_Open):
+    """The chosen student's architecture and size trained on the hard labels alone."""
+
+    parameters: int
+    latency_ms_batch1: float
+    agreement_top1: float
+    student_accuracy: float | None
+    kl_divergence: float
+
+
+class DistillationGain(_Open):
+    """The distilled student's number minus the baseline's."""
+
+    agreement_top1: float
+    student_accuracy: float | None
+    kl_divergence: float
+
+
 class Report(_Open):
     """Sizes, speed, agreement and timings of a finished job (stored with the job)."""
 
@@ -114,6 +146,15 @@ class Report(_Open):
     timings_s: dict[str, float]
     metrics_source: ExportFormat | None = None
     student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
+    candidates: list[Candidate] | None = Field(
+        default=None, description="a sweep's students, by index; the top level is the chosen one"
+    )
+    chosen: int | None = Field(
+        default=None,
+        description="the best eval agreement, or the smallest candidate within 0.5 point of it",
+    )
+    baseline: Baseline | None = Field(default=None, description="with baseline: true")
+    distillation_gain: DistillationGain | None = None
 
 
 # --- events (child → worker) -----------------------------------------------------------------
@@ -176,6 +217,9 @@ class Outcome(_Closed):
     files: dict[ExportFormat, str]
     report: Report
     metrics: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[dict[ExportFormat, str]] = Field(
+        default_factory=list, description="a sweep's: every candidate's files, by index"
+    )
 
 
 class TeacherInfo(_Open):

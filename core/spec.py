@@ -9,6 +9,7 @@ name, never by import path. Scalars are strict: ``"epochs": "5"`` is refused (42
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -26,6 +27,8 @@ from core.enums import ExportFormat
 
 # A student is small by definition: 100 M weights is far past any CPU or single-GPU student.
 MAX_HIDDEN_WEIGHTS = 100_000_000
+# A sweep trains one student per combination, each a full training run: 3 × 3 × 3 at most.
+MAX_SWEEP_CANDIDATES = 27
 # Below this a float32 division by std overflows for ordinary inputs (1 / 1e-38 ~ 1e38).
 STD_MIN = 1e-6
 
@@ -92,6 +95,36 @@ class DistillationSpec(_Strict):
     top_k: StrictInt | None = Field(
         default=None, ge=1, description="keep only the teacher's top-k logits (default: all)"
     )
+
+
+Temperature = Annotated[StrictFloat, Field(ge=1.0, le=100.0)]
+Alpha = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+SizeRatio = Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
+
+
+class SweepSpec(_Strict):
+    """Values to try; one student per combination, all from one soft-label pass. A field
+    left out keeps the spec's single value (``distillation.temperature`` and so on)."""
+
+    temperature: list[Temperature] | None = Field(default=None, min_length=1)
+    alpha: list[Alpha] | None = Field(default=None, min_length=1)
+    size_ratio: list[SizeRatio] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _few_enough(self) -> SweepSpec:
+        for name in ("temperature", "alpha", "size_ratio"):
+            values = getattr(self, name)
+            if values is not None:
+                setattr(self, name, list(dict.fromkeys(values)))
+        count = self.combinations()
+        if count > MAX_SWEEP_CANDIDATES:
+            raise ValueError(
+                f"{count} combinations; a sweep trains at most {MAX_SWEEP_CANDIDATES} students"
+            )
+        return self
+
+    def combinations(self) -> int:
+        return math.prod(len(v or [None]) for v in (self.temperature, self.alpha, self.size_ratio))
 
 
 class PreprocessingSpec(_Strict):
@@ -173,6 +206,16 @@ class JobSpec(_Strict):
     augmentation: AugmentationSpec = AugmentationSpec()
     export_formats: list[ExportFormat] = Field(
         default_factory=lambda: list(EXPORT_FORMATS), min_length=1
+    )
+    sweep: SweepSpec | None = Field(
+        default=None,
+        description="train one student per combination of these values from one soft-label "
+        "pass; the report lists them as candidates and names the chosen one",
+    )
+    baseline: StrictBool = Field(
+        default=False,
+        description="also train the same student on the hard labels alone (the transfer set "
+        "needs labels), so the report states what distillation bought",
     )
 
     @model_validator(mode="after")

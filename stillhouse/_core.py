@@ -152,6 +152,14 @@ def upload_form(name: str | None, extra: dict[str, str | None]) -> dict[str, str
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def student_params(fmt: str, candidate: int | None) -> dict[str, str | int]:
+    """The query of ``GET /v1/jobs/{id}/student``; no candidate: the server's default."""
+    params: dict[str, str | int] = {"format": fmt}
+    if candidate is not None:
+        params["candidate"] = candidate
+    return params
+
+
 def download_name(resp: httpx.Response, fallback: str) -> str:
     """The file name from ``Content-Disposition``, reduced to a bare name (never a path)."""
     disposition = resp.headers.get("content-disposition", "")

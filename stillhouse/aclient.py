@@ -21,6 +21,7 @@ from stillhouse._core import (
     SseParser,
     download_name,
     parse_page,
+    student_params,
     upload_form,
 )
 from stillhouse.client import DEFAULT_TIMEOUT_S, spec_body
@@ -243,10 +244,16 @@ class AsyncClient:
             await resp.aclose()
 
     async def download_student(
-        self, job_id: str, fmt: str, dest: str | Path, *, progress: ProgressCallback | None = None
+        self,
+        job_id: str,
+        fmt: str,
+        dest: str | Path,
+        *,
+        progress: ProgressCallback | None = None,
+        candidate: int | None = None,
     ) -> Path:
         dest = Path(dest)
-        path, params = f"/v1/jobs/{job_id}/student", {"format": fmt}
+        path, params = f"/v1/jobs/{job_id}/student", student_params(fmt, candidate)
         resp = await self._call("GET", path, params=params, stream=True)
         try:
             if dest.is_dir():

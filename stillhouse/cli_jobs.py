@@ -197,6 +197,48 @@ def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
         f"agreement {100 * report.agreement_top1:.2f}%  KL {report.kl_divergence:.4f}  "
         f"({report.eval_samples} eval samples, {device})"
     )
+    _print_sweep(report)
+
+
+def _print_sweep(report: Report) -> None:
+    """A sweep's candidates (the chosen one starred) and the hard-label baseline, if any."""
+    if report.candidates:
+        table = Table(
+            "",
+            "T",
+            "alpha",
+            "size ratio",
+            "parameters",
+            "latency",
+            "agreement",
+            "accuracy",
+            box=None,
+            header_style="bold",
+        )
+        for c in report.candidates:
+            table.add_row(
+                f"{c.index}{' *' if c.index == report.chosen else ''}",
+                f"{c.temperature:g}",
+                f"{c.alpha:g}",
+                f"{c.size_ratio:g}",
+                f"{c.parameters:,}",
+                f"{c.latency_ms_batch1:.3f} ms",
+                _pct(c.agreement_top1),
+                _pct(c.student_accuracy),
+            )
+        out_console().print(table)
+    gain = report.distillation_gain
+    if report.baseline is not None and gain is not None:
+        out_console().print(
+            f"hard-label baseline: agreement {_pct(report.baseline.agreement_top1)}  "
+            f"accuracy {_pct(report.baseline.student_accuracy)}; distillation bought "
+            f"{_points(gain.agreement_top1)} agreement, "
+            f"{_points(gain.student_accuracy)} accuracy"
+        )
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.2f} points"
 
 
 def _pct(value: float | None) -> str:
@@ -226,9 +268,13 @@ def jobs_download(
     out: Annotated[Path, typer.Option(help="A file, or a folder for the server's file name.")] = (
         Path(".")
     ),
+    candidate: Annotated[
+        int | None,
+        typer.Option(min=0, help="A sweep's candidate (the report's index); default: chosen."),
+    ] = None,
     url: Url = DEFAULT_URL,
     key: Key = "",
 ) -> None:
     """Download the student of a succeeded job; prints where it was written."""
     with Ctx(url, key).client() as client:
-        typer.echo(str(client.download_student(job_id, format, out)))
+        typer.echo(str(client.download_student(job_id, format, out, candidate=candidate)))

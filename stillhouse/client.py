@@ -26,6 +26,7 @@ from stillhouse._core import (
     SseParser,
     download_name,
     parse_page,
+    student_params,
     upload_form,
 )
 from stillhouse.models import (
@@ -258,11 +259,18 @@ class Client:
                         return
 
     def download_student(
-        self, job_id: str, fmt: str, dest: str | Path, *, progress: ProgressCallback | None = None
+        self,
+        job_id: str,
+        fmt: str,
+        dest: str | Path,
+        *,
+        progress: ProgressCallback | None = None,
+        candidate: int | None = None,
     ) -> Path:
-        """Save the student in ``fmt``; ``dest`` is a file, or a folder for the server's name."""
+        """Save the student in ``fmt``; ``dest`` is a file, or a folder for the server's name.
+        ``candidate``: a sweep's candidate by index (default: the chosen one)."""
         dest = Path(dest)
-        params = {"format": fmt}
+        params = student_params(fmt, candidate)
         resp = self._call("GET", f"/v1/jobs/{job_id}/student", params=params, stream=True)
         with closing(resp):
             if dest.is_dir():

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from core.artifacts import CANDIDATES, every_artifact
 from core.contracts import (
     AnyEvent,
     CheckpointEvent,
@@ -449,16 +450,20 @@ class Run:
         except Exception as exc:
             log.warning("job %s: checkpoint copy in storage failed: %s", self.c.job_id, exc)
 
-    def _publish(self, result: Outcome) -> None:
-        """Store the students under keys derived from the job, then finish in one transaction."""
+    def _store_files(
+        self, files: dict[Any, str], tag: str, rows: list[StoredFile]
+    ) -> dict[str, Any]:
+        """Store one student's files (a candidate's: in a folder named ``tag``); their
+        artifacts. The rows to add go to ``rows``."""
         storage = get_storage()
         artifacts: dict[str, Any] = {}
-        rows = []
-        for fmt, path in result.files.items():
-            key = f"students/{self.c.job_id}/attempt-{self.c.attempt}/student.{EXTENSIONS[fmt]}"
+        for fmt, path in files.items():
+            ext = EXTENSIONS[fmt]
+            folder = f"students/{self.c.job_id}/attempt-{self.c.attempt}/{tag + '/' if tag else ''}"
+            key = f"{folder}student.{ext}"
             put = storage.put_file(key, Path(path))
             file_id = new_id("file")
-            filename = f"student-{self.c.job_id}.{EXTENSIONS[fmt]}"
+            filename = f"student-{self.c.job_id}{'-' + tag if tag else ''}.{ext}"
             rows.append(
                 StoredFile(
                     id=file_id,
@@ -478,8 +483,25 @@ class Run:
                 "size_bytes": put.size_bytes,
                 "filename": filename,
             }
+        return artifacts
+
+    def _publish(self, result: Outcome) -> None:
+        """Store the students under keys derived from the job, then finish in one transaction.
+        A sweep's candidates each get a folder; the chosen one's files are also the job's."""
+        storage = get_storage()
+        rows: list[StoredFile] = []
+        if result.candidates:
+            listed = [
+                self._store_files(files, f"candidate-{i}", rows)
+                for i, files in enumerate(result.candidates)
+            ]
+            artifacts: dict[str, Any] = dict(listed[result.report.chosen or 0])
+            artifacts[CANDIDATES] = listed
+        else:
+            artifacts = self._store_files(result.files, "", rows)
+        published = {f: a for f, a in artifacts.items() if f != CANDIDATES}
         report = result.report.model_copy(
-            update={"student_files": {f: a["sha256"] for f, a in artifacts.items()}}
+            update={"student_files": {f: a["sha256"] for f, a in published.items()}}
         ).model_dump(mode="json")
         with session_scope() as session:
             finished = JobRepository(session).finish(
@@ -493,7 +515,7 @@ class Run:
                 for row in rows:
                     StoredFileRepository(session).add(row)
         if not finished:
-            for art in artifacts.values():
+            for art in every_artifact(artifacts):
                 storage.delete(art["key"])
             return
         observe_stages(report)

@@ -17,6 +17,7 @@ from api.errors import NotFound
 from api.openapi import problems
 from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
+from core.artifacts import student_artifact
 from core.contracts import Report
 from core.enums import TERMINAL, ExportFormat, JobStatus
 from core.errors import ErrorCode
@@ -135,7 +136,8 @@ def get_report(job_id: str, uow: UoW, tenant_id: TenantId) -> Any:
         304: {"description": "Not modified (If-None-Match)"},
         **problems(ErrorCode.RANGE_NOT_SATISFIABLE),
     },
-    summary="Download the student (ETag = sha256, Range supported)",
+    summary="Download the student (ETag = sha256, Range supported); a sweep's candidate N "
+    "with candidate=N (default: the chosen one)",
 )
 def download_student(
     job_id: str,
@@ -143,11 +145,17 @@ def download_student(
     uow: UoW,
     tenant_id: TenantId,
     format: ExportFormat = ExportFormat.ONNX,
+    candidate: Annotated[
+        int | None,
+        Query(ge=0, description="a sweep's candidate (the report's candidates[].index)"),
+    ] = None,
 ) -> Response:
     job = service.get_job(uow, tenant_id=tenant_id, job_id=job_id)
-    artifact = (job.artifacts or {}).get(format) if job.status == JobStatus.SUCCEEDED else None
+    succeeded = job.status == JobStatus.SUCCEEDED
+    artifact = student_artifact(job.artifacts, format, candidate) if succeeded else None
     if artifact is None:
-        raise NotFound(f"job {job_id!r} has no {format} student ({job.status})")
+        which = "" if candidate is None else f" candidate {candidate}"
+        raise NotFound(f"job {job_id!r} has no {format} student{which} ({job.status})")
     return file_response(request, artifact)
 
 

@@ -16,6 +16,7 @@ from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import enqueue
 from api.services.quotas import check_active_jobs
+from core.artifacts import every_artifact, student_formats
 from core.db import get_engine
 from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
@@ -152,7 +153,40 @@ def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[
     channels = shape[0] if shape else 1
     if mean is not None and len(mean) not in (1, channels):
         raise _invalid("preprocessing.mean", f"give 1 or {channels} values (one per channel)")
+    _check_sweep(spec)
+    if spec.baseline:
+        _check_baseline(uow, tenant_id, spec, transfer)
     return teachers, transfer
+
+
+def _check_sweep(spec: JobSpec) -> None:
+    if spec.sweep is None:
+        return
+    if spec.soft_label_mode != "cached":
+        raise _invalid(
+            "sweep",
+            "every student of a sweep learns from one stored soft-label pass: it needs "
+            'distillation.soft_labels "cached", no augmentation and the "kd" loss (those run '
+            "the teacher online)",
+        )
+    fixed = spec.student.max_parameters is not None or spec.student.hidden is not None
+    if spec.sweep.size_ratio is not None and fixed:
+        raise _invalid(
+            "sweep.size_ratio",
+            "student.max_parameters or student.hidden fixes the student's size: every size "
+            "ratio would give the same student",
+        )
+
+
+def _check_baseline(uow: UnitOfWork, tenant_id: str, spec: JobSpec, transfer: Dataset) -> None:
+    """A hard-label baseline trains on the transfer set's labels and is scored on the eval
+    set's: both need them."""
+    if not transfer.has_labels:
+        raise _invalid("baseline", "the transfer set has no labels to train a baseline on")
+    if spec.eval_dataset_id is not None:
+        evalset = DatasetRepository(uow.session).get_for_tenant(tenant_id, spec.eval_dataset_id)
+        if evalset is not None and not evalset.has_labels:
+            raise _invalid("baseline", "the eval set has no labels to score a baseline on")
 
 
 def _request_hash(spec: JobSpec) -> str:
@@ -237,7 +271,7 @@ def delete(uow: UnitOfWork, storage: Storage, *, tenant_id: str, job_id: str) ->
         raise Conflict(f"the job is {job.status}: cancel it first, or wait until it ends")
     files = StoredFileRepository(uow.session)
     keys = []
-    for artifact in (job.artifacts or {}).values():
+    for artifact in every_artifact(job.artifacts):
         stored = files.get(artifact["file_id"])
         if stored is not None:
             files.delete(stored)
@@ -287,5 +321,5 @@ def job_view(job: Job | Row[Any]) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "report": job.report if job.status == JobStatus.SUCCEEDED else None,
         "attempt": job.attempt,
-        "student_formats": sorted(job.artifacts or {}),
+        "student_formats": student_formats(job.artifacts),
     }

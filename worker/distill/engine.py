@@ -47,6 +47,7 @@ from worker.distill.stages import (
     time_teacher_stage,
     train_stage,
 )
+from worker.distill.sweep import run_sweep
 from worker.distill.targets import make_targets
 
 SAMPLE_ROWS = 256  # rows of real eval data for the export checks and the speed timings
@@ -68,6 +69,8 @@ class DistillResult:
     files: dict[str, Path]
     report: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
+    # A sweep's: every candidate's files, by index (``files`` is the chosen one's).
+    candidates: list[dict[str, Path]] = field(default_factory=list)
 
 
 def run_distillation(
@@ -197,6 +200,9 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
         check_inputs(ctx.teachers, held, "eval dataset")
     splits = split_stage(transfer, held, ctx.spec.training)
     soft = soft_label_stage(ctx, transfer)
+    if ctx.spec.sweep is not None or ctx.spec.baseline:
+        swept = run_sweep(ctx, splits, soft, SAMPLE_ROWS)
+        return DistillResult(swept.files, swept.report, swept.metrics, swept.candidates)
     student = student_stage(ctx, splits.train)
     reference = teacher_eval_stage(ctx, splits.eval)
     targets = make_targets(

@@ -69,4 +69,8 @@ def run_from_request(
         files={fmt: str(path) for fmt, path in result.files.items()},  # type: ignore[misc]
         report=report,
         metrics=result.metrics,
+        candidates=[
+            {fmt: str(path) for fmt, path in files.items()}  # type: ignore[misc]
+            for files in result.candidates
+        ],
     )
