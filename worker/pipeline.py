@@ -553,22 +553,29 @@ def _run_job(job_id: str) -> None:
         raise  # queued again already; the task's retry publishes it for the next worker
     except OSError as exc:
         if not is_disk_full(exc):
-            _give_back(job_id, claimed.attempt)
+            _give_back(job_id, claimed.attempt, settings, exc)
             raise
         with session_scope() as session:
             JobRepository(session).fail(
                 job_id, claimed.attempt, code=ErrorCode.STORAGE_FULL, message=str(exc)
             )
-    except TRANSIENT:
-        _give_back(job_id, claimed.attempt)
+    except TRANSIENT as exc:
+        _give_back(job_id, claimed.attempt, settings, exc)
         raise
 
 
-def _give_back(job_id: str, attempt: int) -> None:
+def _give_back(job_id: str, attempt: int, settings: Settings, exc: Exception) -> None:
     """Give the job back at once so that the retry (with backoff) can claim it again; if the
-    database itself is down, the lease runs out and the sweep re-publishes it."""
+    database itself is down, the lease runs out and the sweep re-publishes it. On the last
+    attempt nothing could claim it again: it fails, saying what kept going wrong."""
     with contextlib.suppress(*TRANSIENT), session_scope() as session:
-        JobRepository(session).release(job_id, attempt)
+        jobs = JobRepository(session)
+        if attempt < settings.max_attempts:
+            jobs.release(job_id, attempt)
+            return
+        log.error("job %s: last attempt (%s) failed", job_id, attempt, exc_info=exc)
+        message = f"{attempt} attempts failed; the last with {type(exc).__name__}: {exc}"
+        jobs.fail(job_id, attempt, code=ErrorCode.INTERNAL, message=message[:500])
 
 
 def reclaim_orphans(publish: Any) -> int:

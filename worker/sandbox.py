@@ -48,6 +48,7 @@ from core.contracts import (
     SoftLabelsEvent,
     parse_event,
 )
+from core.enums import ExportFormat
 from core.errors import ErrorCode
 from core.settings import Settings, get_settings
 from worker import bwrap
@@ -273,8 +274,12 @@ class Child:
                 continue
             event = parse_event(line)
             if isinstance(event, Outcome) and self.sandboxed:
-                files = {fmt: str(self.outside(path)) for fmt, path in event.files.items()}
-                event = event.model_copy(update={"files": files})
+                event = event.model_copy(
+                    update={
+                        "files": self._outside_files(event.files),
+                        "candidates": [self._outside_files(c) for c in event.candidates],
+                    }
+                )
                 self._keep_cache()
             elif isinstance(event, SoftLabelsEvent) and self.sandboxed:
                 self._keep_cache()  # finished labels: the worker copies them to the store
@@ -283,6 +288,9 @@ class Child:
             yield event
             if isinstance(event, ErrorEvent):
                 return
+
+    def _outside_files(self, files: dict[ExportFormat, str]) -> dict[ExportFormat, str]:
+        return {fmt: str(self.outside(path)) for fmt, path in files.items()}
 
     def kill(self) -> None:
         """Stop the child. One that wrote its last line gets EXIT_GRACE_S to end on its own:
