@@ -7,19 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from core.keys import ensure_tenant
 from core.settings import get_settings
-from models import Job, new_id
 from models.job_repository import JobRepository
+from tests.models.test_job_repository import _job
 from worker.pipeline import _give_back
-
-
-def _job(session: Session) -> str:
-    tenant = ensure_tenant(session, "t")
-    job = Job(id=new_id("job"), tenant_id=tenant.id, epochs=1, spec={}, metrics={}, artifacts={})
-    JobRepository(session).add(job, [], {})
-    session.commit()
-    return job.id
 
 
 def test_a_transient_fault_releases_the_job_then_fails_it_on_the_last_attempt(
