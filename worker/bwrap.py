@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 SANDBOX_UID = 65534  # "nobody": owns no file of the host
 JOB_DIR = Path("/job")  # where the job folder appears inside the sandbox
+TMP = Path("/tmp")
 INPUTS = "inputs"  # the job folder's read-only part: hard links to the uploads
 SHM_BYTES = 512 * 1024 * 1024  # data-loader workers' shared memory, private and bounded
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -141,7 +142,9 @@ def _system_mounts() -> list[str]:
     # bwrap would make the folders above a mount point 0700: unreadable to the sandbox's user.
     parents = {parent for path in code for parent in path.parents if parent != Path("/")}
     for parent in sorted(parents - code):
-        args += ["--perms", "0755", "--dir", str(parent)]
+        # A checkout under /tmp: /tmp is then a folder of the sandbox's own (see bwrap_argv).
+        perms = "1777" if parent == TMP else "0755"
+        args += ["--perms", perms, "--dir", str(parent)]
     for path in sorted(code):
         args += ["--ro-bind", str(path), str(path)]
     args += ["--ro-bind-try", "/sys", "/sys"]
@@ -167,6 +170,15 @@ def _hidden(private: list[Path], system: list[str]) -> list[str]:
         if any(path.is_relative_to(source) for source in mounted):
             args += ["--tmpfs", str(path)]
     return args
+
+
+def _tmp(system: list[str]) -> list[str]:
+    """``/tmp`` is the job's ``tmp`` folder, unless code is mounted below it (a checkout
+    under /tmp): then it stays the sandbox's own folder (in memory, gone with the sandbox)
+    and ``TMPDIR`` still points into the job folder."""
+    if any(Path(arg).is_relative_to(TMP) for arg in system if arg.startswith("/")):
+        return []
+    return ["--symlink", str(JOB_DIR / "tmp"), str(TMP)]
 
 
 def _identity() -> tuple[list[str], list[str]]:
@@ -207,7 +219,7 @@ def bwrap_argv(jobdir: Path, private: list[Path]) -> list[str]:
         *("--proc", "/proc", "--dev", "/dev"),
         *("--size", str(SHM_BYTES), "--perms", "1777", "--tmpfs", "/dev/shm"),
         *("--bind", str(jobdir), str(JOB_DIR)),
-        *("--symlink", str(JOB_DIR / "tmp"), "/tmp"),
+        *_tmp(system),
         *("--ro-bind", str(jobdir / INPUTS), str(JOB_DIR / INPUTS)),
         *("--chdir", str(JOB_DIR)),
         "--",

@@ -209,3 +209,10 @@ def test_a_spare_that_dies_after_adopting_leaves_the_jobs_checkpoints(
     pipeline._spare = spare
     assert pipeline._take_spare(settings, _dataset(tmp_path), jobdir) is None
     assert (jobdir / "engine" / "last.pt").read_bytes() == b"checkpoint"
+
+
+def test_tmp_is_the_jobs_folder_unless_a_checkout_under_tmp_is_mounted_there() -> None:
+    """A project checked out under /tmp (CI's clean clones) has its code mounted below
+    /tmp: the sandbox keeps /tmp as its own folder then (bwrap cannot symlink over it)."""
+    assert bwrap._tmp(["--ro-bind", "/usr", "/usr"]) == ["--symlink", "/job/tmp", "/tmp"]
+    assert bwrap._tmp(["--perms", "1777", "--dir", "/tmp", "--ro-bind", "/tmp/ci", "/tmp/ci"]) == []
