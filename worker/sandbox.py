@@ -263,8 +263,10 @@ class Child:
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr_tail.append(line.rstrip())
+        # ``close`` may close the pipe under us (after a bounded join): the read ends there.
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.proc.stderr:
+                self.stderr_tail.append(line.rstrip())
 
     def lines(self) -> Iterator[AnyEvent]:
         """The child's events; a line that is not one ends the stream as an ``ErrorEvent``."""

@@ -22,6 +22,10 @@ from worker.distill.data import inspect_dataset
 from worker.distill.errors import UserError
 from worker.distill.teachers import load_teacher
 
+# Sandboxed validations measured from outside: the whole suite runs them, the fast lane
+# does not.
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 # The goal: any upload of 10 MB or less is answered with at most this much memory
 # more than validating a tiny valid file takes (the child's imports: torch, numpy, ORT).
@@ -125,8 +129,6 @@ from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.settings import get_settings
 from worker.sandbox import SandboxError, run_once
 
-# Real jobs through worker processes: the whole suite runs them, the fast lane does not.
-pytestmark = pytest.mark.slow
 op, fmt, path = sys.argv[1:]
 kind = InspectTeacherRequest if op == "teacher" else InspectDatasetRequest
 try:
