@@ -15,6 +15,9 @@ from tests.factories import digits, npz_bytes
 
 SWEEP = {"temperature": [2.0, 6.0], "size_ratio": [0.05, 0.3]}
 
+# Real jobs and deliveries through worker processes: not in the fast lane.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def client(jobs_client: TestClient) -> TestClient:

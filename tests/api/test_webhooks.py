@@ -16,6 +16,9 @@ from tests.conftest import truncate, wait_for
 
 WEBHOOK_TABLES = ("webhooks", "webhook_messages", "webhook_attempts")
 
+# Real jobs and deliveries through worker processes: not in the fast lane.
+pytestmark = pytest.mark.slow
+
 
 def _hook(client: TestClient, url: str, events: list[str] | None = None) -> dict[str, Any]:
     resp = client.post("/v1/webhooks", json={"url": url, "events": events or ["job.cancelled"]})

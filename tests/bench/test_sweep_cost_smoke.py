@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_sweep_cost_prints_its_ratio(tmp_path: Path) -> None:
     done = subprocess.run(
         [

@@ -85,6 +85,7 @@ def test_refused_publish_stays_in_the_outbox_until_drained(db: str, broker: Brok
     assert _take_queued(GPU_QUEUE, "job_outbox_probe")
 
 
+@pytest.mark.slow
 def test_upload_while_the_broker_is_down_is_validated_after_the_sweep(
     worker: object, broker: Broker, monkeypatch: Any
 ) -> None:

@@ -42,6 +42,7 @@ def _result(child: Child) -> AnyEvent:
         child.close()
 
 
+@pytest.mark.slow
 def test_a_preloaded_child_takes_its_request_later(tmp_path: Path) -> None:
     os.environ["STILLHOUSE_SECRET_FOR_TEST"] = "x"
     try:
@@ -73,6 +74,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, torch_threads=1, sandbox_cpu_seconds=120)
 
 
+@pytest.mark.slow
 def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) -> None:
     pipeline.start_spare(settings)
     spare = pipeline._spare
@@ -181,6 +183,7 @@ def test_without_bwrap_nothing_runs_unless_the_operator_opts_out(
         bwrap._probe.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_path: Path) -> None:
     pipeline.start_spare(settings)
     spare = pipeline._spare
@@ -195,6 +198,7 @@ def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_
     assert isinstance(_result(child), DatasetInfo)
 
 
+@pytest.mark.slow
 def test_a_spare_that_dies_after_adopting_leaves_the_jobs_checkpoints(
     settings: Settings, tmp_path: Path
 ) -> None:
