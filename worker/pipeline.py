@@ -316,28 +316,14 @@ class Run:
             with session_scope() as session:
                 record = event.record.model_dump()
                 HistoryRepository(session).add_epoch(self.c.job_id, self.c.attempt, record)
-        elif isinstance(event, SoftLabelsEvent):
-            with session_scope() as session:
-                holds = JobRepository(session).fenced_event(
-                    self.c.job_id, self.c.attempt, JobEventKind.SOFT_LABELS, key=event.key
-                )
-            if holds:
-                self._mirror(lambda: self.soft_labels.push(event.key))
-        elif isinstance(event, CheckpointEvent | ResumedEvent):
-            kind = JobEventKind(event.event)
-            with session_scope() as session:
-                if isinstance(event, ResumedEvent):
-                    records = [r.model_dump() for r in event.records]
-                    HistoryRepository(session).add_missing_epochs(
-                        self.c.job_id, self.c.attempt, records
-                    )
-                holds = JobRepository(session).fenced_event(
-                    self.c.job_id, self.c.attempt, kind, epoch=event.epoch, step=event.step
-                )
-            # Only while this attempt holds the job: a zombie worker must not overwrite the
-            # checkpoint that the attempt which took over resumes from.
-            if holds and isinstance(event, CheckpointEvent):
+        elif isinstance(event, CheckpointEvent | ResumedEvent | SoftLabelsEvent):
+            # Copies only while this attempt holds the job: a zombie worker must not overwrite
+            # the checkpoint that the attempt which took over resumes from.
+            held = self._record(event)
+            if held and isinstance(event, CheckpointEvent):
                 self._mirror(self.mirror.push)
+            elif held and isinstance(event, SoftLabelsEvent):
+                self._mirror(lambda: self.soft_labels.push(event.key))
         elif isinstance(event, Outcome):
             self._flush_progress(force=True)
             self.soft_labels.wait()
@@ -434,6 +420,19 @@ class Run:
         with session_scope() as session:
             JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
         self._mirror(self.mirror.drop)
+
+    def _record(self, event: CheckpointEvent | ResumedEvent | SoftLabelsEvent) -> bool:
+        """Store the event in the job's history (a resumed run's also the epochs its
+        checkpoint had finished that no attempt stored); False once the lease was lost."""
+        data = event.model_dump(mode="json", exclude={"event", "records"})
+        with session_scope() as session:
+            if isinstance(event, ResumedEvent):
+                records = [r.model_dump() for r in event.records]
+                HistoryRepository(session).add_missing_epochs(
+                    self.c.job_id, self.c.attempt, records
+                )
+            kind = JobEventKind(event.event)
+            return JobRepository(session).fenced_event(self.c.job_id, self.c.attempt, kind, **data)
 
     def _pull_soft_labels(self) -> None:
         """The soft labels an earlier attempt computed, fetched when this host lacks them."""
