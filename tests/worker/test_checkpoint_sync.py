@@ -4,14 +4,14 @@ last, older tensors removed, pulled by another host's folder, dropped whole at t
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import pytest
 
 from core.s3storage import S3Storage
 from core.storage import LocalStorage
-from tests.s3server import make_bucket, s3_endpoint  # noqa: F401 - the fixture
+from tests.core.test_s3_storage import storage  # noqa: F401 - the fixture (a fresh bucket)
+from tests.s3server import s3_endpoint  # noqa: F401 - the fixture
 from worker.checkpoint_sync import POINTER, CheckpointMirror, SoftLabelMirror, soft_labels_file
 
 
@@ -28,19 +28,7 @@ def _checkpoint(folder: Path, step: int) -> bytes:
     return pointer
 
 
-@pytest.fixture
-def storage(s3_endpoint: str, tmp_path: Path) -> S3Storage:  # noqa: F811
-    bucket = f"t-{secrets.token_hex(6)}"
-    make_bucket(s3_endpoint, bucket)
-    return S3Storage(
-        f"s3://{bucket}/mirror",
-        cache_dir=tmp_path / "cache",
-        cache_max_bytes=1 << 20,
-        endpoint_url=s3_endpoint,
-    )
-
-
-def test_push_pull_and_drop_through_s3(storage: S3Storage, tmp_path: Path) -> None:
+def test_push_pull_and_drop_through_s3(storage: S3Storage, tmp_path: Path) -> None:  # noqa: F811
     here = CheckpointMirror(storage, "job_1", tmp_path / "host-a")
     assert not here.push()  # no checkpoint yet
     _checkpoint(tmp_path / "host-a", 5)
@@ -64,8 +52,8 @@ def test_push_pull_and_drop_through_s3(storage: S3Storage, tmp_path: Path) -> No
 
 
 def test_the_local_store_copies_nothing(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "data")
-    mirror = CheckpointMirror(storage, "job_1", tmp_path / "work")
+    local = LocalStorage(tmp_path / "data")
+    mirror = CheckpointMirror(local, "job_1", tmp_path / "work")
     _checkpoint(tmp_path / "work", 5)
     assert not mirror.push() and not mirror.pull()
     mirror.drop()
@@ -76,7 +64,8 @@ KEY = "ab" * 32
 
 
 def test_soft_labels_are_copied_once_and_fetched_where_missing(
-    storage: S3Storage, tmp_path: Path
+    storage: S3Storage,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     here = SoftLabelMirror(storage, tmp_path / "host-a")
     (tmp_path / "host-a").mkdir()
