@@ -70,6 +70,14 @@ class HandedBack(OSError):
     """This worker is stopping: the job checkpointed and went back to the queue."""
 
 
+class PastTimeLimit(Exception):
+    """The attempt ran past ``job_soft_time_limit_s``: the job fails with ``time_limit``.
+
+    The run checks its own deadline at every poll: Celery's soft limit (the same number, a
+    signal that raises wherever the pool process happens to be) stays as the backstop, but a
+    signal landing inside a step that tolerates failures would be swallowed there."""
+
+
 # Faults worth a retry: the database, the broker or storage going away for a while (and the
 # two above: the retry of a job that went back to the queue).
 TRANSIENT = (OperationalError, OSError)
@@ -243,6 +251,7 @@ class Run:
         self.last_write = 0.0
         self.last_beat = time.monotonic()
         self.last_poll = 0.0
+        self.deadline = self.last_beat + settings.job_soft_time_limit_s
         self.pending: ProgressEvent | None = None
         self.written_key: tuple[Any, ...] = ()
         self.stage: str | None = None
@@ -343,9 +352,11 @@ class Run:
         return False
 
     def _tick(self, workdir: Path) -> bool:
-        """The cancel and stop check (every STOP_POLL_S) and the heartbeat (every
-        heartbeat_seconds). False when the lease was taken over."""
+        """The time limit, the cancel and stop check (every STOP_POLL_S) and the heartbeat
+        (every heartbeat_seconds). False when the lease was taken over."""
         now = time.monotonic()
+        if now >= self.deadline:
+            raise PastTimeLimit()
         if now - self.last_poll >= STOP_POLL_S:
             self.last_poll = now
             with session_scope() as session:
@@ -446,6 +457,8 @@ class Run:
         """Copy or drop job state in the store; a failure costs only the copy, not the job."""
         try:
             action()
+        except SoftTimeLimitExceeded:
+            raise  # Celery's limit, come while copying: the job's end, not the copy's
         except Exception as exc:
             log.warning("job %s: checkpoint copy in storage failed: %s", self.c.job_id, exc)
 
@@ -540,7 +553,8 @@ def _run_job(job_id: str) -> None:
             Run(claimed, settings).execute()
         finally:
             start_spare(settings)  # for the next job, while this worker waits for it
-    except SoftTimeLimitExceeded:
+    except (SoftTimeLimitExceeded, PastTimeLimit):
+        log.warning("job %s: past the time limit of %s s", job_id, settings.job_soft_time_limit_s)
         with session_scope() as session:
             JobRepository(session).fail(
                 job_id,
