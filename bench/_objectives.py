@@ -25,6 +25,12 @@ def add_objective_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='the distilled jobs\' augmentation, as JSON: {"shift": 2, "noise": 0.1}',
     )
+    parser.add_argument(
+        "--augment-hard",
+        action="store_true",
+        help="the hard-label jobs get the same augmentation (a twin trained as long, on the "
+        "same views, without the teacher)",
+    )
 
 
 def distillation(args: argparse.Namespace, temperature: float, alpha: float) -> dict[str, Any]:
@@ -36,15 +42,18 @@ def distillation(args: argparse.Namespace, temperature: float, alpha: float) -> 
 
 
 def augmentation(args: argparse.Namespace, alpha: float) -> dict[str, Any]:
-    """``{"augmentation": ...}`` for a distilled job when asked, else nothing."""
-    return {"augmentation": args.augmentation} if args.augmentation and alpha < 1.0 else {}
+    """``{"augmentation": ...}`` for a distilled job when asked (a hard-label job too with
+    ``--augment-hard``), else nothing."""
+    wanted = alpha < 1.0 or getattr(args, "augment_hard", False)
+    return {"augmentation": args.augmentation} if args.augmentation and wanted else {}
 
 
 def describe(args: argparse.Namespace) -> str:
     """One sentence for the tables: what the distilled jobs ran."""
     loss = f"kd_jacobian (weight {args.jacobian_weight:g})" if args.loss == "kd_jacobian" else "kd"
     aug = json.dumps(args.augmentation) if args.augmentation else "none"
-    return f"Distilled jobs: loss {loss}, augmentation {aug}."
+    hard = "the same" if args.augment_hard and args.augmentation else "none"
+    return f"Distilled jobs: loss {loss}, augmentation {aug}. Hard-label jobs: augmentation {hard}."
 
 
 def needs_images(args: argparse.Namespace) -> bool:

@@ -3,6 +3,8 @@
     python -m bench.small_sets            # the real run (a few minutes on 2 CPU cores)
     python -m bench.small_sets --quick    # smoke run for make test
     python -m bench.small_sets --loss kd_jacobian --augmentation '{"noise": 0.05}'
+    python -m bench.small_sets --sets mnist1d --students cnn1d --seeds 0,1 \
+        --student-epochs 300 --augmentation '{"mixup": 1.0}'   # distilled vs hard, paired
 
 scikit-learn's 8×8 digits (1,797 real images, shipped in the wheel) as 1×8×8 images, and
 MNIST-1D (Greydanus 2020; generated locally by the mnist1d package: 4,000 + 1,000 signals of
@@ -140,10 +142,41 @@ def export(model: nn.Module, example: np.ndarray, path: Path) -> Path:
     return path
 
 
+def paired_difference(
+    distilled: np.ndarray, hard: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
+    """Accuracy of ``distilled`` minus that of ``hard`` on the same test samples, and the
+    standard error of that difference from the discordant pairs (the samples exactly one
+    of the two gets right), in points."""
+    n = len(y)
+    b = int(((distilled == y) & (hard != y)).sum())
+    c = int(((distilled != y) & (hard == y)).sum())
+    diff = (b - c) / n
+    se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    return 100 * diff, 100 * se
+
+
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (make test)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument(
+        "--sets", type=_list, default=["digits", "mnist1d"], help="digits,mnist1d (default both)"
+    )
+    parser.add_argument(
+        "--students", type=_list, default=None, help="only these architectures (e.g. cnn1d)"
+    )
+    parser.add_argument("--student-epochs", type=int, default=None, help="default 60")
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(n) for n in _list(text)],
+        default=[0],
+        help="the students' training seeds (each a distilled and a hard-label job)",
+    )
     objective.add_objective_args(parser)
     args = parser.parse_args(argv)
     if args.threads:
@@ -152,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     name = ("small_sets_quick" if args.quick else "small_sets") + (
         "" if args.loss == "kd" and not args.augmentation else "_objective"
     )
+    if args.sets != ["digits", "mnist1d"] or args.students or args.seeds != [0]:
+        name += "_" + "_".join(args.sets + (args.students or []))
+    student_epochs = args.student_epochs or (20 if args.quick else 60)
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
     # --quick: enough epochs on a few hundred samples to learn (the smoke test asserts a floor).
@@ -161,10 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     # The teachers' initial weights (``train`` seeds only their training): the same teachers
     # every run, so runs with other student options compare students, not teachers.
     torch.manual_seed(0)
-    for label, loader, teacher, students, anchor in (
-        ("digits (sklearn, 1×8×8)", digits, digits_teacher(), ("mlp", "cnn"), "-"),
-        ("MNIST-1D (1×40)", mnist1d, mnist1d_teacher(), ("mlp", "cnn1d"), "MLP 68 %, CNN 94 %"),
+    for key, label, loader, teacher, students, anchor in (
+        ("digits", "digits (sklearn, 1×8×8)", digits, digits_teacher(), ("mlp", "cnn"), "-"),
+        (
+            "mnist1d",
+            "MNIST-1D (1×40)",
+            mnist1d,
+            mnist1d_teacher(),
+            ("mlp", "cnn1d"),
+            "MLP 68 %, CNN 94 %",
+        ),
     ):
+        if key not in args.sets:
+            continue
+        if args.students:
+            students = tuple(a for a in students if a in args.students)
         x, y, xt, yt = loader(args.quick)
         t0 = time.perf_counter()
         train(teacher, x, y, teacher_epochs)
@@ -173,11 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
-        sets.append(
-            SmallSet(label, x, y, xt, yt, teacher, students, 20 if args.quick else 60, anchor)
-        )
+        sets.append(SmallSet(label, x, y, xt, yt, teacher, students, student_epochs, anchor))
 
     rows: list[list[Any]] = []
+    kinds_names = ("distilled", "hard labels")
     with Service(out, threads=args.threads) as svc:
         jobs = []
         for i, s in enumerate(sets):
@@ -189,24 +235,28 @@ def main(argv: list[str] | None = None) -> int:
                 (("distilled", 0.1),) if args.quick else (("distilled", 0.1), ("hard labels", 1.0))
             )
             for arch in s.students[:1] if args.quick else s.students:
-                for how, alpha in kinds:
-                    spec = {
-                        "teacher_ids": [t_id],
-                        "dataset_id": d_id,
-                        "eval_dataset_id": e_id,
-                        "student": {"architecture": arch},
-                        "distillation": objective.distillation(args, 4.0, alpha),
-                        "training": {"epochs": s.epochs},
-                        **objective.augmentation(args, alpha),
-                    }
-                    jobs.append((s, arch, how, svc.submit(spec)))
-        for s, arch, how, job_id in jobs:
+                for seed in args.seeds:
+                    for how, alpha in kinds:
+                        spec = {
+                            "teacher_ids": [t_id],
+                            "dataset_id": d_id,
+                            "eval_dataset_id": e_id,
+                            "student": {"architecture": arch},
+                            "distillation": objective.distillation(args, 4.0, alpha),
+                            "training": {"epochs": s.epochs, "seed": seed},
+                            **objective.augmentation(args, alpha),
+                        }
+                        jobs.append((s, arch, how, seed, svc.submit(spec)))
+        predictions: dict[tuple[str, str, str, int], np.ndarray] = {}
+        for s, arch, how, seed, job_id in jobs:
             report, onnx = svc.finish(job_id, out / "students")
-            recount = float((onnx_predict(onnx, s.x_test) == s.y_test).mean())
+            predicted = onnx_predict(onnx, s.x_test)
+            predictions[(s.name, arch, how, seed)] = predicted
+            recount = float((predicted == s.y_test).mean())
             rows.append(
                 [
                     s.name,
-                    f"{arch}, {how}",
+                    f"{arch}, {how}" + (f", seed {seed}" if len(args.seeds) > 1 else ""),
                     f"{report['teacher']['parameters']:,}",
                     f"{report['student']['parameters']:,}",
                     f"{report['compression_ratio']:.1f}×",
@@ -216,7 +266,19 @@ def main(argv: list[str] | None = None) -> int:
                     s.anchor,
                 ]
             )
-            print(f"  {s.name} {arch} {how}: {100 * recount:.1f} %", flush=True)
+            print(f"  {s.name} {arch} {how} seed {seed}: {100 * recount:.1f} %", flush=True)
+
+    # Distilled minus hard-label accuracy, per student seed, on the same test samples.
+    paired: list[list[Any]] = []
+    for s in sets:
+        for arch in s.students:
+            for seed in args.seeds:
+                pair = [predictions.get((s.name, arch, how, seed)) for how in kinds_names]
+                if pair[0] is None or pair[1] is None:
+                    continue
+                diff, se = paired_difference(pair[0], pair[1], s.y_test)
+                ratio = f"{diff / se:+.1f}" if se else "n/a"
+                paired.append([s.name, arch, seed, f"{diff:+.1f}", f"{se:.1f}", ratio])
 
     headers = [
         "set",
@@ -234,14 +296,28 @@ def main(argv: list[str] | None = None) -> int:
             f"## Small sets{' (QUICK SMOKE RUN: not a result)' if args.quick else ''}",
             "",
             f"Machine: {machine()}. Teachers: {teacher_epochs} epochs here; students: "
-            f"{sets[0].epochs} epochs through the service, default spec (size_ratio 0.1, T 4), "
+            f"{student_epochs} epochs through the service, default spec (size_ratio 0.1, T 4), "
             "alpha 0.1 (distilled) or 1.0 (hard labels only). Accuracy on the test split "
-            f"({len(sets[0].x_test)} digits, {len(sets[1].x_test)} MNIST-1D signals), "
+            f"({', '.join(f'{s.name}: {len(s.x_test)}' for s in sets)} samples), "
             "recounted on the downloaded ONNX student; agreement from the service's report. "
             + objective.describe(args),
             "",
             markdown_table(headers, rows),
             "",
+            *(
+                [
+                    "Distilled minus hard-label accuracy on the same test samples (points); "
+                    "the standard error from the samples exactly one of the two gets right:",
+                    "",
+                    markdown_table(
+                        ["set", "student", "seed", "difference", "standard error", "in SEs"],
+                        paired,
+                    ),
+                    "",
+                ]
+                if paired
+                else []
+            ),
             f"Wall time {(time.perf_counter() - started) / 60:.1f} min.",
         ]
     )
