@@ -55,6 +55,7 @@ class SmallSet:
     students: tuple[str, ...]  # architectures
     epochs: int
     anchor: str
+    unlabeled: np.ndarray | None = None  # extra label-free transfer samples (--unlabeled)
 
 
 def digits(quick: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -80,6 +81,17 @@ def mnist1d(quick: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     data = make_dataset(args)  # generated here: no download
     x, xt = (np.asarray(data[k], dtype=np.float32)[:, None, :] for k in ("x", "x_test"))
     return x, np.asarray(data["y"], np.int64), xt, np.asarray(data["y_test"], np.int64)
+
+
+def mnist1d_unlabeled(n: int) -> np.ndarray:
+    """``n`` more signals from the same generator, with another seed (so none of them is a
+    training or test signal), normalised as the generator normalises each set it makes;
+    their labels are dropped."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed, args.num_samples, args.train_split = 1042, n, 1.0
+    return np.asarray(make_dataset(args)["x"], dtype=np.float32)[:, None, :]
 
 
 def digits_teacher() -> nn.Module:
@@ -172,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--student-epochs", type=int, default=None, help="default 60")
     parser.add_argument(
+        "--unlabeled",
+        type=int,
+        default=0,
+        help="MNIST-1D: the distilled jobs' transfer set is the training signals plus this "
+        "many more from the generator, all without labels; the hard-label twins train on the "
+        "labeled signals alone, for as many steps",
+    )
+    parser.add_argument(
         "--seeds",
         type=lambda text: [int(n) for n in _list(text)],
         default=[0],
@@ -187,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.sets != ["digits", "mnist1d"] or args.students or args.seeds != [0]:
         name += "_" + "_".join(args.sets + (args.students or []))
+    if args.unlabeled:
+        name += f"_unlabeled{args.unlabeled}"
     student_epochs = args.student_epochs or (20 if args.quick else 60)
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
-        sets.append(SmallSet(label, x, y, xt, yt, teacher, students, student_epochs, anchor))
+        extra = mnist1d_unlabeled(args.unlabeled) if key == "mnist1d" and args.unlabeled else None
+        sets.append(SmallSet(label, x, y, xt, yt, teacher, students, student_epochs, anchor, extra))
 
     rows: list[list[Any]] = []
     kinds_names = ("distilled", "hard labels")
@@ -230,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
             t_id = svc.upload("teachers", export(s.teacher, s.x_train, out / f"teacher{i}.pt2"))
             d_id = svc.upload("datasets", save_npz(out / f"train{i}.npz", s.x_train, s.y_train))
             e_id = svc.upload("datasets", save_npz(out / f"test{i}.npz", s.x_test, s.y_test))
+            epochs = {"distilled": s.epochs, "hard labels": s.epochs}
+            transfer = {"distilled": d_id, "hard labels": d_id}
+            if s.unlabeled is not None:
+                both = np.concatenate([s.x_train, s.unlabeled])
+                transfer["distilled"] = svc.upload(
+                    "datasets", save_npz(out / f"transfer{i}_unlabeled.npz", both)
+                )
+                # As many optimizer steps as the distilled jobs, on the labeled signals alone.
+                epochs["hard labels"] = round(s.epochs * len(both) / len(s.x_train))
             # --quick: one distilled student per set (each job has ~20 s of fixed cost here).
             kinds = (
                 (("distilled", 0.1),) if args.quick else (("distilled", 0.1), ("hard labels", 1.0))
@@ -239,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                     for how, alpha in kinds:
                         spec = {
                             "teacher_ids": [t_id],
-                            "dataset_id": d_id,
+                            "dataset_id": transfer[how],
                             "eval_dataset_id": e_id,
                             "student": {"architecture": arch},
                             "distillation": objective.distillation(args, 4.0, alpha),
-                            "training": {"epochs": s.epochs, "seed": seed},
+                            "training": {"epochs": epochs[how], "seed": seed},
                             **objective.augmentation(args, alpha),
                         }
                         jobs.append((s, arch, how, seed, svc.submit(spec)))
@@ -297,7 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Machine: {machine()}. Teachers: {teacher_epochs} epochs here; students: "
             f"{student_epochs} epochs through the service, default spec (size_ratio 0.1, T 4), "
-            "alpha 0.1 (distilled) or 1.0 (hard labels only). Accuracy on the test split "
+            + (
+                f"the distilled jobs on the training signals plus {args.unlabeled:,} generated "
+                "ones, all without labels, the hard-label twins for as many steps on the "
+                "labeled ones, "
+                if args.unlabeled
+                else ""
+            )
+            + "alpha 0.1 (distilled) or 1.0 (hard labels only). Accuracy on the test split "
             f"({', '.join(f'{s.name}: {len(s.x_test)}' for s in sets)} samples), "
             "recounted on the downloaded ONNX student; agreement from the service's report. "
             + objective.describe(args),
