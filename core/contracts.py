@@ -102,6 +102,11 @@ class Candidate(_Open):
     agreement_top1: float
     student_accuracy: float | None
     kl_divergence: float
+    pareto: bool | None = Field(
+        default=None,
+        description="on the Pareto front: no other candidate has as few or fewer parameters, "
+        "as low or lower latency and as much or more agreement and accuracy, better in one",
+    )
 
 
 class Baseline(_Open):

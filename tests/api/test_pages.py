@@ -81,6 +81,17 @@ def _type_key_and_press_enter(browser: _DevTools, session: str) -> None:  # noqa
         )
 
 
+def open_finished_job_page(browser: _DevTools, live_server: str, job_id: str) -> str:  # noqa: F811
+    """A finished job's page in a fresh tab, the key typed in, the report shown: the tab's
+    session (close it with ``_close``)."""
+    session, _, _ = _open_page(
+        browser, f"{live_server}/jobs/{job_id}", KEY_FORM_SHOWN, "the key form"
+    )
+    _type_key_and_press_enter(browser, session)
+    _wait(browser, session, "document.getElementById('report').hidden === false", "the report", 30)
+    return session
+
+
 @pytest.mark.slow
 def test_job_page_follows_a_job_live_then_shows_curves_report_and_downloads(
     client: TestClient,
@@ -246,5 +257,115 @@ def test_the_key_is_asked_again_when_refused(
         )
         assert "401" in message
         assert browser.evaluate(session, "sessionStorage.getItem('stillhouse.apiKey')") is None
+    finally:
+        _close(browser, session)
+
+
+def _sweep_report() -> dict[str, Any]:
+    """A sweep's report with a baseline, as the engine writes it (valid against the
+    contract): three candidates, the second chosen, the third dominated by the first."""
+    from core.contracts import Report
+
+    measure = {"size_bytes_fp32": 4000, "size_bytes_fp16": 2000, "throughput_per_s": 5e4}
+
+    def candidate(i: int, ratio: float, params: int, latency: float, agree: float) -> dict:
+        return {
+            "index": i,
+            "temperature": 4.0,
+            "alpha": 0.1,
+            "size_ratio": ratio,
+            "parameters": params,
+            "latency_ms_batch1": latency,
+            "agreement_top1": agree,
+            "student_accuracy": agree - 0.01,
+            "kl_divergence": 0.05,
+            "pareto": i != 2,
+        }
+
+    candidates = [
+        candidate(0, 0.05, 1000, 0.010, 0.950),
+        candidate(1, 0.3, 6000, 0.020, 0.981),
+        candidate(2, 0.3, 6000, 0.030, 0.940),
+    ]
+    chosen = candidates[1]
+    report = {
+        "teacher": {"parameters": 60000, "latency_ms_batch1": 0.5, **measure},
+        "student": {"parameters": 6000, "latency_ms_batch1": 0.02, **measure},
+        "compression_ratio": 10.0,
+        "speedup": 3.0,
+        "agreement_top1": chosen["agreement_top1"],
+        "kl_divergence": 0.05,
+        "teacher_accuracy": 0.99,
+        "student_accuracy": chosen["student_accuracy"],
+        "eval_samples": 719,
+        "device": "cpu",
+        "soft_labels": "cached",
+        "timings_s": {"training": 1.0},
+        "candidates": candidates,
+        "chosen": 1,
+        "baseline": {
+            "parameters": 6000,
+            "latency_ms_batch1": 0.02,
+            "agreement_top1": 0.9611,
+            "student_accuracy": 0.9502,
+            "kl_divergence": 0.09,
+        },
+        "distillation_gain": {
+            "agreement_top1": chosen["agreement_top1"] - 0.9611,
+            "student_accuracy": chosen["student_accuracy"] - 0.9502,
+            "kl_divergence": 0.05 - 0.09,
+        },
+    }
+    return Report.model_validate(report).model_dump(mode="json")
+
+
+def test_job_page_shows_a_sweeps_candidates_and_what_distillation_bought(
+    client: TestClient,
+    inputs: dict[str, str],
+    browser: _DevTools,  # noqa: F811
+    live_server: str,  # noqa: F811
+) -> None:
+    """The page's rendering of a sweep's report. The report is written into the job's row
+    (no worker runs here; tests/api/test_sweep.py checks what real sweeps report)."""
+    from datetime import timedelta
+
+    from core.db import session_scope
+    from models.job_repository import JobRepository
+
+    job_id = client.post("/v1/jobs", json=_body(inputs)).json()["id"]
+    report = _sweep_report()
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        attempt = jobs.claim(job_id, worker="page-test", lease=timedelta(minutes=1), max_attempts=3)
+        assert attempt is not None
+        assert jobs.finish(job_id, attempt, report=report, artifacts={}, metrics={})
+    session = open_finished_job_page(browser, live_server, job_id)
+    try:
+        rows = browser.evaluate(
+            session,
+            "Array.from(document.querySelectorAll('#candidates-table tbody tr')).map(r => "
+            "[r.dataset.pareto, r.className, Array.from(r.cells).map(c => c.textContent)])",
+        )
+        assert [(pareto, cls) for pareto, cls, _ in rows] == [
+            ("true", ""),
+            ("true", "chosen"),
+            ("false", ""),
+        ]
+        cells = [c for _, _, c in rows]
+        assert cells[0][:9] == [
+            "◆ 0", "4", "0.1", "0.05", "1,000", "0.01 ms", "95.00 %", "94.00 %", "0.05"
+        ]  # fmt: skip
+        assert cells[1][4] == "6,000" and cells[1][6] == "98.10 %"
+        assert cells[1][9].startswith("chosen") and cells[2][0] == "2"
+        baseline = browser.evaluate(
+            session,
+            "Array.from(document.querySelectorAll('#baseline-table tbody tr'))"
+            ".map(r => Array.from(r.cells).map(c => c.textContent))",
+        )
+        assert baseline[0] == ["Accuracy (eval labels)", "95.02 %", "97.10 %", "+2.08 points"]
+        assert baseline[1] == [
+            "Agreement with the teacher (top-1)", "96.11 %", "98.10 %", "+1.99 points"
+        ]  # fmt: skip
+        assert baseline[2] == ["KL(teacher ‖ student), T = 1", "0.09", "0.05", "-0.04"]
     finally:
         _close(browser, session)

@@ -8,7 +8,9 @@ never another teacher pass; the teachers' eval logits and speed are also measure
 The chosen candidate: the best eval agreement, or the smallest student (fewest parameters)
 whose agreement is within ``CHOSEN_WITHIN`` of it; among equal sizes the better agreement,
 then the earlier candidate. Its numbers and files are the job's top-level report and
-student, so a client that knows nothing of sweeps gets the chosen one.
+student, so a client that knows nothing of sweeps gets the chosen one. Each candidate also
+says whether it is on the Pareto front of cost (parameters, latency) against quality
+(agreement, accuracy): the ones worth a look when the chosen one is not what a user needs.
 
 Resume: candidate n works in ``candidates/<n>/`` (its own training checkpoint and exports)
 and ends by writing ``result.json`` (its report and files, keyed by everything that decides
@@ -68,6 +70,25 @@ def choose(scores: Sequence[Score]) -> int:
     best = max(s.agreement for s in scores)
     close = [i for i, s in enumerate(scores) if s.agreement >= best - CHOSEN_WITHIN - 1e-12]
     return min(close, key=lambda i: (scores[i].parameters, -scores[i].agreement, i))
+
+
+def pareto_front(entries: Sequence[dict[str, Any]]) -> list[bool]:
+    """For each candidate: True when no other is at least as good on every measure (fewer or
+    as many parameters, as fast or faster at batch 1, as much or more agreement and accuracy)
+    and better on one. Accuracy counts only when every candidate has it (eval labels)."""
+    with_accuracy = all(e.get("student_accuracy") is not None for e in entries)
+
+    def costs(e: dict[str, Any]) -> tuple[float, ...]:
+        # Every measure as a cost: lower is better.
+        values = [e["parameters"], e["latency_ms_batch1"], -e["agreement_top1"]]
+        return tuple(values + ([-e["student_accuracy"]] if with_accuracy else []))
+
+    points = [costs(e) for e in entries]
+
+    def dominated(p: tuple[float, ...]) -> bool:
+        return any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for q in points)
+
+    return [not dominated(p) for p in points]
 
 
 def candidate_specs(spec: JobSpec) -> list[JobSpec]:
@@ -264,10 +285,13 @@ def run_sweep(
     report = dict(finished[chosen].report)
     report["timings_s"] = _timings(ctx, finished)
     if ctx.spec.sweep is not None:
-        report["candidates"] = [
+        entries = [
             candidate_entry(i, spec, d)
             for i, (spec, d) in enumerate(zip(specs, finished, strict=True))
         ]
+        for entry, on_front in zip(entries, pareto_front(entries), strict=True):
+            entry["pareto"] = on_front
+        report["candidates"] = entries
         report["chosen"] = chosen
     if ctx.spec.baseline:
         base = run_candidate(

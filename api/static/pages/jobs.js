@@ -330,8 +330,67 @@ async function renderReport(base, job) {
   $("report-notes").textContent = `${fmt(report.eval_samples)} eval samples on ${report.device}; ` +
     `soft labels ${report.soft_labels}; ` +
     Object.entries(report.timings_s || {}).map(([k, v]) => `${k.replace("_", " ")} ${fmt(v, 2)} s`).join(", ");
+  renderBaseline(report);
+  renderCandidates(base, job, report);
   renderDownloads(base, job);
   $("report").hidden = false;
+}
+
+// With `baseline: true`: the same student trained on the hard labels alone, and the gain.
+function renderBaseline(report) {
+  const b = report.baseline, gain = report.distillation_gain;
+  $("baseline").hidden = !b;
+  if (!b) return;
+  const signed = (v, text) => (v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + text);
+  const points = (v) => signed(v, (100 * v).toFixed(2) + " points");
+  const rows = [
+    ["Accuracy (eval labels)", pct(b.student_accuracy), pct(report.student_accuracy), points(gain && gain.student_accuracy)],
+    ["Agreement with the teacher (top-1)", pct(b.agreement_top1), pct(report.agreement_top1), points(gain && gain.agreement_top1)],
+    ["KL(teacher ‖ student), T = 1", fmt(b.kl_divergence, 4), fmt(report.kl_divergence, 4), signed(gain && gain.kl_divergence, fmt(gain && gain.kl_divergence, 4))],
+  ];
+  const body = document.querySelector("#baseline-table tbody");
+  body.replaceChildren();
+  for (const cells of rows) {
+    const row = el("tr");
+    for (const text of cells) row.append(el("td", text));
+    body.append(row);
+  }
+}
+
+// A sweep: every candidate, the chosen one and the Pareto front marked, each downloadable.
+function renderCandidates(base, job, report) {
+  const candidates = report.candidates || [];
+  $("candidates").hidden = candidates.length === 0;
+  const body = document.querySelector("#candidates-table tbody");
+  body.replaceChildren();
+  const format = (job.student_formats || [])[0];
+  for (const c of candidates) {
+    const chosen = c.index === report.chosen;
+    const row = el("tr", null, chosen ? "chosen" : "");
+    row.dataset.index = String(c.index);
+    row.dataset.pareto = String(Boolean(c.pareto));
+    row.append(
+      el("td", (c.pareto ? "◆ " : "") + c.index),
+      el("td", fmt(c.temperature)),
+      el("td", fmt(c.alpha)),
+      el("td", fmt(c.size_ratio)),
+      el("td", fmt(c.parameters)),
+      el("td", fmt(c.latency_ms_batch1, 3) + " ms"),
+      el("td", pct(c.agreement_top1)),
+      el("td", pct(c.student_accuracy)),
+      el("td", fmt(c.kl_divergence, 4)),
+    );
+    const cell = el("td");
+    if (chosen) cell.append(el("strong", "chosen "));
+    if (format) {
+      const button = el("button", "Download " + format.replace("_", " "));
+      button.dataset.candidate = String(c.index);
+      button.addEventListener("click", () => download(base, format, button, c.index).catch(showError));
+      cell.append(button);
+    }
+    row.append(cell);
+    body.append(row);
+  }
 }
 
 function renderDownloads(base, job) {
@@ -346,10 +405,11 @@ function renderDownloads(base, job) {
 }
 
 // A plain link cannot carry the key: fetch the file, then hand it over as a blob URL.
-async function download(base, format, button) {
+async function download(base, format, button, candidate) {
   button.disabled = true;
   try {
-    const response = await api(`${base}/student?format=${encodeURIComponent(format)}`);
+    const which = candidate === undefined ? "" : `&candidate=${candidate}`;
+    const response = await api(`${base}/student?format=${encodeURIComponent(format)}${which}`);
     const disposition = response.headers.get("content-disposition") || "";
     const match = /filename="?([^";]+)"?/.exec(disposition);
     const url = URL.createObjectURL(await response.blob());

@@ -14,7 +14,7 @@ from core.spec import JobSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
 from worker.distill.engine import DistillResult, distill
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.sweep import Score, candidate_specs, choose
+from worker.distill.sweep import Score, candidate_specs, choose, pareto_front
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,33 @@ def test_the_smallest_within_half_a_point_of_the_best_is_chosen() -> None:
 def test_equal_sizes_go_to_the_better_agreement_then_the_earlier() -> None:
     assert choose([Score(0.948, 100), Score(0.950, 100), Score(0.950, 400)]) == 1
     assert choose([Score(0.950, 100), Score(0.950, 100)]) == 0
+
+
+def _entry(params: int, latency: float, agreement: float, accuracy: float | None) -> dict:
+    return {
+        "parameters": params,
+        "latency_ms_batch1": latency,
+        "agreement_top1": agreement,
+        "student_accuracy": accuracy,
+    }
+
+
+def test_the_pareto_front_keeps_every_trade_off_and_drops_the_dominated() -> None:
+    entries = [
+        _entry(100, 0.10, 0.90, 0.88),  # smallest and fastest
+        _entry(400, 0.20, 0.95, 0.93),  # best quality
+        _entry(400, 0.25, 0.94, 0.93),  # as big as the one above, slower, worse: dominated
+        _entry(200, 0.15, 0.90, 0.88),  # bigger and slower than the first for nothing
+        _entry(200, 0.15, 0.92, 0.87),  # better agreement, worse accuracy: a trade-off
+    ]
+    assert pareto_front(entries) == [True, True, False, False, True]
+    # Two identical candidates dominate neither each other: both stay.
+    assert pareto_front([_entry(1, 1.0, 0.5, 0.5)] * 2) == [True, True]
+
+
+def test_without_eval_labels_the_front_ignores_accuracy() -> None:
+    entries = [_entry(100, 0.1, 0.90, None), _entry(200, 0.2, 0.90, None)]
+    assert pareto_front(entries) == [True, False]
 
 
 def test_the_grid_is_temperature_then_alpha_then_size_ratio() -> None:
