@@ -554,14 +554,7 @@ def _run_job(job_id: str) -> None:
         finally:
             start_spare(settings)  # for the next job, while this worker waits for it
     except (SoftTimeLimitExceeded, PastTimeLimit):
-        log.warning("job %s: past the time limit of %s s", job_id, settings.job_soft_time_limit_s)
-        with session_scope() as session:
-            JobRepository(session).fail(
-                job_id,
-                claimed.attempt,
-                code=ErrorCode.TIME_LIMIT,
-                message=f"the job ran past the limit of {settings.job_soft_time_limit_s} s",
-            )
+        _fail_past_limit(job_id, claimed.attempt, settings)
     except HandedBack:
         raise  # queued again already; the task's retry publishes it for the next worker
     except OSError as exc:
@@ -575,6 +568,23 @@ def _run_job(job_id: str) -> None:
     except TRANSIENT as exc:
         _give_back(job_id, claimed.attempt, settings, exc)
         raise
+
+
+def _fail_past_limit(job_id: str, attempt: int, settings: Settings) -> None:
+    limit = settings.job_soft_time_limit_s
+    log.warning("job %s: past the time limit of %s s", job_id, limit)
+    for _ in range(2):
+        try:
+            with session_scope() as session:
+                JobRepository(session).fail(
+                    job_id,
+                    attempt,
+                    code=ErrorCode.TIME_LIMIT,
+                    message=f"the job ran past the limit of {limit} s",
+                )
+            return
+        except SoftTimeLimitExceeded:
+            continue  # Celery's signal, come while this wrote the run's own: write it again
 
 
 def _give_back(job_id: str, attempt: int, settings: Settings, exc: Exception) -> None:
