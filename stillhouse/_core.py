@@ -19,6 +19,8 @@ from stillhouse.models import KINDS, JobEvent, Page
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes sent, total bytes) while a file uploads."""
 
+DEFAULT_TIMEOUT_S = 60.0
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({429, 503})
 

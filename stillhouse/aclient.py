@@ -13,20 +13,20 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from stillhouse import _calls as api
+from stillhouse._calls import Call, T
 from stillhouse._core import (
+    DEFAULT_TIMEOUT_S,
     ApiError,
     ProgressCallback,
     ProgressFile,
     RetryPolicy,
     SseParser,
     download_name,
-    parse_page,
     student_params,
     upload_form,
 )
-from stillhouse.client import DEFAULT_TIMEOUT_S, spec_body
 from stillhouse.models import (
-    KINDS,
     ApiModel,
     Dataset,
     EpochMetrics,
@@ -101,6 +101,9 @@ class AsyncClient:
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._call(method, path, **kwargs)).json()
 
+    async def _run(self, call: Call[T]) -> T:
+        return call.read(await self._call(call.method, call.path, **call.kwargs))
+
     async def _upload(
         self,
         path: str,
@@ -134,16 +137,16 @@ class AsyncClient:
         return Dataset.model_validate(body)
 
     async def teacher(self, teacher_id: str) -> Teacher:
-        return Teacher.model_validate(await self._json("GET", f"/v1/teachers/{teacher_id}"))
+        return await self._run(api.teacher(teacher_id))
 
     async def dataset(self, dataset_id: str) -> Dataset:
-        return Dataset.model_validate(await self._json("GET", f"/v1/datasets/{dataset_id}"))
+        return await self._run(api.dataset(dataset_id))
 
     async def get(self, kind: str, object_id: str) -> ApiModel:
-        return KINDS[kind].model_validate(await self._json("GET", f"/v1/{kind}/{object_id}"))
+        return await self._run(api.get(kind, object_id))
 
     async def delete(self, kind: str, object_id: str) -> None:
-        await self._call("DELETE", f"/v1/{kind}/{object_id}")
+        await self._run(api.delete(kind, object_id))
 
     async def wait_ready(
         self, kind: UploadKind, object_id: str, timeout: float = 300.0
@@ -162,9 +165,7 @@ class AsyncClient:
     async def page(
         self, kind: str, *, limit: int = 50, cursor: str | None = None, **filters: Any
     ) -> Page[Any]:
-        params = {"limit": limit, "cursor": cursor, **filters}
-        body = await self._json("GET", f"/v1/{kind}", params={k: v for k, v in params.items() if v})
-        return parse_page(kind, body)
+        return await self._run(api.page(kind, limit, cursor, filters))
 
     async def iterate(
         self, kind: str, *, page_size: int = 200, **filters: Any
@@ -179,28 +180,24 @@ class AsyncClient:
             cursor = page.next_cursor
 
     async def students(self) -> list[StudentArchitecture]:
-        body = await self._json("GET", "/v1/students")
-        return [StudentArchitecture.model_validate(s) for s in body["items"]]
+        return await self._run(api.students())
 
     async def submit(
         self, spec: dict[str, Any] | BaseModel, idempotency_key: str | None = None
     ) -> Job:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = await self._json("POST", "/v1/jobs", json=spec_body(spec), headers=headers)
-        return Job.model_validate(body)
+        return await self._run(api.submit(spec, idempotency_key))
 
     async def job(self, job_id: str) -> Job:
-        return Job.model_validate(await self._json("GET", f"/v1/jobs/{job_id}"))
+        return await self._run(api.job(job_id))
 
     async def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(await self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return await self._run(api.cancel(job_id))
 
     async def report(self, job_id: str) -> Report:
-        return Report.model_validate(await self._json("GET", f"/v1/jobs/{job_id}/report"))
+        return await self._run(api.report(job_id))
 
     async def metrics(self, job_id: str) -> list[EpochMetrics]:
-        body = await self._json("GET", f"/v1/jobs/{job_id}/metrics")
-        return [EpochMetrics.model_validate(row) for row in body["items"]]
+        return await self._run(api.metrics(job_id))
 
     async def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> Job:
         deadline = time.monotonic() + timeout

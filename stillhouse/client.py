@@ -18,19 +18,20 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from stillhouse import _calls as api
+from stillhouse._calls import Call, T
 from stillhouse._core import (
+    DEFAULT_TIMEOUT_S,
     ApiError,
     ProgressCallback,
     ProgressFile,
     RetryPolicy,
     SseParser,
     download_name,
-    parse_page,
     student_params,
     upload_form,
 )
 from stillhouse.models import (
-    KINDS,
     ApiModel,
     Dataset,
     EpochMetrics,
@@ -44,14 +45,6 @@ from stillhouse.models import (
 )
 
 __all__ = ["ApiError", "Client", "RetryPolicy"]
-
-DEFAULT_TIMEOUT_S = 60.0
-
-
-def spec_body(spec: dict[str, Any] | BaseModel) -> dict[str, Any]:
-    if isinstance(spec, BaseModel):
-        return spec.model_dump(mode="json", exclude_none=True)
-    return dict(spec)
 
 
 class Client:
@@ -114,6 +107,9 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs).json()
 
+    def _run(self, call: Call[T]) -> T:
+        return call.read(self._call(call.method, call.path, **call.kwargs))
+
     # teachers and datasets
     def _upload(
         self,
@@ -151,17 +147,17 @@ class Client:
         return Dataset.model_validate(self._upload("/v1/datasets", Path(file), name, {}, progress))
 
     def teacher(self, teacher_id: str) -> Teacher:
-        return Teacher.model_validate(self._json("GET", f"/v1/teachers/{teacher_id}"))
+        return self._run(api.teacher(teacher_id))
 
     def dataset(self, dataset_id: str) -> Dataset:
-        return Dataset.model_validate(self._json("GET", f"/v1/datasets/{dataset_id}"))
+        return self._run(api.dataset(dataset_id))
 
     def get(self, kind: str, object_id: str) -> ApiModel:
         """One teacher, dataset or job by collection name."""
-        return KINDS[kind].model_validate(self._json("GET", f"/v1/{kind}/{object_id}"))
+        return self._run(api.get(kind, object_id))
 
     def delete(self, kind: str, object_id: str) -> None:
-        self._call("DELETE", f"/v1/{kind}/{object_id}")
+        self._run(api.delete(kind, object_id))
 
     def wait_ready(
         self, kind: UploadKind, object_id: str, timeout: float = 300.0
@@ -179,9 +175,7 @@ class Client:
         self, kind: str, *, limit: int = 50, cursor: str | None = None, **filters: Any
     ) -> Page[Any]:
         """One page of a collection (``teachers``, ``datasets``, ``jobs``), newest first."""
-        params = {"limit": limit, "cursor": cursor, **filters}
-        body = self._json("GET", f"/v1/{kind}", params={k: v for k, v in params.items() if v})
-        return parse_page(kind, body)
+        return self._run(api.page(kind, limit, cursor, filters))
 
     def iterate(self, kind: str, *, page_size: int = 200, **filters: Any) -> Iterator[Any]:
         """Every item of a collection, newest first, fetching pages as it goes."""
@@ -194,30 +188,25 @@ class Client:
             cursor = page.next_cursor
 
     def students(self) -> list[StudentArchitecture]:
-        body = self._json("GET", "/v1/students")
-        return [StudentArchitecture.model_validate(s) for s in body["items"]]
+        return self._run(api.students())
 
     # jobs
     def submit(self, spec: dict[str, Any] | BaseModel, idempotency_key: str | None = None) -> Job:
         """Submit a job (the body of ``POST /v1/jobs``: a dict or a pydantic spec)."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return Job.model_validate(
-            self._json("POST", "/v1/jobs", json=spec_body(spec), headers=headers)
-        )
+        return self._run(api.submit(spec, idempotency_key))
 
     def job(self, job_id: str) -> Job:
-        return Job.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
+        return self._run(api.job(job_id))
 
     def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return self._run(api.cancel(job_id))
 
     def report(self, job_id: str) -> Report:
-        return Report.model_validate(self._json("GET", f"/v1/jobs/{job_id}/report"))
+        return self._run(api.report(job_id))
 
     def metrics(self, job_id: str) -> list[EpochMetrics]:
         """One row per finished epoch (loss, agreement, learning rate, seconds)."""
-        body = self._json("GET", f"/v1/jobs/{job_id}/metrics")
-        return [EpochMetrics.model_validate(row) for row in body["items"]]
+        return self._run(api.metrics(job_id))
 
     def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> Job:
         """Poll a job until it ends (or ``timeout`` passes) and return it."""

@@ -193,6 +193,17 @@ def test_async_client_pages_uploads_and_raises_problems(
                 tmp_path / "t.pt2", progress=lambda done, total: sent.append(done)
             )
             assert sent[-1] == (tmp_path / "t.pt2").stat().st_size
+            # The calls both clients describe once (stillhouse/_calls.py), sent by this one.
+            for same in (
+                await client.get("teachers", teacher.id),
+                await client.teacher(teacher.id),
+            ):
+                assert isinstance(same, Teacher) and same.id == teacher.id
+            dataset = await client.dataset(ids[0])
+            assert dataset.id == ids[0]
+            assert {s.name for s in await client.students()} >= {"mlp", "cnn"}
+            await client.delete("datasets", ids[-1])
+            assert [d.id async for d in client.iterate("datasets")] == ids[:-1]
             with pytest.raises(ApiError) as caught:
                 await client.job("job_nope")
             return ids, teacher, caught.value
