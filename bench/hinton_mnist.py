@@ -168,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         "hard labels vs kd vs kd_jacobian for the 800-800 student",
     )
     parser.add_argument("--temperature", type=float, default=4.0, help="--small-data's T")
+    parser.add_argument(
+        "--small-only", action="store_true", help="only the 784-30-30-10 students (no 800-800)"
+    )
+    parser.add_argument("--small-epochs", type=int, default=None, help="for the 30-30 jobs")
+    parser.add_argument(
+        "--no-unlabeled", action="store_true", help="skip the label-free 800-800 job"
+    )
     objective.add_objective_args(parser)
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -175,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, big_epochs=args.student_epochs)
     if args.teacher_epochs:
         plan = dataclasses.replace(plan, teacher_epochs=args.teacher_epochs)
+    if args.small_epochs:
+        plan = dataclasses.replace(plan, small_epochs=args.small_epochs)
+    if args.small_only:
+        plan = dataclasses.replace(plan, big=[])
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -185,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         name += "_small_data" + ("_augmented" if args.augmentation else "")
     elif args.loss != "kd" or args.augmentation:
         name += "_objective"
+    if args.small_only:
+        name += f"_small_only_{plan.small_epochs}epochs"
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
 
@@ -248,11 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         def submit(key: str, **kw: Any) -> None:
             rows[key] = {**kw, "job": svc.submit(spec(**kw))}
 
-        sizes = [s for s in ("big", "small") if getattr(plan, s)]
-        for size, hidden, epochs, grid in (
-            ("big", plan.big, plan.big_epochs, plan.big_grid),
-            ("small", plan.small, plan.small_epochs, plan.small_grid),
-        )[: len(sizes)]:
+        groups = [
+            (size, hidden, epochs, grid)
+            for size, hidden, epochs, grid in (
+                ("big", plan.big, plan.big_epochs, plan.big_grid),
+                ("small", plan.small, plan.small_epochs, plan.small_grid),
+            )
+            if hidden
+        ]
+        for size, hidden, epochs, grid in groups:
             # alpha = 1: the loss is pure cross-entropy on the labels (soft term weight 0).
             submit(
                 f"{size}/hard", hidden=hidden, epochs=epochs, temp=1.0, alpha=1.0, data=labeled.name
@@ -284,10 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
         best: dict[str, str] = {}
         alt: dict[str, str] = {}
-        for size, hidden, epochs, grid in (
-            ("big", plan.big, plan.big_epochs, plan.big_grid),
-            ("small", plan.small, plan.small_epochs, plan.small_grid),
-        )[: len(sizes)]:
+        for size, hidden, epochs, grid in groups:
             collect(f"{size}/hard")
             for temp in grid:
                 collect(f"{size}/T={temp:g}")
@@ -304,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                     alpha=plan.alpha_alt,
                     data=labeled.name,
                 )
-            if size == "big":  # queued now, it runs while the small students are collected
+            if (
+                size == "big" and not args.no_unlabeled
+            ):  # queued now, it runs while the small students are collected
                 submit(
                     "big/unlabeled",
                     hidden=plan.big,
@@ -317,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             collect(key)
             if rows[key]["val_errors"] < rows[best[size]]["val_errors"]:
                 best[size] = key
-        collect("big/unlabeled")
+        if "big/unlabeled" in rows:
+            collect("big/unlabeled")
 
     text = report_text(
         plan,
@@ -356,7 +373,7 @@ def report_text(
         return "784-" + "-".join(str(h) for h in hidden) + "-10"
 
     t_arch = arch([plan.teacher_hidden] * 2)
-    big_hard = rows["big/hard"]["test_errors"]
+    big_hard = rows["big/hard"]["test_errors"] if plan.big else 0
     main_rows: list[list[Any]] = [
         [
             f"teacher {t_arch} (dropout, ±2 px jitter)",
@@ -383,16 +400,24 @@ def report_text(
             hinton,
         ]
 
-    main_rows += [
-        line(f"student {arch(plan.big)}, hard labels only", "big/hard", big_hard, HINTON["hard"]),
-        line(f"student {arch(plan.big)}, distilled", best["big"], big_hard, HINTON["distilled"]),
-        line(
-            f"student {arch(plan.big)}, distilled, transfer set without labels",
-            "big/unlabeled",
-            big_hard,
-            "-",
-        ),
-    ]
+    if plan.big:
+        main_rows += [
+            line(
+                f"student {arch(plan.big)}, hard labels only", "big/hard", big_hard, HINTON["hard"]
+            ),
+            line(
+                f"student {arch(plan.big)}, distilled", best["big"], big_hard, HINTON["distilled"]
+            ),
+        ]
+    if "big/unlabeled" in rows:
+        main_rows.append(
+            line(
+                f"student {arch(plan.big)}, distilled, transfer set without labels",
+                "big/unlabeled",
+                big_hard,
+                "-",
+            )
+        )
     if plan.small:
         small_hard = rows["small/hard"]["test_errors"]
         main_rows += [
@@ -426,8 +451,12 @@ def report_text(
         f"Data: {source}. Machine: {machine()}.",
         f"Seed {seed} (teacher and students; the splits are fixed). "
         f"Teacher: {plan.teacher_epochs} epochs, {teacher_note}. Students: "
-        f"{plan.big_epochs} epochs ({arch(plan.big)}), {plan.small_epochs} epochs "
-        f"({arch(plan.small)}), Adam(W) lr 1e-3, cosine, batch 128, through the service. "
+        + ", ".join(
+            f"{epochs} epochs ({arch(hidden)})"
+            for hidden, epochs in ((plan.big, plan.big_epochs), (plan.small, plan.small_epochs))
+            if hidden
+        )
+        + ", Adam(W) lr 1e-3, cosine, batch 128, through the service. "
         f"T (grid, at alpha {plan.alpha:g})"
         + (f", then alpha ({plan.alpha_alt:g} at that T)" if plan.alpha_alt is not None else "")
         + " chosen on the validation errors; test errors counted on the downloaded ONNX "
