@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     objective.add_objective_args(parser)
     args = parser.parse_args(argv)
+    if args.small_only and (args.quick or args.small_data):
+        parser.error("--small-only runs the paper's 30-30 grid: not with --quick or --small-data")
     plan = QUICK if args.quick else FULL
     if args.student_epochs:
         plan = dataclasses.replace(plan, big_epochs=args.student_epochs)
@@ -198,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         name += "_objective"
     if args.small_only:
         name += f"_small_only_{plan.small_epochs}epochs"
+    elif args.small_epochs:
+        name += f"_small_{plan.small_epochs}epochs"
+    if args.no_unlabeled:
+        name += "_no_unlabeled"
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
 

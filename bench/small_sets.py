@@ -90,8 +90,9 @@ def mnist1d_unlabeled(n: int) -> np.ndarray:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
-    args.seed, args.num_samples, args.train_split = 1042, n, 1.0
-    return np.asarray(make_dataset(args)["x"], dtype=np.float32)[:, None, :]
+    # The generator makes the same number of signals of each of its 10 classes.
+    args.seed, args.num_samples, args.train_split = 1042, -(-n // 10) * 10, 1.0
+    return np.asarray(make_dataset(args)["x"], dtype=np.float32)[:n, None, :]
 
 
 def digits_teacher() -> nn.Module:
@@ -205,10 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     name = ("small_sets_quick" if args.quick else "small_sets") + (
         "" if args.loss == "kd" and not args.augmentation else "_objective"
     )
-    if args.sets != ["digits", "mnist1d"] or args.students or args.seeds != [0]:
+    if args.unlabeled and "mnist1d" not in args.sets:
+        parser.error("--unlabeled draws MNIST-1D signals: it needs --sets with mnist1d")
+    if args.sets != ["digits", "mnist1d"] or args.students:
         name += "_" + "_".join(args.sets + (args.students or []))
+    if args.seeds != [0]:
+        name += "_seeds" + "-".join(str(s) for s in args.seeds)
+    if args.student_epochs:
+        name += f"_{args.student_epochs}epochs"
     if args.unlabeled:
         name += f"_unlabeled{args.unlabeled}"
+    if args.augment_hard:
+        name += "_augment_hard"
     student_epochs = args.student_epochs or (20 if args.quick else 60)
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from core.settings import Settings
 
 VALIDATE_QUEUE = "validate"
 GPU_QUEUE = "gpu"
+# Celery's soft limit comes this long after a job's own deadline (job_soft_time_limit_s).
+SOFT_LIMIT_MARGIN_S = 30
 
 TASK_VALIDATE_TEACHER = "stillhouse.validate_teacher"
 TASK_VALIDATE_DATASET = "stillhouse.validate_dataset"
@@ -67,7 +69,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": settings.job_soft_time_limit_s,
+        # A job's run keeps its own deadline (worker/pipeline.py, PastTimeLimit) and ends
+        # itself there; Celery's signal comes later, only as the backstop.
+        "task_soft_time_limit": settings.job_soft_time_limit_s + SOFT_LIMIT_MARGIN_S,
         "task_time_limit": settings.job_hard_time_limit_s,
         "worker_hijack_root_logger": False,
     }

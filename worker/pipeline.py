@@ -572,9 +572,9 @@ def _run_job(job_id: str) -> None:
 
 def _fail_past_limit(job_id: str, attempt: int, settings: Settings) -> None:
     limit = settings.job_soft_time_limit_s
-    log.warning("job %s: past the time limit of %s s", job_id, limit)
     for _ in range(2):
         try:
+            log.warning("job %s: past the time limit of %s s", job_id, limit)
             with session_scope() as session:
                 JobRepository(session).fail(
                     job_id,

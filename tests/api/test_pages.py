@@ -366,6 +366,11 @@ def test_job_page_shows_a_sweeps_candidates_and_what_distillation_bought(
         assert baseline[1] == [
             "Agreement with the teacher (top-1)", "96.11 %", "98.10 %", "+1.99 points"
         ]  # fmt: skip
-        assert baseline[2] == ["KL(teacher ‖ student), T = 1", "0.09", "0.05", "-0.04"]
+        assert baseline[2] == [
+            "KL(teacher ‖ student), T = 1 (lower is closer)",
+            "0.09",
+            "0.05",
+            "-0.04",
+        ]
     finally:
         _close(browser, session)

@@ -75,7 +75,6 @@ def test_a_sweep_reports_its_candidates_and_each_downloads_as_measured(
     # The Pareto flags are the front of what was reported (tests/worker/distill/test_sweep.py
     # checks the rule itself).
     assert [c["pareto"] for c in candidates] == pareto_front(candidates)
-    assert any(c["pareto"] for c in candidates)
 
 
 @pytest.mark.slow

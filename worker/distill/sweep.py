@@ -72,23 +72,36 @@ def choose(scores: Sequence[Score]) -> int:
     return min(close, key=lambda i: (scores[i].parameters, -scores[i].agreement, i))
 
 
+# Latencies within this share of each other count as equal on the Pareto front: timings of
+# students of one size differ by noise, and noise must not decide what is worth a look.
+LATENCY_TOLERANCE = 0.1
+
+
 def pareto_front(entries: Sequence[dict[str, Any]]) -> list[bool]:
     """For each candidate: True when no other is at least as good on every measure (fewer or
     as many parameters, as fast or faster at batch 1, as much or more agreement and accuracy)
-    and better on one. Accuracy counts only when every candidate has it (eval labels)."""
+    and better on one. Accuracy counts only when every candidate has it (eval labels);
+    latencies within ``LATENCY_TOLERANCE`` of each other are equal."""
     with_accuracy = all(e.get("student_accuracy") is not None for e in entries)
 
-    def costs(e: dict[str, Any]) -> tuple[float, ...]:
-        # Every measure as a cost: lower is better.
-        values = [e["parameters"], e["latency_ms_batch1"], -e["agreement_top1"]]
-        return tuple(values + ([-e["student_accuracy"]] if with_accuracy else []))
+    def as_good(q: dict[str, Any], p: dict[str, Any]) -> tuple[bool, bool]:
+        """(q is at least as good as p everywhere, q is better somewhere)."""
+        slack = 1.0 + LATENCY_TOLERANCE
+        ql, pl = q["latency_ms_batch1"], p["latency_ms_batch1"]
+        pairs = [
+            (q["parameters"], p["parameters"]),
+            (-q["agreement_top1"], -p["agreement_top1"]),
+        ]
+        if with_accuracy:
+            pairs.append((-q["student_accuracy"], -p["student_accuracy"]))
+        no_worse = all(a <= b for a, b in pairs) and ql <= pl * slack
+        better = any(a < b for a, b in pairs) or ql * slack < pl
+        return no_worse, better
 
-    points = [costs(e) for e in entries]
+    def dominated(p: dict[str, Any]) -> bool:
+        return any(all(as_good(q, p)) for q in entries if q is not p)
 
-    def dominated(p: tuple[float, ...]) -> bool:
-        return any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for q in points)
-
-    return [not dominated(p) for p in points]
+    return [not dominated(p) for p in entries]
 
 
 def candidate_specs(spec: JobSpec) -> list[JobSpec]:

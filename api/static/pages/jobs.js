@@ -346,7 +346,7 @@ function renderBaseline(report) {
   const rows = [
     ["Accuracy (eval labels)", pct(b.student_accuracy), pct(report.student_accuracy), points(gain && gain.student_accuracy)],
     ["Agreement with the teacher (top-1)", pct(b.agreement_top1), pct(report.agreement_top1), points(gain && gain.agreement_top1)],
-    ["KL(teacher ‖ student), T = 1", fmt(b.kl_divergence, 4), fmt(report.kl_divergence, 4), signed(gain && gain.kl_divergence, fmt(gain && gain.kl_divergence, 4))],
+    ["KL(teacher ‖ student), T = 1 (lower is closer)", fmt(b.kl_divergence, 4), fmt(report.kl_divergence, 4), signed(gain && gain.kl_divergence, fmt(gain && gain.kl_divergence, 4))],
   ];
   const body = document.querySelector("#baseline-table tbody");
   body.replaceChildren();

@@ -110,6 +110,14 @@ def test_the_pareto_front_keeps_every_trade_off_and_drops_the_dominated() -> Non
     assert pareto_front([_entry(1, 1.0, 0.5, 0.5)] * 2) == [True, True]
 
 
+def test_latency_noise_does_not_decide_the_front() -> None:
+    # Same size, 1 % apart in latency: the better agreement dominates; 3x slower still counts.
+    same_size = [_entry(6000, 0.0201, 0.95, 0.94), _entry(6000, 0.0203, 0.97, 0.96)]
+    assert pareto_front(same_size) == [False, True]
+    slower = [_entry(6000, 0.02, 0.95, 0.94), _entry(6000, 0.06, 0.97, 0.96)]
+    assert pareto_front(slower) == [True, True]
+
+
 def test_without_eval_labels_the_front_ignores_accuracy() -> None:
     entries = [_entry(100, 0.1, 0.90, None), _entry(200, 0.2, 0.90, None)]
     assert pareto_front(entries) == [True, False]
