@@ -255,6 +255,7 @@ class Run:
         self.pending: ProgressEvent | None = None
         self.written_key: tuple[Any, ...] = ()
         self.stage: str | None = None
+        self.spare_asked = False
         checkpoints = Path(claimed.request.workdir) / "checkpoints"
         self.mirror = CheckpointMirror(get_storage(), claimed.job_id, checkpoints)
         self.soft_labels = SoftLabelMirror(get_storage(), Path(claimed.request.cache_dir))
@@ -313,6 +314,11 @@ class Run:
             if event is None:
                 self._lost(child)
                 return
+            if event is not False and not self.spare_asked:
+                # This job's child is up and talking: the next job's child imports torch now,
+                # while this one runs, instead of after it (back-to-back jobs start warm).
+                self.spare_asked = True
+                start_spare(self.settings)
             if event is not False and self._handle(event):
                 return
 
@@ -552,7 +558,7 @@ def _run_job(job_id: str) -> None:
         try:
             Run(claimed, settings).execute()
         finally:
-            start_spare(settings)  # for the next job, while this worker waits for it
+            start_spare(settings)  # unless the run started it: for the next job
     except (SoftTimeLimitExceeded, PastTimeLimit):
         _fail_past_limit(job_id, claimed.attempt, settings)
     except HandedBack:

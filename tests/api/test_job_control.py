@@ -97,11 +97,14 @@ def _engine_children(root: int) -> list[int]:
 def test_a_killed_engine_child_is_retried_like_a_lost_worker(
     client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
 ) -> None:
-    gpu = start_worker("gpu", "gpu-child-lost", "worker-gpu-child-lost.log")
+    # Without spares (a running job's worker starts the next job's child ahead): the one
+    # engine child found is the job's.
+    gpu = start_worker(
+        "gpu", "gpu-child-lost", "worker-gpu-child-lost.log", env={"STILLHOUSE_SPARE_CHILD": "0"}
+    )
     try:
         job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
         _in_training(client, job["id"], epoch=3)
-        # While a job runs its worker has no spare child: the one found is the job's.
         (child,) = _engine_children(gpu.pid)
         os.kill(child, signal.SIGKILL)
         finished = _finished(client, job["id"], timeout=300)
@@ -123,6 +126,8 @@ def test_sigterm_checkpoints_hands_the_job_back_and_the_next_worker_resumes_ther
     first = start_worker("gpu", "gpu-stopped", "worker-gpu-stopped.log")
     job = client.post("/v1/jobs", json=_body(inputs, **LONG)).json()
     _in_training(client, job["id"], epoch=3)
+    # The job's engine child and, started while it runs, the next job's spare.
+    assert len(_engine_children(first.pid)) == 2
     asked = time.monotonic()
     first.terminate()  # a warm shutdown, as `docker stop` asks for
     first.wait(timeout=60)
