@@ -56,6 +56,14 @@ def describe(args: argparse.Namespace) -> str:
     return f"Distilled jobs: loss {loss}, augmentation {aug}. Hard-label jobs: augmentation {hard}."
 
 
+def name_suffix(args: argparse.Namespace) -> str:
+    """The output folder's suffix for these options: none for plain kd, so runs with other
+    losses or augmentation never overwrite it."""
+    if args.loss == "kd" and not args.augmentation:
+        return ""
+    return "_objective" + ("_augment_hard" if args.augment_hard and args.augmentation else "")
+
+
 def needs_images(args: argparse.Namespace) -> bool:
     """Shifts and flips need images, not flat vectors."""
     aug = args.augmentation or {}

@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.small_data:
         name += "_small_data" + ("_augmented" if args.augmentation else "")
-    elif args.loss != "kd" or args.augmentation:
-        name += "_objective"
+    else:
+        name += objective.name_suffix(args)
     if args.small_only:
         name += f"_small_only_{plan.small_epochs}epochs"
     elif args.small_epochs:
@@ -324,9 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                     alpha=plan.alpha_alt,
                     data=labeled.name,
                 )
-            if (
-                size == "big" and not args.no_unlabeled
-            ):  # queued now, it runs while the small students are collected
+            # Queued now, it runs while the small students are collected.
+            if size == "big" and not args.no_unlabeled:
                 submit(
                     "big/unlabeled",
                     hidden=plan.big,

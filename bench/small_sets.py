@@ -83,6 +83,10 @@ def mnist1d(quick: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return x, np.asarray(data["y"], np.int64), xt, np.asarray(data["y_test"], np.int64)
 
 
+# Each student is distilled (alpha 0.1) and, for comparison, trained on hard labels alone.
+KINDS = (("distilled", 0.1), ("hard labels", 1.0))
+
+
 def mnist1d_unlabeled(n: int) -> np.ndarray:
     """``n`` more signals from the same generator, with another seed (so none of them is a
     training or test signal), normalised as the generator normalises each set it makes;
@@ -203,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    name = ("small_sets_quick" if args.quick else "small_sets") + (
-        "" if args.loss == "kd" and not args.augmentation else "_objective"
-    )
+    name = ("small_sets_quick" if args.quick else "small_sets") + objective.name_suffix(args)
     if args.unlabeled and "mnist1d" not in args.sets:
         parser.error("--unlabeled draws MNIST-1D signals: it needs --sets with mnist1d")
     if args.sets != ["digits", "mnist1d"] or args.students:
@@ -216,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         name += f"_{args.student_epochs}epochs"
     if args.unlabeled:
         name += f"_unlabeled{args.unlabeled}"
-    if args.augment_hard:
-        name += "_augment_hard"
     student_epochs = args.student_epochs or (20 if args.quick else 60)
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
@@ -255,15 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         sets.append(SmallSet(label, x, y, xt, yt, teacher, students, student_epochs, anchor, extra))
 
     rows: list[list[Any]] = []
-    kinds_names = ("distilled", "hard labels")
     with Service(out, threads=args.threads) as svc:
         jobs = []
         for i, s in enumerate(sets):
             t_id = svc.upload("teachers", export(s.teacher, s.x_train, out / f"teacher{i}.pt2"))
             d_id = svc.upload("datasets", save_npz(out / f"train{i}.npz", s.x_train, s.y_train))
             e_id = svc.upload("datasets", save_npz(out / f"test{i}.npz", s.x_test, s.y_test))
-            epochs = {"distilled": s.epochs, "hard labels": s.epochs}
-            transfer = {"distilled": d_id, "hard labels": d_id}
+            epochs = {how: s.epochs for how, _ in KINDS}
+            transfer = {how: d_id for how, _ in KINDS}
             if s.unlabeled is not None:
                 both = np.concatenate([s.x_train, s.unlabeled])
                 transfer["distilled"] = svc.upload(
@@ -272,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 # As many optimizer steps as the distilled jobs, on the labeled signals alone.
                 epochs["hard labels"] = round(s.epochs * len(both) / len(s.x_train))
             # --quick: one distilled student per set (each job has ~20 s of fixed cost here).
-            kinds = (
-                (("distilled", 0.1),) if args.quick else (("distilled", 0.1), ("hard labels", 1.0))
-            )
+            kinds = KINDS[:1] if args.quick else KINDS
             for arch in s.students[:1] if args.quick else s.students:
                 for seed in args.seeds:
                     for how, alpha in kinds:
@@ -314,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in sets:
         for arch in s.students:
             for seed in args.seeds:
-                pair = [predictions.get((s.name, arch, how, seed)) for how in kinds_names]
+                pair = [predictions.get((s.name, arch, how, seed)) for how, _ in KINDS]
                 if pair[0] is None or pair[1] is None:
                     continue
                 diff, se = paired_difference(pair[0], pair[1], s.y_test)

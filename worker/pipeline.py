@@ -73,9 +73,9 @@ class HandedBack(OSError):
 class PastTimeLimit(Exception):
     """The attempt ran past ``job_soft_time_limit_s``: the job fails with ``time_limit``.
 
-    The run checks its own deadline at every poll: Celery's soft limit (the same number, a
-    signal that raises wherever the pool process happens to be) stays as the backstop, but a
-    signal landing inside a step that tolerates failures would be swallowed there."""
+    The run checks its own deadline at every poll. Celery's soft limit, a signal that raises
+    wherever the pool process happens to be (and is swallowed by a step that tolerates
+    failures), comes ``core.queue.SOFT_LIMIT_MARGIN_S`` later, as the backstop only."""
 
 
 # Faults worth a retry: the database, the broker or storage going away for a while (and the
@@ -314,12 +314,14 @@ class Run:
             if event is None:
                 self._lost(child)
                 return
-            if event is not False and not self.spare_asked:
+            if event is False:
+                continue
+            if not self.spare_asked:
                 # This job's child is up and talking: the next job's child imports torch now,
                 # while this one runs, instead of after it (back-to-back jobs start warm).
                 self.spare_asked = True
                 start_spare(self.settings)
-            if event is not False and self._handle(event):
+            if self._handle(event):
                 return
 
     def _handle(self, event: AnyEvent) -> bool:
