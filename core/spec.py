@@ -175,6 +175,24 @@ class AugmentationSpec(_Strict):
         return bool(self.shift or self.flip or self.mixup or self.noise)
 
 
+class ExportSpec(_Strict):
+    formats: list[ExportFormat] | None = Field(
+        default=None,
+        min_length=1,
+        description="the formats to make (the same list as export_formats; default: all)",
+    )
+    agreement_margin: StrictFloat = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="a variant (onnx_fp16, onnx_int8) whose agreement with the teacher is more "
+        "than this below the fp32 student's is still offered; the report flags it",
+    )
+    calibration_samples: StrictInt = Field(
+        default=256, ge=1, le=4096, description="transfer samples that calibrate onnx_int8"
+    )
+
+
 class JobSpec(_Strict):
     """A distillation job. Every field but ``teacher_ids`` and ``dataset_id`` has a default."""
 
@@ -207,6 +225,10 @@ class JobSpec(_Strict):
     export_formats: list[ExportFormat] = Field(
         default_factory=lambda: list(EXPORT_FORMATS), min_length=1
     )
+    export: ExportSpec = Field(
+        default_factory=ExportSpec,
+        description="what is made besides the student: formats and the variants' settings",
+    )
     sweep: SweepSpec | None = Field(
         default=None,
         description="train one student per combination of these values from one soft-label "
@@ -220,7 +242,13 @@ class JobSpec(_Strict):
 
     @model_validator(mode="after")
     def _unique_formats(self) -> JobSpec:
+        asked = self.export.formats
+        if asked is not None and asked != self.export_formats:
+            if "export_formats" in self.model_fields_set:
+                raise ValueError("export.formats and export_formats differ: give one of them")
+            self.export_formats = asked
         self.export_formats = list(dict.fromkeys(self.export_formats))
+        self.export.formats = self.export_formats
         return self
 
     @property

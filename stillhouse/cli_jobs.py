@@ -263,7 +263,12 @@ def jobs_report(
 def jobs_download(
     job_id: JobId,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="torch_export, onnx or safetensors.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="onnx, onnx_fp16, onnx_int8, torch_export or safetensors.",
+        ),
     ] = "onnx",
     out: Annotated[Path, typer.Option(help="A file, or a folder for the server's file name.")] = (
         Path(".")

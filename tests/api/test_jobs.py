@@ -43,7 +43,7 @@ def test_job_succeeds_and_its_report_matches_the_downloaded_student(
     assert report == job["report"]
 
     students = {}
-    for fmt in ("onnx", "torch_export", "safetensors"):
+    for fmt in ("onnx", "torch_export", "safetensors", "onnx_fp16", "onnx_int8"):
         resp = client.get(f"/v1/jobs/{job['id']}/student", params={"format": fmt})
         assert resp.status_code == 200
         assert resp.headers["etag"] == f'"{hashlib.sha256(resp.content).hexdigest()}"'
@@ -65,6 +65,22 @@ def test_job_succeeds_and_its_report_matches_the_downloaded_student(
     # statistics are stored too, but are not parameters).
     assert report["student"]["parameters"] == _pt2_parameters(students["torch_export"])
     assert report["compression_ratio"] >= 5
+    # Every variant as a user runs it, outside the service: what the report says.
+    variants = {v["format"]: v for v in report["variants"]}
+    assert set(variants) == set(students)
+    for fmt in ("onnx", "onnx_fp16", "onnx_int8"):
+        path = tmp_path / f"student-{fmt}.onnx"
+        path.write_bytes(students[fmt])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        predicted = session.run(None, {"input": xe})[0].argmax(1)
+        assert variants[fmt]["size_bytes"] == len(students[fmt])
+        assert variants[fmt]["agreement_top1"] == pytest.approx(
+            float(np.mean(predicted == teacher.argmax(1))), abs=1e-9
+        )
+        assert variants[fmt]["student_accuracy"] == pytest.approx(
+            float(np.mean(predicted == ye)), abs=1e-9
+        )
+    assert variants["onnx_int8"]["size_bytes"] < variants["onnx"]["size_bytes"]
     # It ran in the worker's spare sandbox child (started with the worker, imports done);
     # its private folder is gone and the worker has started the next spare.
     assert report["sandbox"] == {"preloaded": True}

@@ -315,8 +315,29 @@ def _sweep_report() -> dict[str, Any]:
             "student_accuracy": chosen["student_accuracy"] - 0.9502,
             "kl_divergence": 0.05 - 0.09,
         },
+        "variants": [
+            variant("onnx", 24_000, 0.981, None, None),
+            variant("onnx_fp16", 12_500, 0.981, 0.0, True),
+            variant("onnx_int8", 7_000, 0.962, 0.019, False),
+        ],
     }
     return Report.model_validate(report).model_dump(mode="json")
+
+
+def variant(
+    fmt: str, size: int, agree: float, loss: float | None, within: bool | None
+) -> dict[str, object]:
+    return {
+        "format": fmt,
+        "size_bytes": size,
+        "latency_ms_batch1": 0.05,
+        "throughput_per_s": 64000.0,
+        "throughput_batch": 32,
+        "agreement_top1": agree,
+        "student_accuracy": agree - 0.01,
+        "agreement_loss": loss,
+        "within_margin": within,
+    }
 
 
 def test_job_page_shows_a_sweeps_candidates_and_what_distillation_bought(
@@ -372,5 +393,20 @@ def test_job_page_shows_a_sweeps_candidates_and_what_distillation_bought(
             "0.05",
             "-0.04",
         ]
+        variants = browser.evaluate(
+            session,
+            "Array.from(document.querySelectorAll('#variants-table tbody tr')).map(r => "
+            "[r.dataset.format, r.className, Array.from(r.cells).map(c => c.textContent)])",
+        )
+        assert [(f, cls) for f, cls, _ in variants] == [
+            ("onnx", ""),
+            ("onnx_fp16", ""),
+            ("onnx_int8", "flagged"),
+        ]
+        assert variants[2][2] == [
+            "onnx int8", "0.007 MB", "0.05 ms", "64,000 /s at 32", "96.20 %", "95.20 %",
+            "1.90 points", "past the marginDownload",
+        ]  # fmt: skip
+        assert variants[0][2][6] == "–"
     finally:
         _close(browser, session)

@@ -81,9 +81,25 @@ def test_small_sets_quick_prints_its_table() -> None:
         assert 0 < agreement <= 1, row
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(660)
+def test_variants_quick_measures_every_file_outside_the_service() -> None:
+    out = _run("bench.variants")
+    assert "| set | student | file | bytes | vs fp32 |" in out
+    rows = _rows(out, "digits")
+    assert [(r[1], r[2]) for r in rows] == [
+        (student, fmt) for student in ("mlp", "cnn") for fmt in ("onnx", "onnx_fp16", "onnx_int8")
+    ]
+    for row in rows:
+        assert row[-1] == "yes", row  # the report's agreement and bytes are the file's
+        assert _percent(row[10]) >= MIN_DIGITS_ACCURACY - 0.1, row
+        if row[2] != "onnx":
+            assert float(row[4].rstrip("x")) < 0.7, row  # smaller than the fp32 file
+
+
 def test_run_all_finds_the_quality_benchmarks_and_skips_helpers() -> None:
     from bench.run_all import discover
 
     found = discover()
-    assert {"hinton_mnist", "small_sets"} <= set(found)
+    assert {"hinton_mnist", "small_sets", "variants"} <= set(found)
     assert not {"data", "service", "run_all"} & set(found)

@@ -50,8 +50,32 @@ def test_spec_fills_defaults_and_takes_ints_for_floats() -> None:
     assert spec.distillation.temperature == 2.0 and spec.training.epochs == 20
     assert spec.export_formats == list(ExportFormat)
     dumped = spec.model_dump(mode="json")
-    assert dumped["export_formats"] == ["torch_export", "onnx", "safetensors"]
+    assert dumped["export_formats"] == [
+        "torch_export",
+        "onnx",
+        "safetensors",
+        "onnx_fp16",
+        "onnx_int8",
+    ]
+    assert dumped["export"]["formats"] == dumped["export_formats"]
     assert JobSpec.model_validate(dumped) == spec  # what the database keeps reads back
+
+
+def test_export_formats_may_be_given_as_export_dot_formats() -> None:
+    spec = JobSpec.model_validate({**BASE, "export": {"formats": ["onnx_int8", "onnx_int8"]}})
+    assert spec.export_formats == ["onnx_int8"] == spec.export.formats
+    same = JobSpec.model_validate(
+        {**BASE, "export_formats": ["onnx"], "export": {"formats": ["onnx"]}}
+    )
+    assert same.export_formats == ["onnx"]
+    with pytest.raises(ValidationError, match="differ"):
+        JobSpec.model_validate(
+            {**BASE, "export_formats": ["onnx"], "export": {"formats": ["onnx_fp16"]}}
+        )
+    for bad in ({"agreement_margin": -0.1}, {"calibration_samples": 0}, {"formats": []}):
+        with pytest.raises(ValidationError) as info:
+            JobSpec.model_validate({**BASE, "export": bad})
+        assert _locations(info.value)[0].startswith("export.")
 
 
 def test_child_request_round_trips_as_json() -> None:

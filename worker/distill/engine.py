@@ -215,7 +215,7 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
     trained = train_stage(ctx, student, splits, targets, reference)
     sample = splits.eval.read(np.arange(min(splits.eval.num_samples, SAMPLE_ROWS)))
     teacher_speed = time_teacher_stage(ctx, sample, reference, trained.steps)
-    exported = export_stage(ctx, student, sample, trained.steps)
+    exported = export_stage(ctx, student, sample, trained.steps, splits.train)
     evaluated = evaluate_stage(ctx, exported, reference, splits.eval, student.module, sample)
     report = report_stage(ctx, student, splits, trained, teacher_speed, exported, evaluated)
     ctx.progress.emit(

@@ -42,9 +42,15 @@ def teacher_probs(teacher_logits: torch.Tensor) -> torch.Tensor:
 
 
 def agreement(p_teacher: torch.Tensor, student_logits: torch.Tensor, k: int = 1) -> float:
-    """Share of samples where the teacher's top-1 class is in the student's top-k."""
+    """Share of samples where the teacher's top-1 class is in the student's top-k.
+
+    Top-1 is the argmax (the first of tied maxima, as numpy's and torch's argmax pick): an
+    int8 student's logits tie exactly now and then, and ``topk`` may pick another of them."""
     k = min(k, student_logits.shape[-1])
-    top = student_logits.topk(k, dim=-1).indices
+    if k == 1:
+        top = student_logits.argmax(-1, keepdim=True)
+    else:
+        top = student_logits.topk(k, dim=-1).indices
     return float((top == p_teacher.argmax(-1, keepdim=True)).any(-1).double().mean())
 
 

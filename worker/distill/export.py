@@ -1,9 +1,17 @@
-"""Export: the student alone (never a wrapper) as torch.export .pt2, ONNX and safetensors.
+"""Export: the student alone (never a wrapper) as torch.export .pt2, ONNX and safetensors,
+and the ONNX file's deployable variants, fp16 and int8.
 
 Both graph formats take a dynamic batch dimension. safetensors comes with a JSON config
 (also embedded in the file's metadata) that rebuilds the module from the registry. Every
 file is written atomically and checked against the PyTorch student on a real batch before
 anything is published: logits within ``TOLERANCE``.
+
+The variants are made from the fp32 ONNX file and keep its float32 input and output, so they
+drop in for it: ``onnx_fp16`` by ONNX Runtime's float16 converter (casts at the edges),
+``onnx_int8`` by ONNX Runtime's static quantization (QDQ, int8 weights per output channel,
+uint8 activations) calibrated on transfer samples. They approximate the student by design:
+the check is that they run and give finite logits of the right shape; what they cost in
+agreement with the teacher is measured on the eval set and reported (``stages.variants``).
 """
 
 from __future__ import annotations
@@ -33,8 +41,13 @@ FILE_NAMES = {
     "torch_export": "student.pt2",
     "onnx": "student.onnx",
     "safetensors": "student.safetensors",
+    "onnx_fp16": "student.fp16.onnx",
+    "onnx_int8": "student.int8.onnx",
     "config": "student.json",
 }
+VARIANTS = ("onnx_fp16", "onnx_int8")  # made from the fp32 ONNX file
+ONNX_FORMATS = ("onnx", *VARIANTS)
+CALIBRATION_BATCH = 32
 MAX_BATCH = 1 << 20
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -74,10 +87,13 @@ def export_student(
     example: torch.Tensor,
     outdir: Path,
     formats: Sequence[str],
+    calibration: torch.Tensor | None = None,
 ) -> dict[str, Path]:
     """Write the asked formats (and the JSON config) into ``outdir``; return their paths.
 
     ``example`` is a real batch of at least two samples (size 1 would be specialised).
+    ``calibration``: transfer samples for ``onnx_int8`` (default: ``example``). A variant
+    needs the fp32 ONNX file, which is then written too.
     """
     model = model.cpu().float().eval()
     example = example.cpu().float()
@@ -95,7 +111,7 @@ def export_student(
             program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
             torch.export.save(program, path)
             staged["torch_export"] = path
-        if "onnx" in formats:
+        if any(fmt in formats for fmt in ONNX_FORMATS):
             path = tmp / FILE_NAMES["onnx"]
             with _quiet_exporter():
                 torch.onnx.export(
@@ -110,6 +126,11 @@ def export_student(
                     verbose=False,
                 )
             staged["onnx"] = path
+        if "onnx_fp16" in formats:
+            staged["onnx_fp16"] = to_fp16(staged["onnx"], tmp / FILE_NAMES["onnx_fp16"])
+        if "onnx_int8" in formats:
+            samples = example if calibration is None else calibration.cpu().float()
+            staged["onnx_int8"] = to_int8(staged["onnx"], tmp / FILE_NAMES["onnx_int8"], samples)
         if "safetensors" in formats:
             path = tmp / FILE_NAMES["safetensors"]
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -118,6 +139,69 @@ def export_student(
         for key, path in staged.items():
             files[key] = atomic_write(outdir / path.name, functools.partial(os.replace, path))
     return files
+
+
+def to_fp16(source: Path, target: Path) -> Path:
+    """Weights and arithmetic in float16; float32 in and out (ONNX Runtime's converter)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with _quiet_quantizer():
+        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+    return target
+
+
+class _Calibration:
+    """ONNX Runtime's ``CalibrationDataReader``: the samples, a batch at a time."""
+
+    def __init__(self, samples: torch.Tensor) -> None:
+        array = np.ascontiguousarray(samples.numpy(), dtype=np.float32)
+        self._batches = iter(
+            [array[i : i + CALIBRATION_BATCH] for i in range(0, len(array), CALIBRATION_BATCH)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def to_int8(source: Path, target: Path, samples: torch.Tensor) -> Path:
+    """Static int8 in QDQ form: weights per output channel (int8), activations per tensor
+    (uint8) with ranges calibrated (min/max) on ``samples``. The graph is first shape-inferred
+    and optimised (ONNX Runtime's recommended pre-processing)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = target.with_name(target.name + ".pre.onnx")
+    with _quiet_quantizer():
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Calibration(samples),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    prepared.unlink()
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantization tools log advice at INFO and WARNING through the root
+    logger (pre-processing hints, float16 clamping): keep it out of the job's log."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def load_student_safetensors(path: Path, config_path: Path | None = None) -> nn.Module:
@@ -137,7 +221,7 @@ def load_student_safetensors(path: Path, config_path: Path | None = None) -> nn.
 
 def runtime_for(fmt: str, path: Path, *, threads: int | None = None) -> Predict:
     """A function that runs the exported file as an outside user would."""
-    if fmt == "onnx":
+    if fmt in ONNX_FORMATS:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -162,7 +246,8 @@ def verify_exports(
     model: nn.Module, files: dict[str, Path], batch: torch.Tensor
 ) -> dict[str, float]:
     """Max |logit difference| of each exported file against ``model``, on ``batch`` and on
-    a batch of one (the dynamic dimension). Raises ``ExportError`` above ``TOLERANCE``."""
+    a batch of one (the dynamic dimension). Raises ``ExportError`` above ``TOLERANCE``, and
+    for a variant (approximate by design) whose logits are not finite or not the shape."""
     model = model.cpu().float().eval()
     diffs: dict[str, float] = {}
     with torch.inference_mode():
@@ -173,8 +258,13 @@ def verify_exports(
             diff = 0.0
             for xb in (batch, batch[:1]):
                 expected = model(xb.cpu().float())
-                diff = max(diff, float((run(xb) - expected).abs().max()))
+                got = run(xb)
+                if got.shape != expected.shape or not bool(got.isfinite().all()):
+                    raise ExportError(f"{fmt}: logits of shape {tuple(got.shape)}, not finite")
+                diff = max(diff, float((got - expected).abs().max()))
             diffs[fmt] = diff
+            if fmt in VARIANTS:
+                continue
             if not diff <= TOLERANCE:  # also catches NaN
                 raise ExportError(f"{fmt}: exported student differs by {diff:.3g} > {TOLERANCE}")
     return diffs
@@ -189,5 +279,6 @@ def warm_up(outdir: str | Path) -> None:
     config = MLPConfig(input_shape=(8,), num_classes=3, hidden=(4,))
     model = build_student("mlp", config).eval()
     example = torch.zeros(2, 8)
-    files = export_student(model, "mlp", config, example, Path(outdir), list(FILE_NAMES)[:3])
+    formats = [fmt for fmt in FILE_NAMES if fmt != "config"]
+    files = export_student(model, "mlp", config, example, Path(outdir), formats)
     verify_exports(model, files, example)

@@ -42,16 +42,19 @@ def _median_seconds(
 
 
 def measure_speed(
-    fn: Callable[[torch.Tensor], Any], sample: torch.Tensor, device: torch.device
+    fn: Callable[[torch.Tensor], Any],
+    sample: torch.Tensor,
+    device: torch.device,
+    batch: int = THROUGHPUT_BATCH,
 ) -> dict[str, float]:
-    """``sample``: real inputs (any number of rows), tiled up to the throughput batch."""
-    reps = -(-THROUGHPUT_BATCH // len(sample))
-    big = sample.repeat(reps, *([1] * (sample.dim() - 1)))[:THROUGHPUT_BATCH].contiguous()
+    """``sample``: real inputs (any number of rows), tiled up to the throughput ``batch``."""
+    reps = -(-batch // len(sample))
+    big = sample.repeat(reps, *([1] * (sample.dim() - 1)))[:batch].contiguous()
     latency = _median_seconds(fn, sample[:1].contiguous(), device)
     batch_time = _median_seconds(fn, big, device)
     return {
         "latency_ms_batch1": latency * 1e3,
-        "throughput_per_s": THROUGHPUT_BATCH / batch_time,
+        "throughput_per_s": batch / batch_time,
     }
 
 

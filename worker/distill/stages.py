@@ -33,7 +33,13 @@ from worker.distill import evaluate as ev
 from worker.distill.augment import make_augment
 from worker.distill.device import exact_fp32
 from worker.distill.errors import Cancelled, UserError
-from worker.distill.export import export_student, runtime_for, verify_exports
+from worker.distill.export import (
+    ONNX_FORMATS,
+    VARIANTS,
+    export_student,
+    runtime_for,
+    verify_exports,
+)
 from worker.distill.jacobian import JacobianMatching
 from worker.distill.progress import Reporter
 from worker.distill.report import build_report, measure_speed, model_section
@@ -57,6 +63,8 @@ from worker.distill.targets import SoftTargets
 from worker.distill.trainer import TrainConfig, TrainResult, train
 
 METRICS_PREFERENCE = ("onnx", "torch_export", "safetensors")
+VARIANT_BATCH = 32  # the report's variants: throughput at a serving batch, not the 256 above
+CPU = torch.device("cpu")
 # The per-epoch "eval_agreement" is a progress signal (the report evaluates every eval row):
 # a strided subset of at most this many rows keeps its cost flat in the eval set's size.
 PROGRESS_EVAL_ROWS = 2048
@@ -357,7 +365,7 @@ def _fingerprint(ctx: Context, student: Student, splits: Splits) -> str:
     """What a checkpoint must match to be resumed: the job's inputs and the student."""
     blob = json.dumps(
         {
-            "spec": ctx.spec.model_dump(mode="json", exclude={"export_formats"}),
+            "spec": ctx.spec.model_dump(mode="json", exclude={"export_formats", "export"}),
             "identity": ctx.identity,
             "student": config_to_dict(student.name, student.config),
             "transfer_shape": [splits.transfer_samples, *splits.train.sample_shape],
@@ -397,14 +405,21 @@ class Exported:
     max_abs_diff: dict[str, float]
 
 
-def export_stage(ctx: Context, student: Student, sample: torch.Tensor, steps: int) -> Exported:
-    """Write each format and check it against the PyTorch student on real rows."""
+def export_stage(
+    ctx: Context, student: Student, sample: torch.Tensor, steps: int, transfer: Rows
+) -> Exported:
+    """Write each format and check it against the PyTorch student on real rows; int8
+    is calibrated on ``export.calibration_samples`` rows of ``transfer``, evenly spaced."""
     started = time.perf_counter()
     ctx.progress.emit("exporting", 0.0, epoch=ctx.spec.training.epochs, step=steps)
     module = student.module.cpu().eval()
     formats = ctx.spec.export_formats
+    calibration = None
+    if "onnx_int8" in formats:
+        n = min(transfer.num_samples, ctx.spec.export.calibration_samples)
+        calibration = transfer.read(np.linspace(0, transfer.num_samples - 1, n).astype(np.int64))
     files = export_student(
-        module, student.name, student.config, sample, ctx.workdir / "export", formats
+        module, student.name, student.config, sample, ctx.workdir / "export", formats, calibration
     )
     diffs = verify_exports(module, files, sample)
     published: dict[str, Path] = {k: v for k, v in files.items() if k in formats}
@@ -420,6 +435,7 @@ class Evaluated:
     source: str
     speed: dict[str, float]
     runtime: str
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
 
 def evaluate_stage(
@@ -433,7 +449,7 @@ def evaluate_stage(
     """Run each exported file over every eval row and time the student's runtime."""
     started = time.perf_counter()
     files, by_format = exported.files, {}
-    for fmt in METRICS_PREFERENCE:
+    for fmt in (*METRICS_PREFERENCE, *VARIANTS):
         if fmt in files:
             logits = ev.predict(runtime_for(fmt, files[fmt]), eval_rows, ctx.inference_batch)
             by_format[fmt] = ev.eval_metrics(ref.logits, logits, ref.labels)
@@ -442,8 +458,46 @@ def evaluate_stage(
     speed = measure_speed(
         student_fn, sample if runtime.endswith("cpu") else sample.to(ctx.device), ctx.device
     )
+    variants = measure_variants(ctx, exported, by_format, sample)
     ctx.timings["evaluating"] += time.perf_counter() - started
-    return Evaluated(by_format[source], by_format, source, speed, runtime)
+    return Evaluated(by_format[source], by_format, source, speed, runtime, variants)
+
+
+def measure_variants(
+    ctx: Context,
+    exported: Exported,
+    by_format: dict[str, dict[str, Any]],
+    sample: torch.Tensor,
+) -> list[dict[str, Any]]:
+    """The report's ``variants``: each downloadable file as a user runs it on this CPU
+    (ONNX Runtime for the ONNX files, torch for the others), its size, speed at batch 1 and
+    at ``VARIANT_BATCH``, and its agreement and accuracy on the eval rows. A variant more
+    than ``export.agreement_margin`` below the fp32 ONNX student's agreement is flagged."""
+    fp32 = by_format.get("onnx")
+    margin = ctx.spec.export.agreement_margin
+    rows = []
+    for fmt, path in exported.published.items():
+        measured = by_format[fmt]
+        speed = measure_speed(runtime_for(fmt, path), sample, CPU, batch=VARIANT_BATCH)
+        row = {
+            "format": fmt,
+            "size_bytes": path.stat().st_size,
+            "latency_ms_batch1": speed["latency_ms_batch1"],
+            "throughput_per_s": speed["throughput_per_s"],
+            "throughput_batch": VARIANT_BATCH,
+            "runtime": "onnxruntime-cpu" if fmt in ONNX_FORMATS else "torch-cpu",
+            "agreement_top1": measured["agreement_top1"],
+            "student_accuracy": measured["student_accuracy"],
+            "kl_divergence": measured["kl_divergence"],
+            "agreement_loss": None,
+            "within_margin": None,
+        }
+        if fmt in VARIANTS and fp32 is not None:
+            loss = fp32["agreement_top1"] - measured["agreement_top1"]
+            row["agreement_loss"] = loss
+            row["within_margin"] = loss <= margin + 1e-12
+        rows.append(row)
+    return rows
 
 
 def _student_runtime(
@@ -487,6 +541,7 @@ def report_stage(
             "metrics_source": evaluated.source,
             "metrics_by_format": evaluated.by_format,
             "export_max_abs_diff": exported.max_abs_diff,
+            "variants": evaluated.variants,
             # Rebuilds the student from the registry (also in the safetensors metadata).
             "student_architecture": config_to_dict(student.name, student.config),
             "student_target_parameters": round(student.target),

@@ -236,7 +236,7 @@ def run_candidate(
         device=ctx.device,
     )
     trained = train_stage(own, student, shared.splits, targets, shared.reference)
-    exported = export_stage(own, student, shared.sample, trained.steps)
+    exported = export_stage(own, student, shared.sample, trained.steps, shared.splits.train)
     evaluated = evaluate_stage(
         own, exported, shared.reference, shared.splits.eval, student.module, shared.sample
     )
@@ -266,6 +266,7 @@ def candidate_entry(index: int, spec: JobSpec, done: Finished) -> dict[str, Any]
         "student_architecture": report["student_architecture"],
         "training_s": report["timings_s"].get("training"),
         "formats": sorted(done.files),
+        "variants": report.get("variants"),
     }
 
 

@@ -332,6 +332,7 @@ async function renderReport(base, job) {
     Object.entries(report.timings_s || {}).map(([k, v]) => `${k.replace("_", " ")} ${fmt(v, 2)} s`).join(", ");
   renderBaseline(report);
   renderCandidates(base, job, report);
+  renderVariants(base, report);
   renderDownloads(base, job);
   $("report").hidden = false;
 }
@@ -389,6 +390,36 @@ function renderCandidates(base, job, report) {
       cell.append(button);
     }
     row.append(cell);
+    body.append(row);
+  }
+}
+
+// Every downloadable file measured: bytes, speed, and what quantizing cost in agreement.
+function renderVariants(base, report) {
+  const variants = report.variants || [];
+  $("variants").hidden = variants.length === 0;
+  const body = document.querySelector("#variants-table tbody");
+  body.replaceChildren();
+  for (const v of variants) {
+    const row = el("tr", null, v.within_margin === false ? "flagged" : "");
+    row.dataset.format = v.format;
+    const lost = v.agreement_loss === null || v.agreement_loss === undefined
+      ? "–" : (100 * v.agreement_loss).toFixed(2) + " points";
+    row.append(
+      el("td", v.format.replace("_", " ")),
+      el("td", mb(v.size_bytes)),
+      el("td", fmt(v.latency_ms_batch1, 3) + " ms"),
+      el("td", fmt(v.throughput_per_s, 0) + " /s at " + (v.throughput_batch || "?")),
+      el("td", pct(v.agreement_top1)),
+      el("td", pct(v.student_accuracy)),
+      el("td", lost),
+      el("td", v.within_margin === false ? "past the margin" : ""),
+    );
+    const cell = row.lastChild;
+    const button = el("button", "Download");
+    button.dataset.format = v.format;
+    button.addEventListener("click", () => download(base, v.format, button).catch(showError));
+    cell.append(button);
     body.append(row);
   }
 }

@@ -127,6 +127,35 @@ def test_reported_numbers_are_what_the_downloaded_onnx_gives(
     assert result.report["metrics_source"] == "onnx"
 
 
+def test_every_variant_is_reported_as_a_user_measures_it(
+    tmp_path: Path, teacher_module: nn.Module, digits: Any
+) -> None:
+    job = spec().model_copy(update={"export_formats": ["onnx", "onnx_fp16", "onnx_int8"]})
+    result = run(tmp_path, teacher_module, digits, job)
+    _, _, xe, ye = digits
+    teacher = teacher_module(xe).detach().numpy().argmax(1)
+    variants = {v["format"]: v for v in result.report["variants"]}
+    assert set(variants) == {"onnx", "onnx_fp16", "onnx_int8"} == set(result.files)
+    for fmt, row in variants.items():
+        path = result.files[fmt]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        student = session.run(None, {"input": xe.numpy()})[0].argmax(1)
+        assert row["agreement_top1"] == np.mean(student == teacher), fmt
+        assert row["student_accuracy"] == np.mean(student == ye.numpy()), fmt
+        assert row["size_bytes"] == path.stat().st_size
+        assert row["latency_ms_batch1"] > 0 and row["throughput_per_s"] > 0
+        assert row["throughput_batch"] == 32 and row["runtime"] == "onnxruntime-cpu"
+    fp32 = variants["onnx"]["agreement_top1"]
+    assert variants["onnx"]["agreement_loss"] is None
+    for fmt in ("onnx_fp16", "onnx_int8"):
+        loss = variants[fmt]["agreement_loss"]
+        assert loss == pytest.approx(fp32 - variants[fmt]["agreement_top1"])
+        assert variants[fmt]["within_margin"] == (loss <= 0.005 + 1e-12)
+    # A 4 k-weight student: the scales and zero points of each channel weigh in.
+    assert variants["onnx_int8"]["size_bytes"] < 0.8 * variants["onnx"]["size_bytes"]
+    assert result.report["agreement_top1"] == fp32  # the student is the fp32 file
+
+
 def test_same_seed_gives_the_same_student_bytes(
     tmp_path: Path, teacher_module: nn.Module, digits: Any
 ) -> None:

@@ -37,3 +37,12 @@ def test_ensemble_teacher_is_mean_probability_and_accuracy_uses_labels() -> None
 def test_without_labels_accuracies_are_none() -> None:
     metrics = eval_metrics(torch.zeros(3, 4), torch.zeros(3, 4), None)
     assert metrics["teacher_accuracy"] is None and metrics["student_accuracy"] is None
+
+
+def test_tied_student_logits_count_the_first_maximum_as_numpy_does() -> None:
+    # An int8 student's logits are quantized: exact ties happen, and a user's np.argmax
+    # takes the first of them.
+    student = torch.tensor([[0.5, 2.0, 2.0, 1.0]] * 4 + [[3.0, 3.0, 3.0, 3.0]] * 4)
+    teacher = torch.eye(4)[torch.tensor([1, 1, 2, 2, 0, 0, 3, 3])]
+    expected = float((student.numpy().argmax(1) == teacher.numpy().argmax(1)).mean())
+    assert agreement(teacher, student) == expected == 0.5

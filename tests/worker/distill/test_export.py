@@ -7,8 +7,10 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from onnx import TensorProto
 
 from worker.distill.export import (
+    VARIANTS,
     ExportError,
     export_student,
     load_student_safetensors,
@@ -27,12 +29,12 @@ SHAPES = {
 FORMATS = ["torch_export", "onnx", "safetensors"]
 
 
-def _student(name: str) -> tuple[torch.nn.Module, object, torch.Tensor]:
+def _student(name: str, width: int = 4) -> tuple[torch.nn.Module, object, torch.Tensor]:
     torch.manual_seed(0)
     # mobilenetv2 at its shallowest here (a 7-block export is quick); its full depth is
     # exported in test_image_students.py.
     family = REGISTRY[name].families[-1 if name == "mobilenetv2" else 0]
-    config = family(SHAPES[name], 10, 4)
+    config = family(SHAPES[name], 10, width)
     model = build_student(name, config).eval()
     return model, config, torch.randn(37, *SHAPES[name])
 
@@ -78,3 +80,51 @@ def test_a_file_that_does_not_reproduce_the_student_is_refused(tmp_path: Path) -
         model[-1].bias += 1e-3  # the student moved on; the file did not
     with pytest.raises(ExportError, match="onnx"):
         verify_exports(model, files, x)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn1d"])
+def test_variants_are_smaller_onnx_files_that_follow_the_student(name: str, tmp_path: Path) -> None:
+    model, config, x = _student(name, width=32)  # weights outweigh the graph's bytes
+    calibration = torch.randn(200, *SHAPES[name])
+    files = export_student(model, name, config, x, tmp_path, VARIANTS, calibration)
+    assert set(files) == {"onnx", *VARIANTS, "config"}  # the fp32 file they come from
+    verify_exports(model, files, x)
+    sizes = {fmt: files[fmt].stat().st_size for fmt in ("onnx", *VARIANTS)}
+    assert sizes["onnx_fp16"] < 0.75 * sizes["onnx"]
+    assert sizes["onnx_int8"] < 0.75 * sizes["onnx"]
+    fp16 = onnx.load(str(files["onnx_fp16"]))
+    kinds = {i.data_type for i in fp16.graph.initializer}
+    assert TensorProto.FLOAT16 in kinds and TensorProto.FLOAT not in kinds
+    int8 = onnx.load(str(files["onnx_int8"]))
+    ops = {node.op_type for node in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(i.data_type == TensorProto.INT8 for i in int8.graph.initializer)
+    # Same float32 input and output as the fp32 file: a drop-in replacement.
+    for variant in (fp16, int8):
+        assert variant.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+        assert variant.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    xb = torch.randn(300, *SHAPES[name])
+    expected = model(xb).detach()
+    for fmt in VARIANTS:
+        got = runtime_for(fmt, files[fmt])(xb)
+        assert got.shape == expected.shape
+        # Approximate by design, close on the student's own scale (random weights and
+        # inputs: the worst case for int8's ranges).
+        scale = float(expected.abs().max())
+        assert float((got - expected).abs().mean()) < 0.02 * scale
+
+
+def test_int8_without_calibration_data_is_calibrated_on_the_example(tmp_path: Path) -> None:
+    model, config, x = _student("mlp")
+    files = export_student(model, "mlp", config, x, tmp_path, ["onnx_int8"])
+    assert set(files) == {"onnx", "onnx_int8", "config"}
+    assert runtime_for("onnx_int8", files["onnx_int8"])(x).isfinite().all()
+
+
+def test_a_variant_whose_logits_are_not_finite_is_refused(tmp_path: Path) -> None:
+    model, config, x = _student("mlp")
+    with torch.no_grad():
+        model[-1].bias[3] = float("nan")  # a diverged student
+    files = export_student(model, "mlp", config, x, tmp_path, ["onnx_fp16"])
+    with pytest.raises(ExportError, match="onnx_fp16: .* not finite"):
+        verify_exports(model, {"onnx_fp16": files["onnx_fp16"]}, x)

@@ -167,6 +167,10 @@ def test_every_candidate_comes_from_one_teacher_pass(
     assert small["parameters"] < big["parameters"]
     best = max(c["agreement_top1"] for c in report["candidates"])
     assert chosen["agreement_top1"] >= best - 0.005
+    for c in report["candidates"]:  # each candidate's own file, measured as it runs
+        (variant,) = c["variants"]
+        assert variant["format"] == "safetensors"
+        assert variant["agreement_top1"] == c["agreement_top1"]
 
 
 def test_a_stopped_sweep_resumes_at_the_next_candidate(
