@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # needs more is rejected as too_large.
     validation_memory_bytes: int = 2 * 1024**3
     sandbox_file_bytes: int = 16 * 1024**3
+    # What one sandbox (a job's child, a validation) may write in all: its folder, its /tmp.
+    # 0: a quarter of the disk that holds data_dir.
+    sandbox_disk_bytes: int = 0
     sandbox_max_processes: int = 1024
     sandbox_cpu_seconds: int = 6 * 3600
     torch_threads: int = Field(default=0, description="0: one per core of the worker's host")

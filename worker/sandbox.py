@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -76,6 +77,8 @@ FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
 EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
 READY = ".ready"  # the child writes it in its folder once it runs: its mounts are made
 SOFT_LABELS = "soft-labels-*.safetensors"  # worker/distill/soft_labels.py's file names
+STOP_GRACE_S = 5.0
+DISK_POLL_S = 1.0  # how often a sandbox's folder is measured against its disk cap
 
 
 def _project_root() -> str:
@@ -126,23 +129,29 @@ class Child:
         self.memory_bytes = memory_bytes
         self.finished = False
         self._cache: tuple[Path, Path] | None = None  # (the request's folder, ours)
-        prepare_jobdir(workdir)
+        self._lease = bwrap.lease_uid(settings)
+        self.uid = None if self._lease is None else self._lease.uid
+        prepare_jobdir(workdir, self.uid)
         (workdir / READY).unlink(missing_ok=True)
         self.stderr_tail: deque[str] = deque(maxlen=40)
         env = child_env(JOB_DIR if self.sandboxed else workdir, threads, settings)
         if preload:
             env["STILLHOUSE_CHILD_PRELOAD"] = "1"
         lim = bwrap.limits(settings, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes)
-        self.proc = subprocess.Popen(
-            bwrap.sandboxed_argv([sys.executable, "-m", "worker.distill.child"], workdir, settings),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-            env=env,
-            preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
-            text=True,
-        )
+        argv = [sys.executable, "-m", "worker.distill.child"]
+        with bwrap.sandboxed_argv(argv, workdir, settings, uid=self.uid) as (full, fds):
+            self.proc = subprocess.Popen(
+                full,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
+                pass_fds=fds,
+                text=True,
+            )
+        self.disk = DiskWatch(lambda: self.workdir, bwrap.disk_bytes(settings), self.stop)
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
         if request is not None:
@@ -181,11 +190,12 @@ class Child:
         """Our copy of the soft-label folder ``scope``: links to its labels."""
         cache = self.workdir / "cache"
         cache.mkdir(exist_ok=True)
-        if bwrap.as_root():
-            os.chown(cache, bwrap.SANDBOX_UID, bwrap.SANDBOX_UID)
+        if self.uid is not None:
+            os.chown(cache, self.uid, self.uid)
         for path in scope.glob(SOFT_LABELS):
             with contextlib.suppress(OSError):  # gone meanwhile: computed again
                 link_or_copy(path, cache / path.name)
+                self.disk.not_written(cache / path.name)
         self._cache = (scope, cache)
         return self.inside(cache)
 
@@ -201,7 +211,7 @@ class Child:
                 scope.mkdir(parents=True, exist_ok=True)
                 tmp = scope / f".{path.name}.{secrets.token_hex(4)}.tmp"
                 link_or_copy(path, tmp)
-                if bwrap.as_root():  # no later sandbox (all are nobody) may change it
+                if self.uid is not None:  # no later sandbox may change it
                     os.chown(tmp, 0, 0)
                     os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
@@ -223,7 +233,7 @@ class Child:
             "stop_file": self.inside(Path(request.stop_file)),
             "cache_dir": self._link_cache(Path(request.cache_dir)),
         }
-        bwrap.hand_over(self.workdir)
+        bwrap.hand_over(self.workdir, self.uid)
         return request.model_copy(update=update)
 
     def adopt(self, jobdir: Path) -> None:
@@ -300,14 +310,18 @@ class Child:
         if self.finished:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=EXIT_GRACE_S)
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.stop()
         self.proc.wait()
+
+    def stop(self) -> None:
+        stop(self.proc)
 
     def close(self) -> None:
         """Kill (if running) and close the pipes. Call it once nothing reads ``lines()``."""
         self.kill()
+        self.disk.stop()
+        if self._lease is not None:
+            self._lease.release()
         self._stderr_thread.join(timeout=5)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
@@ -316,7 +330,24 @@ class Child:
         self._keep_cache()
 
     def crash_message(self) -> str:
-        return crash_message(self.proc.wait(), list(self.stderr_tail)[-8:])
+        rc = self.proc.wait()
+        if self.disk.exceeded:
+            return f"the teacher process {self.disk.exceeded_message()}"
+        return crash_message(rc, list(self.stderr_tail)[-8:])
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Kill a sandbox: SIGTERM to its leader (a root worker's reaper kills all below it,
+    bwrap takes its command along), then SIGKILL to the group after STOP_GRACE_S."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_GRACE_S)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def crash_message(rc: int, tail: list[str]) -> str:
@@ -397,19 +428,86 @@ def run_command(argv: list[str], *, settings: Settings, memory_bytes: int) -> in
     """Run ``argv`` in a fresh folder's sandbox, stdio inherited; its exit status. The same
     user, namespaces, limits and environment as a job's engine child."""
     workdir = _scratch(settings, "exec")
+    lease = bwrap.lease_uid(settings)
+    uid = None if lease is None else lease.uid
     try:
-        prepare_jobdir(workdir)
+        prepare_jobdir(workdir, uid)
         sandboxed = settings.sandbox != "none"
         lim = bwrap.limits(
             settings, cpu_seconds=settings.sandbox_cpu_seconds, memory_bytes=memory_bytes
         )
-        done = subprocess.run(
-            bwrap.sandboxed_argv(argv, workdir, settings),
-            cwd=workdir,
-            env=child_env(JOB_DIR if sandboxed else workdir, job_threads(settings), settings),
-            preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
-            check=False,
-        )
-        return done.returncode
+        with bwrap.sandboxed_argv(argv, workdir, settings, uid=uid) as (full, fds):
+            proc = subprocess.Popen(
+                full,
+                cwd=workdir,
+                env=child_env(JOB_DIR if sandboxed else workdir, job_threads(settings), settings),
+                preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
+                pass_fds=fds,
+            )
+        disk = DiskWatch(lambda: workdir, bwrap.disk_bytes(settings), lambda: stop(proc))
+        try:
+            status = proc.wait()
+        finally:
+            disk.stop()
+        if disk.exceeded:
+            print(f"sandbox-exec: the command {disk.exceeded_message()}", file=sys.stderr)
+        return status
     finally:
+        if lease is not None:
+            lease.release()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class DiskWatch:
+    """Kills a sandbox whose folder holds more than ``cap`` bytes it wrote.
+
+    Each file is already limited to ``cap`` (RLIMIT_FSIZE: the write past it fails); this
+    bounds their sum, checked every ``DISK_POLL_S``. Files linked in by the worker (the
+    inputs, cached soft labels) are not the sandbox's writes.
+    """
+
+    def __init__(self, folder: Callable[[], Path], cap: int, stop: Callable[[], None]) -> None:
+        self.folder, self.cap, self._stop = folder, cap, stop
+        self.exceeded = False
+        self._linked: set[tuple[int, int]] = set()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def not_written(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            self._linked.add((st.st_dev, st.st_ino))
+
+    def exceeded_message(self) -> str:
+        return f"wrote more than {self.cap} bytes (STILLHOUSE_SANDBOX_DISK_BYTES) and was stopped"
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(DISK_POLL_S):
+            if written_bytes(self.folder(), self._linked) > self.cap:
+                self.exceeded = True
+                self._stop()
+                return
+
+
+def written_bytes(folder: Path, skip: set[tuple[int, int]]) -> int:
+    """Bytes on disk of the files under ``folder`` but its inputs, each inode once."""
+    seen: set[tuple[int, int]] = set(skip)
+    total = 0
+    pending = [folder]
+    while pending:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.path != str(folder / INPUTS):
+                            pending.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        if (st.st_dev, st.st_ino) not in seen:
+                            seen.add((st.st_dev, st.st_ino))
+                            total += st.st_blocks * 512
+    return total

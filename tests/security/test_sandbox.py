@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import DATA_DIR, REDIS_URL, ROOT
+from worker.bwrap import SANDBOX_UID, UIDS
 
 SECRET = "postgresql+psycopg://stillhouse:s3cret-in-the-parent@127.0.0.1:5432/stillhouse"
 
@@ -119,7 +120,9 @@ def test_only_the_job_folder_is_writable() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:-1] == [f"refused {path}" for path in targets]
-    assert lines[-1] == "/job 65534"  # an unprivileged user of its own
+    cwd, uid = lines[-1].split()
+    # An unprivileged user: a root worker's sandbox has a host uid of its own.
+    assert cwd == "/job" and int(uid) in (UIDS if os.geteuid() == 0 else [SANDBOX_UID])
     assert not Path(ROOT / "worker" / "probe").exists()
 
 

@@ -2,7 +2,8 @@
 
 A chain of stages (``stages.py``), each a short function with typed inputs and outputs:
 
-    check → split → soft labels → student → teacher on the eval rows → train
+    check → split → soft labels → student → teacher on the eval rows
+          → export the untrained student and check it → train
           → time the teacher → export and verify → evaluate the files → report
 
 Progress reports them as the job's stages: soft_labeling → training → evaluating →
@@ -38,6 +39,7 @@ from worker.distill.stages import (
     Context,
     check_inputs,
     evaluate_stage,
+    export_check_stage,
     export_stage,
     report_stage,
     soft_label_stage,
@@ -205,6 +207,8 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
         return DistillResult(swept.files, swept.report, swept.metrics, swept.candidates)
     student = student_stage(ctx, splits.train)
     reference = teacher_eval_stage(ctx, splits.eval)
+    sample = splits.eval.read(np.arange(min(splits.eval.num_samples, SAMPLE_ROWS)))
+    export_check_stage(ctx, student, sample)
     targets = make_targets(
         soft,
         teachers=ctx.teachers,
@@ -213,7 +217,6 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
         device=ctx.device,
     )
     trained = train_stage(ctx, student, splits, targets, reference)
-    sample = splits.eval.read(np.arange(min(splits.eval.num_samples, SAMPLE_ROWS)))
     teacher_speed = time_teacher_stage(ctx, sample, reference, trained.steps)
     exported = export_stage(ctx, student, sample, trained.steps, splits.train)
     evaluated = evaluate_stage(ctx, exported, reference, splits.eval, student.module, sample)

@@ -3,8 +3,8 @@
 ``engine.run_stages`` chains them:
 
     check_inputs → split_stage → soft_label_stage → student_stage → teacher_eval_stage
-    → (targets.make_targets) → train_stage → time_teacher_stage → export_stage
-    → evaluate_stage → report_stage
+    → (targets.make_targets) → export_check_stage → train_stage → time_teacher_stage
+    → export_stage → evaluate_stage → report_stage
 
 Every stage reads the job's ``Context`` and rows (``rows.py``), never a whole transfer set:
 memory is O(batch), not O(N). A stage that takes time records it in ``Context.timings``
@@ -13,8 +13,10 @@ memory is O(batch), not O(N). A stage that takes time records it in ``Context.ti
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from worker.distill.errors import Cancelled, UserError
 from worker.distill.export import (
     ONNX_FORMATS,
     VARIANTS,
+    ExportError,
     export_student,
     runtime_for,
     verify_exports,
@@ -403,6 +406,26 @@ class Exported:
     files: dict[str, Path]  # every written format (and the JSON config)
     published: dict[str, Path]  # the formats the job asked for
     max_abs_diff: dict[str, float]
+
+
+def export_check_stage(ctx: Context, student: Student, sample: torch.Tensor) -> None:
+    """Export the untrained student in the asked formats and check the files, then delete
+    them: a student that cannot be exported fails the job now, not after its training."""
+    started = time.perf_counter()
+    module = copy.deepcopy(student.module).cpu().eval()
+    folder = ctx.workdir / "export-check"
+    try:
+        files = export_student(
+            module, student.name, student.config, sample, folder, ctx.spec.export_formats
+        )
+        verify_exports(module, files, sample)
+    except (ExportError, MemoryError, OSError):
+        raise
+    except Exception as exc:  # the exporters' own errors: the same bug, said before training
+        raise ExportError(f"the student does not export: {type(exc).__name__}: {exc}") from exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    ctx.timings["export_check"] = time.perf_counter() - started
 
 
 def export_stage(

@@ -45,6 +45,7 @@ from worker.distill.stages import (
     Reference,
     Splits,
     evaluate_stage,
+    export_check_stage,
     export_stage,
     report_stage,
     student_stage,
@@ -228,6 +229,7 @@ def run_candidate(
         on_event=lambda ev: None,
     )
     student = student_stage(own, shared.splits.train)
+    export_check_stage(own, student, shared.sample)
     targets = make_targets(
         shared.soft,
         teachers=ctx.teachers,

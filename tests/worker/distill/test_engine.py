@@ -94,7 +94,13 @@ def test_report_has_every_api_field_and_the_student_is_smaller(
     assert set(report["teacher"]) >= SECTION_KEYS and set(report["student"]) >= SECTION_KEYS
     assert set(result.files) == {"torch_export", "onnx", "safetensors"}
     assert report["compression_ratio"] >= 5
-    assert set(report["timings_s"]) == {"soft_labeling", "training", "evaluating", "exporting"}
+    assert set(report["timings_s"]) == {
+        "export_check",
+        "soft_labeling",
+        "training",
+        "evaluating",
+        "exporting",
+    }
     stages = [e["stage"] for e in events]
     assert stages == sorted(
         stages, key=["soft_labeling", "training", "evaluating", "exporting"].index
