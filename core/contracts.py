@@ -90,6 +90,17 @@ class ModelMeasure(_Open):
     file_bytes: dict[str, int] | None = None
 
 
+class SpeedupSpread(_Open):
+    """Teacher and student timed interleaved, in short rounds: the rounds' speedups."""
+
+    median: float
+    min: float
+    max: float
+    iqr_relative: float = Field(description="interquartile range / median")
+    rounds: int
+    disturbed: bool = Field(description="iqr_relative past 0.25: a load came and went")
+
+
 class Variant(_Open):
     """One downloadable file of the student, measured as a user runs it on the worker's CPU
     (ONNX Runtime for the ONNX files), on the same eval samples as the student."""
@@ -157,7 +168,12 @@ class Report(_Open):
     teacher: ModelMeasure
     student: ModelMeasure
     compression_ratio: float | None = Field(description="teacher / student parameters")
-    speedup: float = Field(description="student throughput / teacher throughput")
+    speedup: float = Field(
+        description="student throughput / teacher throughput: the median of interleaved rounds"
+    )
+    speedup_spread: SpeedupSpread | None = Field(
+        default=None, description="the rounds behind speedup, and whether a load disturbed them"
+    )
     agreement_top1: float
     agreement_top5: float | None = None
     kl_divergence: float = Field(description="mean KL(teacher || student) at T=1, eval set")

@@ -217,10 +217,12 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
         device=ctx.device,
     )
     trained = train_stage(ctx, student, splits, targets, reference)
-    teacher_speed = time_teacher_stage(ctx, sample, reference, trained.steps)
+    teacher = time_teacher_stage(ctx, sample, reference, trained.steps)
     exported = export_stage(ctx, student, sample, trained.steps, splits.train)
-    evaluated = evaluate_stage(ctx, exported, reference, splits.eval, student.module, sample)
-    report = report_stage(ctx, student, splits, trained, teacher_speed, exported, evaluated)
+    evaluated = evaluate_stage(
+        ctx, exported, reference, splits.eval, student.module, sample, teacher
+    )
+    report = report_stage(ctx, student, splits, trained, exported, evaluated)
     ctx.progress.emit(
         "exporting",
         1.0,

@@ -2,8 +2,12 @@
 
 Speed is measured on the worker's device: the median wall time of one batch of 1
 (latency) and of 256 (throughput = 256 / median), after warm-up, with a CUDA synchronize
-around each timed call. Sizes: parameters × 4 bytes (fp32) and × 2 (fp16); the exported
-files' actual sizes are added as ``file_bytes``.
+around each timed call. Teacher and student are timed interleaved (``measure_pair``): in
+``PAIR_ROUNDS`` short rounds, alternating which goes first, so a load that comes and goes
+weighs on both alike; the speedup is the median of the rounds' ratios, reported with their
+spread, and a spread past ``DISTURBED_SPREAD`` marks the measurement as disturbed. Sizes:
+parameters × 4 bytes (fp32) and × 2 (fp16); the exported files' actual sizes are added as
+``file_bytes``.
 """
 
 from __future__ import annotations
@@ -24,16 +28,27 @@ MIN_RUNS, MAX_RUNS = 5, 50
 BUDGET_S = 0.3  # per measurement: 0.3 and 1.0 gave medians within the same ±3 % (MNIST MLP)
 
 
+PAIR_ROUNDS = 7
+PAIR_MIN_RUNS = 3  # a round's runs of each model (more within the round's budget)
+DISTURBED_SPREAD = 0.25  # interquartile range of the rounds' speedups / their median
+
+
 def _median_seconds(
-    fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device
+    fn: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    device: torch.device,
+    *,
+    warmup: int = WARMUP_RUNS,
+    min_runs: int = MIN_RUNS,
+    budget_s: float = BUDGET_S,
 ) -> float:
     with torch.inference_mode():
-        for _ in range(WARMUP_RUNS):
+        for _ in range(warmup):
             fn(x)
         synchronize(device)
         times: list[float] = []
-        deadline = time.perf_counter() + BUDGET_S
-        while len(times) < MAX_RUNS and (len(times) < MIN_RUNS or time.perf_counter() < deadline):
+        deadline = time.perf_counter() + budget_s
+        while len(times) < MAX_RUNS and (len(times) < min_runs or time.perf_counter() < deadline):
             start = time.perf_counter()
             fn(x)
             synchronize(device)
@@ -56,6 +71,69 @@ def measure_speed(
         "latency_ms_batch1": latency * 1e3,
         "throughput_per_s": batch / batch_time,
     }
+
+
+def _tiled(sample: torch.Tensor, batch: int) -> torch.Tensor:
+    reps = -(-batch // len(sample))
+    return sample.repeat(reps, *([1] * (sample.dim() - 1)))[:batch].contiguous()
+
+
+def measure_pair(
+    teacher: Callable[[torch.Tensor], Any],
+    teacher_sample: torch.Tensor,
+    student: Callable[[torch.Tensor], Any],
+    student_sample: torch.Tensor,
+    device: torch.device,
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Teacher and student speed measured interleaved; returns (teacher, student, speedup).
+
+    Each of ``PAIR_ROUNDS`` rounds times both models at batch 1 and at the throughput batch
+    (the median of a few runs each), the first model alternating between rounds. A model's
+    figure is the median of its rounds; ``speedup`` is the median of the rounds' own
+    throughput ratios, with their minimum, maximum and interquartile range, and
+    ``disturbed`` when that range passes ``DISTURBED_SPREAD`` of the median."""
+    batch = THROUGHPUT_BATCH
+    inputs = {
+        "teacher": (teacher, teacher_sample[:1].contiguous(), _tiled(teacher_sample, batch)),
+        "student": (student, student_sample[:1].contiguous(), _tiled(student_sample, batch)),
+    }
+    for fn, one, big in inputs.values():  # warm-up, once
+        _median_seconds(fn, one, device, min_runs=1, budget_s=0.0)
+        _median_seconds(fn, big, device, min_runs=1, budget_s=0.0)
+    rounds: dict[str, dict[str, list[float]]] = {name: {"one": [], "big": []} for name in inputs}
+    budget = BUDGET_S / PAIR_ROUNDS
+    for r in range(PAIR_ROUNDS):
+        order = ("teacher", "student") if r % 2 == 0 else ("student", "teacher")
+        for name in order:
+            fn, one, big = inputs[name]
+            for key, x in (("one", one), ("big", big)):
+                rounds[name][key].append(
+                    _median_seconds(
+                        fn, x, device, warmup=0, min_runs=PAIR_MIN_RUNS, budget_s=budget
+                    )
+                )
+    speeds = {
+        name: {
+            "latency_ms_batch1": statistics.median(times["one"]) * 1e3,
+            "throughput_per_s": THROUGHPUT_BATCH / statistics.median(times["big"]),
+        }
+        for name, times in rounds.items()
+    }
+    ratios = [
+        t / s for t, s in zip(rounds["teacher"]["big"], rounds["student"]["big"], strict=True)
+    ]
+    quartiles = statistics.quantiles(ratios, n=4)
+    median = statistics.median(ratios)
+    spread = (quartiles[2] - quartiles[0]) / median
+    speedup = {
+        "median": median,
+        "min": min(ratios),
+        "max": max(ratios),
+        "iqr_relative": spread,
+        "rounds": PAIR_ROUNDS,
+        "disturbed": spread > DISTURBED_SPREAD,
+    }
+    return speeds["teacher"], speeds["student"], speedup
 
 
 def model_section(
@@ -85,13 +163,17 @@ def build_report(
     soft_labels: str,
     timings: dict[str, float],
     extra: dict[str, Any],
+    speedup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``speedup``: from ``measure_pair``; without it, the ratio of the two throughputs."""
     t_params, s_params = teacher["parameters"], student["parameters"]
+    ratio = student["throughput_per_s"] / teacher["throughput_per_s"]
     return {
         "teacher": teacher,
         "student": student,
         "compression_ratio": None if not t_params else t_params / s_params,
-        "speedup": student["throughput_per_s"] / teacher["throughput_per_s"],
+        "speedup": ratio if speedup is None else speedup["median"],
+        "speedup_spread": speedup,
         **metrics,
         "device": device.type,
         "device_name": device_name(device),

@@ -45,7 +45,7 @@ from worker.distill.export import (
 )
 from worker.distill.jacobian import JacobianMatching
 from worker.distill.progress import Reporter
-from worker.distill.report import build_report, measure_speed, model_section
+from worker.distill.report import build_report, measure_pair, measure_speed, model_section
 from worker.distill.rows import Rows, SubsetRows, in_memory_if_small, row_chunks
 from worker.distill.soft_labels import (
     SoftLabels,
@@ -383,22 +383,28 @@ def _fingerprint(ctx: Context, student: Student, splits: Splits) -> str:
 # --- timing, export, evaluation, report ---------------------------------------------------
 
 
+@dataclass
+class TeacherTimer:
+    """What times the teacher: its forward pass and the sample on the device it reads from
+    (the timing is the model, not a copy)."""
+
+    fn: Callable[[torch.Tensor], Any]
+    sample: torch.Tensor
+
+
 def time_teacher_stage(
     ctx: Context, sample: torch.Tensor, ref: Reference, steps: int
-) -> dict[str, float]:
-    """The teacher's speed (its eval logits were computed before training, for progress)."""
-    started = time.perf_counter()
+) -> TeacherTimer:
+    """The evaluating stage begins (the teacher's eval logits were computed before training,
+    for progress); the teacher is timed beside the student in ``evaluate_stage``."""
     ctx.progress.emit("evaluating", 0.0, epoch=ctx.spec.training.epochs, step=steps)
     dev = ctx.device
-    # Inputs already on the device for torch runtimes: the timing is the model, not a copy.
     on_host = any(t.format == "onnx" for t in ctx.teachers)
-    speed = measure_speed(
+    ctx.timings["evaluating"] = ref.seconds
+    return TeacherTimer(
         lambda xb: [teacher_logits(t, xb, dev, online=True) for t in ctx.teachers],
         sample if on_host else sample.to(dev),
-        dev,
     )
-    ctx.timings["evaluating"] = ref.seconds + time.perf_counter() - started
-    return speed
 
 
 @dataclass
@@ -458,6 +464,8 @@ class Evaluated:
     source: str
     speed: dict[str, float]
     runtime: str
+    teacher_speed: dict[str, float]
+    speedup: dict[str, Any]
     variants: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -468,8 +476,10 @@ def evaluate_stage(
     eval_rows: Rows,
     module: nn.Module,
     sample: torch.Tensor,
+    teacher: TeacherTimer,
 ) -> Evaluated:
-    """Run each exported file over every eval row and time the student's runtime."""
+    """Run each exported file over every eval row; time the student's runtime interleaved
+    with the teacher."""
     started = time.perf_counter()
     files, by_format = exported.files, {}
     for fmt in (*METRICS_PREFERENCE, *VARIANTS):
@@ -478,12 +488,18 @@ def evaluate_stage(
             by_format[fmt] = ev.eval_metrics(ref.logits, logits, ref.labels)
     source = next(f for f in METRICS_PREFERENCE if f in by_format)
     student_fn, runtime = _student_runtime(ctx.teachers, files, module, ctx.device)
-    speed = measure_speed(
-        student_fn, sample if runtime.endswith("cpu") else sample.to(ctx.device), ctx.device
+    teacher_speed, speed, speedup = measure_pair(
+        teacher.fn,
+        teacher.sample,
+        student_fn,
+        sample if runtime.endswith("cpu") else sample.to(ctx.device),
+        ctx.device,
     )
     variants = measure_variants(ctx, exported, by_format, sample)
     ctx.timings["evaluating"] += time.perf_counter() - started
-    return Evaluated(by_format[source], by_format, source, speed, runtime, variants)
+    return Evaluated(
+        by_format[source], by_format, source, speed, runtime, teacher_speed, speedup, variants
+    )
 
 
 def measure_variants(
@@ -541,7 +557,6 @@ def report_stage(
     student: Student,
     splits: Splits,
     trained: TrainResult,
-    teacher_speed: dict[str, float],
     exported: Exported,
     evaluated: Evaluated,
 ) -> dict[str, Any]:
@@ -551,7 +566,7 @@ def report_stage(
     }
     return build_report(
         teacher=model_section(
-            student.teacher_parameters, teacher_speed, "+".join(sorted(runtimes))
+            student.teacher_parameters, evaluated.teacher_speed, "+".join(sorted(runtimes))
         ),
         student=model_section(
             count_parameters(student.module), evaluated.speed, evaluated.runtime, exported.published
@@ -560,6 +575,7 @@ def report_stage(
         device=dev,
         soft_labels=ctx.spec.soft_label_mode,
         timings=ctx.timings,
+        speedup=evaluated.speedup,
         extra={
             "metrics_source": evaluated.source,
             "metrics_by_format": evaluated.by_format,

@@ -44,6 +44,7 @@ from worker.distill.stages import (
     Context,
     Reference,
     Splits,
+    TeacherTimer,
     evaluate_stage,
     export_check_stage,
     export_stage,
@@ -142,7 +143,7 @@ class Shared:
     soft: SoftLabels
     reference: Reference
     sample: torch.Tensor
-    teacher_speed: dict[str, float]
+    teacher: TeacherTimer
 
 
 @dataclass
@@ -240,11 +241,15 @@ def run_candidate(
     trained = train_stage(own, student, shared.splits, targets, shared.reference)
     exported = export_stage(own, student, shared.sample, trained.steps, shared.splits.train)
     evaluated = evaluate_stage(
-        own, exported, shared.reference, shared.splits.eval, student.module, shared.sample
+        own,
+        exported,
+        shared.reference,
+        shared.splits.eval,
+        student.module,
+        shared.sample,
+        shared.teacher,
     )
-    report = report_stage(
-        own, student, shared.splits, trained, shared.teacher_speed, exported, evaluated
-    )
+    report = report_stage(own, student, shared.splits, trained, exported, evaluated)
     report["timings_s"] = {k: round(v, 3) for k, v in own.timings.items()}
     done = Finished(json.loads(json.dumps(report, default=_plain)), exported.published)
     _store(folder, key, done)
@@ -325,11 +330,11 @@ def run_sweep(
 def _shared(ctx: Context, splits: Splits, soft: SoftLabels, sample_rows: int) -> Shared:
     reference = teacher_eval_stage(ctx, splits.eval)
     sample = splits.eval.read(np.arange(min(splits.eval.num_samples, sample_rows)))
-    # Timed now, once, for every candidate's speedup; its progress event would send the job's
-    # stage back from "evaluating" to "training", so it goes nowhere.
+    # Each candidate times the teacher beside itself; the progress event of setting the timer
+    # up would send the job's stage back from "evaluating" to "training", so it goes nowhere.
     quiet = replace(ctx, progress=Reporter(lambda ev: None, ctx.spec.training.epochs))
-    speed = time_teacher_stage(quiet, sample, reference, 0)
-    return Shared(splits, soft, reference, sample, speed)
+    teacher = time_teacher_stage(quiet, sample, reference, 0)
+    return Shared(splits, soft, reference, sample, teacher)
 
 
 def _timings(ctx: Context, finished: Sequence[Finished]) -> dict[str, float]:

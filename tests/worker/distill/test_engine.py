@@ -94,6 +94,10 @@ def test_report_has_every_api_field_and_the_student_is_smaller(
     assert set(report["teacher"]) >= SECTION_KEYS and set(report["student"]) >= SECTION_KEYS
     assert set(result.files) == {"torch_export", "onnx", "safetensors"}
     assert report["compression_ratio"] >= 5
+    spread = report["speedup_spread"]  # teacher and student timed in turns
+    assert report["speedup"] == spread["median"] and spread["rounds"] == 7
+    assert spread["min"] <= spread["median"] <= spread["max"]
+    assert isinstance(spread["disturbed"], bool)
     assert set(report["timings_s"]) == {
         "export_check",
         "soft_labeling",

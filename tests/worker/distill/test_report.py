@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from worker.distill.report import build_report, measure_speed, model_section
+from worker.distill.report import (
+    PAIR_ROUNDS,
+    build_report,
+    measure_pair,
+    measure_speed,
+    model_section,
+)
 
 
 def test_speed_is_measured_at_batch_1_and_256() -> None:
@@ -40,3 +49,44 @@ def test_sizes_and_ratios() -> None:
     assert report["speedup"] == 4.0
     assert report["timings_s"] == {"training": 1.235}
     assert report["device"] == "cpu"
+
+
+def _sleeper(seconds: float, calls: list[str], name: str) -> Callable[[torch.Tensor], None]:
+    def fn(x: torch.Tensor) -> None:
+        calls.append(name)
+        time.sleep(seconds)  # a call's cost, whatever the batch: sleeps, not the CPU
+
+    return fn
+
+
+def test_teacher_and_student_are_timed_interleaved_and_the_speedup_is_their_ratio() -> None:
+    calls: list[str] = []
+    x = torch.zeros(4, 2)
+    teacher, student, speedup = measure_pair(
+        _sleeper(2e-3, calls, "t"), x, _sleeper(5e-4, calls, "s"), x, torch.device("cpu")
+    )
+    assert speedup["rounds"] == PAIR_ROUNDS
+    assert 2.5 < speedup["median"] < 5.5  # 4x in sleeps; the rest is timer overshoot
+    assert speedup["min"] <= speedup["median"] <= speedup["max"]
+    assert teacher["throughput_per_s"] < student["throughput_per_s"]
+    # Interleaved: the models take turns, round after round (not all of one, then the other).
+    turns = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert len(turns) >= PAIR_ROUNDS
+
+
+def test_a_load_that_comes_and_goes_marks_the_speedup_disturbed() -> None:
+    calls: list[str] = []
+    x = torch.zeros(4, 2)
+    rounds = {"n": 0}
+
+    def student(xb: torch.Tensor) -> None:
+        calls.append("s")
+        # Every other round of the student, the machine is busy: 3x slower.
+        slow = (sum(1 for a, b in zip(calls, calls[1:], strict=False) if a != b) // 2) % 2
+        rounds["n"] += slow
+        time.sleep(5e-4 * (3 if slow else 1))
+
+    _, _, speedup = measure_pair(_sleeper(4e-5, calls, "t"), x, student, x, torch.device("cpu"))
+    assert rounds["n"] > 0
+    assert speedup["max"] / speedup["min"] > 2
+    assert speedup["disturbed"] is True
