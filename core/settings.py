@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # rate_limit_burst (0: no limit). Shared through Redis when the broker is Redis.
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
+    # Failed authentications (unknown or revoked keys) per client address: past the burst,
+    # 429 before any key lookup, refilled at this rate (0: no limit).
+    auth_failures_per_second: float = 1.0
+    auth_failure_burst: int = 30
 
     # Webhooks: never to loopback, link-local or private addresses unless allowed (tests,
     # development). Retries back off exponentially from webhook_backoff_seconds, doubling up
