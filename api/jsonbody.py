@@ -33,21 +33,30 @@ def _printable(key: str) -> str:
     return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def bad_values(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
-    """(where, why) of each non-finite number and each string or key with a lone surrogate."""
+def _bad_value(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
-        yield loc, "JSON has no NaN or Infinity: send a finite number"
-    elif isinstance(value, str) and has_lone_surrogate(value):
-        yield loc, "holds a lone UTF-16 surrogate (not a character): send valid Unicode"
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from bad_values(item, (*loc, index))
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if has_lone_surrogate(key):
-                yield (*loc, _printable(key)), "the key holds a lone UTF-16 surrogate"
-            else:
-                yield from bad_values(item, (*loc, key))
+        return "JSON has no NaN or Infinity: send a finite number"
+    if isinstance(value, str) and has_lone_surrogate(value):
+        return "holds a lone UTF-16 surrogate (not a character): send valid Unicode"
+    return None
+
+
+def bad_values(value: Any) -> Iterator[tuple[Loc, str]]:
+    """(where, why) of each non-finite number and each string or key with a lone surrogate.
+    Iterative: a body nested as deep as the JSON parser allows must not overflow the stack."""
+    stack: list[tuple[Loc, Any]] = [((), value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(((*loc, i), v) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, dict):
+            for key, v in reversed(list(item.items())):
+                if has_lone_surrogate(key):
+                    yield (*loc, _printable(key)), "the key holds a lone UTF-16 surrogate"
+                else:
+                    stack.append(((*loc, key), v))
+        elif (why := _bad_value(item)) is not None:
+            yield loc, why
 
 
 def _is_json(request: Request) -> bool:
@@ -69,8 +78,8 @@ async def check_json_body(request: Request) -> None:
         return
     try:
         parsed = await request.json()  # cached on the request: FastAPI reuses it
-    except ValueError:
-        return  # malformed JSON: FastAPI's own 422 names the position
+    except (ValueError, RecursionError):
+        return  # malformed or too deep: FastAPI's own parse answers it
     errors = [
         {"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": None}
         for loc, msg in bad_values(parsed)
