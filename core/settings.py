@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     cache_max_bytes: int = 20 * 1024**3
 
     max_upload_bytes: int = 4 * 1024**3
+    # An upload's form beside its file: parts, and bytes of part headers and fields together.
+    max_form_parts: int = 16
+    max_form_bytes: int = 64 * 1024
     # Every request body but the streamed uploads (JSON job specs): larger ones get 413
     # before they are read.
     max_body_bytes: int = 1024**2
