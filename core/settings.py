@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Each host's cache of objects downloaded from S3 (by sha256), least recently used first out.
     cache_max_bytes: int = 20 * 1024**3
 
+    # A request's head (request line and header fields): past either, 431 and the connection
+    # closes, counted as the bytes arrive.
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
     max_upload_bytes: int = 4 * 1024**3
     # An upload's form beside its file: parts, and bytes of part headers and fields together.
     max_form_parts: int = 16

@@ -15,10 +15,11 @@ import uvicorn
 def live(pg_database: str) -> Iterator[int]:
     """The app served by uvicorn in this process: raw sockets see what a client would."""
     from api.app import create_app
+    from api.serve import uvicorn_config
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(create_app(), log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
