@@ -21,6 +21,9 @@ from core.settings import get_settings
 
 APP = "api.app:create_app"
 PROTOCOL = "api.serve:HeadLimitedProtocol"
+# On SIGTERM or SIGINT, requests still running after this long are cancelled (an upload then
+# removes its partial file); `stillhouse run` kills what is left 15 s after asking.
+GRACEFUL_SHUTDOWN_S = 10
 
 
 class _TooLarge(Exception):
@@ -101,6 +104,7 @@ def uvicorn_config(app: Any = APP, **kwargs: Any) -> uvicorn.Config:
     import string (then ``factory=True``)."""
     if isinstance(app, str):
         kwargs.setdefault("factory", True)
+    kwargs.setdefault("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN_S)
     return uvicorn.Config(app, http=PROTOCOL, **kwargs)
 
 
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
         workers=args.workers,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 
