@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,9 @@ from core.db import session_scope
 from core.keys import ensure_bootstrap_key
 from core.logs import configure_logging
 from core.settings import get_settings
+from core.storage import remove_orphaned_partials
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Stillhouse turns a big classifier into a small one that agrees with it.
@@ -39,10 +43,14 @@ page saying what its code means and what to do ([all error codes](/problems)).
 
 
 def _bootstrap() -> None:
-    key = get_settings().bootstrap_api_key
-    if key:
+    settings = get_settings()
+    if settings.bootstrap_api_key:
         with session_scope() as session:
-            ensure_bootstrap_key(session, key)
+            ensure_bootstrap_key(session, settings.bootstrap_api_key)
+    if not settings.storage_url:  # S3 aborts a failed multipart upload itself
+        removed = remove_orphaned_partials(settings.storage_dir)
+        if removed:
+            log.info("removed %d partial uploads left by a stopped process", removed)
 
 
 @asynccontextmanager

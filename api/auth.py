@@ -35,19 +35,56 @@ def require(principal: Principal, scope: Scope) -> None:
         raise Forbidden(f"this needs an '{scope}' key; this key's scope is '{principal.scope}'")
 
 
+def _buckets(rate: float, burst: int) -> RateLimiter | None:
+    if rate <= 0:
+        return None
+    settings = get_settings()
+    if settings.redis_url:
+        return RedisBuckets(settings.redis_url, settings.broker_key_prefix, rate, max(1, burst))
+    return LocalBuckets(rate, max(1, burst))
+
+
 def _limiter(app: FastAPI) -> RateLimiter | None:
     if not hasattr(app.state, "rate_limiter"):
         settings = get_settings()
-        limiter: RateLimiter | None = None
-        if settings.rate_limit_per_second > 0:
-            rate, burst = settings.rate_limit_per_second, max(1, settings.rate_limit_burst)
-            if settings.redis_url:
-                limiter = RedisBuckets(settings.redis_url, settings.broker_key_prefix, rate, burst)
-            else:
-                limiter = LocalBuckets(rate, burst)
-        app.state.rate_limiter = limiter
-    limiter = app.state.rate_limiter
+        app.state.rate_limiter = _buckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+    limiter: RateLimiter | None = app.state.rate_limiter
     return limiter
+
+
+def _failure_limiter(app: FastAPI) -> RateLimiter | None:
+    if not hasattr(app.state, "auth_failure_limiter"):
+        settings = get_settings()
+        app.state.auth_failure_limiter = _buckets(
+            settings.auth_failures_per_second, settings.auth_failure_burst
+        )
+    limiter: RateLimiter | None = app.state.auth_failure_limiter
+    return limiter
+
+
+def _client_bucket(request: Request) -> str:
+    return f"authfail:{request.client.host if request.client else 'unknown'}"
+
+
+async def refuse_failing_client(request: Request) -> None:
+    """Before a key is looked up: 429 when this client address has used up its failed
+    authentications, so that guessing keys costs no database lookup past the burst. Takes
+    nothing: only a failure does (``count_failed_auth``)."""
+    limiter = _failure_limiter(request.app)
+    if limiter is None:
+        return
+    wait = await limiter.wait_for(_client_bucket(request), take=False)
+    if wait > 0:
+        raise TooManyRequests(
+            "too many requests with unknown API keys from this address",
+            headers={"Retry-After": retry_after(wait)},
+        )
+
+
+async def count_failed_auth(request: Request) -> None:
+    limiter = _failure_limiter(request.app)
+    if limiter is not None:
+        await limiter.wait_for(_client_bucket(request))
 
 
 async def authorize(request: Request, principal: Principal) -> None:
@@ -65,6 +102,7 @@ async def authorize(request: Request, principal: Principal) -> None:
 
 
 async def close_rate_limiter(app: FastAPI) -> None:
-    limiter: RateLimiter | None = getattr(app.state, "rate_limiter", None)
-    if limiter is not None:
-        await limiter.aclose()
+    for name in ("rate_limiter", "auth_failure_limiter"):
+        limiter: RateLimiter | None = getattr(app.state, name, None)
+        if limiter is not None:
+            await limiter.aclose()

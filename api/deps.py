@@ -18,7 +18,13 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, authorize, require
+from api.auth import (
+    Principal,
+    authorize,
+    count_failed_auth,
+    refuse_failing_client,
+    require,
+)
 from api.errors import Unauthorized
 from core.db import get_sessionmaker, session_scope
 from core.keys import Scope, hash_key
@@ -157,7 +163,12 @@ async def _cached(request: Request, lookup: Callable[[str], Principal]) -> Princ
     cache: KeyCache = request.app.state.key_cache
     principal = cache.get(key_hash)
     if principal is None:
-        principal = await run_in_threadpool(lookup, key_hash)
+        await refuse_failing_client(request)
+        try:
+            principal = await run_in_threadpool(lookup, key_hash)
+        except Unauthorized:
+            await count_failed_auth(request)
+            raise
         cache.put(key_hash, principal)
     # This request's log lines carry the tenant, and the job its path names.
     set_log_context(tenant_id=principal.tenant_id, job_id=request.path_params.get("job_id"))

@@ -10,6 +10,11 @@ At most ``DEPTH`` blocks wait for that thread: past that the loop stops reading 
 so memory stays under ``(DEPTH + 1) * BLOCK`` whatever the size. The final fsync runs off
 the loop too: a 2 GiB upload never stalls other requests. (bench/api_load.py measures it;
 one block in flight instead of eight gave about 10 % less throughput.)
+
+Everything but the file's bytes is held in memory until the form ends, so it is capped per
+upload: the number of parts (``STILLHOUSE_MAX_FORM_PARTS``) and the bytes of every part's
+headers and every field together (``STILLHOUSE_MAX_FORM_BYTES``); past either, 413. (An
+upload with 100,000 fields of 4 kB beside the file was accepted and cost 400 MB.)
 """
 
 from __future__ import annotations
@@ -29,8 +34,17 @@ from core import storage as st
 from core.errors import is_disk_full
 
 MAX_FIELD_BYTES = 4096
+# A refused upload's rest is never read: the connection closes after the answer.
+CLOSE = {"Connection": "close"}
 BLOCK = 512 * 1024
 DEPTH = 8
+
+
+@dataclass(frozen=True)
+class FormLimits:
+    max_file_bytes: int
+    max_parts: int
+    max_form_bytes: int  # part headers and fields together: everything but the file
 
 
 @dataclass
@@ -41,9 +55,12 @@ class ParsedUpload:
 
 
 class _State:
-    def __init__(self, storage: st.Storage, key: str, max_bytes: int) -> None:
-        self.storage, self.key, self.max_bytes = storage, key, max_bytes
+    def __init__(self, storage: st.Storage, key: str, limits: FormLimits) -> None:
+        self.storage, self.key, self.limits = storage, key, limits
+        self.max_bytes = limits.max_file_bytes
         self.out = ParsedUpload()
+        self.parts = 0
+        self.form_bytes = 0
         self.header_field = b""
         self.header_value = b""
         self.headers: dict[bytes, bytes] = {}
@@ -55,7 +72,23 @@ class _State:
         self.field_name: str | None = None
         self.field_value = bytearray()
 
+    def count_form_bytes(self, size: int) -> None:
+        self.form_bytes += size
+        if self.form_bytes > self.limits.max_form_bytes:
+            raise TooLarge(
+                f"the form's fields and part headers are larger than the limit of "
+                f"{self.limits.max_form_bytes} bytes (the file is not counted)",
+                headers=CLOSE,
+            )
+
+    def header_data(self, attr: str, data: bytes, start: int, end: int) -> None:
+        self.count_form_bytes(end - start)
+        setattr(self, attr, getattr(self, attr) + data[start:end])
+
     def part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            raise TooLarge(f"the form has more than {self.limits.max_parts} parts", headers=CLOSE)
         self.headers = {}
         self.field_name = None
         self.field_value = bytearray()
@@ -85,6 +118,7 @@ class _State:
             self.pending.append(chunk)
             self.pending_bytes += len(chunk)
         elif self.field_name is not None:
+            self.count_form_bytes(len(chunk))
             self.field_value += chunk
             if len(self.field_value) > MAX_FIELD_BYTES:
                 raise BadRequest(f"form field {self.field_name!r} is too long")
@@ -118,12 +152,12 @@ async def stream_upload(
     *,
     storage: st.Storage,
     key: str,
-    max_bytes: int,
+    limits: FormLimits,
 ) -> ParsedUpload:
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise BadRequest("send multipart/form-data with a 'file' part")
-    state = _State(storage, key, max_bytes)
+    state = _State(storage, key, limits)
     try:
         parser = _parser(params[b"boundary"], state)
     except FormParserError as exc:  # e.g. a boundary longer than RFC 2046's 70 characters
@@ -138,12 +172,8 @@ def _parser(boundary: bytes, state: _State) -> MultipartParser:
             "on_part_begin": state.part_begin,
             "on_part_data": state.part_data,
             "on_part_end": state.part_end,
-            "on_header_field": lambda d, s, e: setattr(
-                state, "header_field", state.header_field + d[s:e]
-            ),
-            "on_header_value": lambda d, s, e: setattr(
-                state, "header_value", state.header_value + d[s:e]
-            ),
+            "on_header_field": lambda d, s, e: state.header_data("header_field", d, s, e),
+            "on_header_value": lambda d, s, e: state.header_data("header_value", d, s, e),
             "on_header_end": state.header_end,
             "on_headers_finished": state.headers_finished,
         },

@@ -1,6 +1,8 @@
-"""Requests per second per API key: a token bucket, in this process or shared through Redis.
+"""Token buckets, in this process or shared through Redis: requests per second per API key,
+and failed authentications per client address.
 
-A bucket holds up to ``burst`` tokens and refills at ``rate`` a second; a request takes one.
+A bucket holds up to ``burst`` tokens and refills at ``rate`` a second; a request takes one
+(``peek`` asks what taking one would answer, and takes nothing).
 With the embedded default (one API process, no Redis) the buckets live in memory. When the
 broker is Redis, every API replica shares them there: one Lua script reads, refills and
 takes a token atomically, on Redis's own clock (replicas' clocks may disagree).
@@ -20,27 +22,31 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the bucket. ARGV: rate (tokens/s), burst. Returns the wait in seconds ("0": go).
+# KEYS[1]: the bucket. ARGV: rate (tokens/s), burst, take ("1") or peek ("0"). Returns the
+# wait in seconds ("0": go).
 TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local take = ARGV[3] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if tokens < 1 then return tostring((1 - tokens) / rate) end
+if not take then return '0' end
+tokens = tokens - 1
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
+return '0'
 """
 
 
 class RateLimiter(Protocol):
-    async def wait_for(self, key: str) -> float:
-        """0 when a request of ``key`` may go now, else the seconds until it may."""
+    async def wait_for(self, key: str, *, take: bool = True) -> float:
+        """0 when a request of ``key`` may go now (taking a token unless ``take`` is false),
+        else the seconds until it may."""
         ...
 
     async def aclose(self) -> None: ...
@@ -57,20 +63,20 @@ class LocalBuckets:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
-    async def wait_for(self, key: str) -> float:
+    async def wait_for(self, key: str, *, take: bool = True) -> float:
         # No await between the read and the write: the event loop makes this atomic.
         now = time.monotonic()
         tokens, at = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-        wait = 0.0
-        if tokens >= 1:
-            tokens -= 1
-        else:
-            wait = (1 - tokens) / self.rate
+        if tokens < 1:
+            return (1 - tokens) / self.rate
+        if not take:
+            return 0.0
+        tokens -= 1
         if len(self._buckets) >= self.max_keys and key not in self._buckets:
             self._buckets.clear()  # a full bucket is what a forgotten key gets anyway
         self._buckets[key] = (tokens, now)
-        return wait
+        return 0.0
 
     async def aclose(self) -> None:
         self._buckets.clear()
@@ -105,10 +111,12 @@ class RedisBuckets:
         if client is not None:
             await client.aclose()
 
-    async def wait_for(self, key: str) -> float:
+    async def wait_for(self, key: str, *, take: bool = True) -> float:
         bucket = f"{self.prefix}ratelimit:{key}"
         try:
-            wait = await self._script()(keys=[bucket], args=[self.rate, self.burst])
+            wait = await self._script()(
+                keys=[bucket], args=[self.rate, self.burst, "1" if take else "0"]
+            )
         except (RedisError, OSError) as exc:
             log.warning("rate limit not applied: Redis did not answer (%s)", exc)
             return 0.0

@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+# An execution option: the connection's transaction begins with SQLite's write lock.
+SQLITE_IMMEDIATE = "stillhouse_sqlite_immediate"
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
@@ -30,6 +33,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # pysqlite begins a transaction only before its first write, so what a
+            # transaction reads first is read outside it. BEGIN IMMEDIATE takes the write
+            # lock before anything is read (waiting up to busy_timeout for it); pysqlite
+            # then sees the transaction open and commits or rolls it back as usual.
+            if conn.get_execution_options().get(SQLITE_IMMEDIATE):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
@@ -46,6 +58,18 @@ def get_engine() -> Engine:
 @lru_cache(maxsize=1)
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
+
+
+def begin_serialized(session: Session) -> None:
+    """Begin ``session``'s transaction so that it runs alone among transactions that begin
+    the same way: on SQLite, which has no row locks, with ``BEGIN IMMEDIATE`` (the database's
+    write lock, held until the commit). Elsewhere nothing: the caller locks rows. Must come
+    before the transaction's first statement."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    if session.in_transaction():
+        raise RuntimeError("begin_serialized: the session's transaction has already begun")
+    session.connection(execution_options={SQLITE_IMMEDIATE: True})
 
 
 @contextmanager

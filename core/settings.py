@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # rate_limit_burst (0: no limit). Shared through Redis when the broker is Redis.
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
+    # Failed authentications (unknown or revoked keys) per client address: past the burst,
+    # 429 before any key lookup, refilled at this rate (0: no limit).
+    auth_failures_per_second: float = 1.0
+    auth_failure_burst: int = 30
 
     # Webhooks: never to loopback, link-local or private addresses unless allowed (tests,
     # development). Retries back off exponentially from webhook_backoff_seconds, doubling up
@@ -56,7 +60,14 @@ class Settings(BaseSettings):
     # Each host's cache of objects downloaded from S3 (by sha256), least recently used first out.
     cache_max_bytes: int = 20 * 1024**3
 
+    # A request's head (request line and header fields): past either, 431 and the connection
+    # closes, counted as the bytes arrive.
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
     max_upload_bytes: int = 4 * 1024**3
+    # An upload's form beside its file: parts, and bytes of part headers and fields together.
+    max_form_parts: int = 16
+    max_form_bytes: int = 64 * 1024
     # Every request body but the streamed uploads (JSON job specs): larger ones get 413
     # before they are read.
     max_body_bytes: int = 1024**2

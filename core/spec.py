@@ -40,7 +40,8 @@ LossName = Literal["kd", "kd_jacobian"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity are no numbers a spec can use (and not JSON): 422 naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StudentSpec(_Strict):
@@ -198,6 +199,7 @@ class JobSpec(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {

@@ -8,17 +8,24 @@ on any S3-compatible store (``STILLHOUSE_STORAGE_URL=s3://bucket/prefix``).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
+PARTIAL_SUFFIX = ".part"
+# A partial file younger than this is left alone by the sweep: its writer may be between
+# creating it and locking it (microseconds).
+PARTIAL_MIN_AGE_S = 2.0
 
 
 class TooLarge(Exception):
@@ -90,16 +97,19 @@ def _hasher() -> concurrent.futures.ThreadPoolExecutor:
 
 
 class _Writer:
-    """Write to a temporary sibling, hash as we go, rename into place at the end."""
+    """Write to a temporary sibling, hash as we go, rename into place at the end. The
+    temporary file is locked (``flock``) while it is written: the lock dies with the process,
+    so ``remove_orphaned_partials`` can tell a live upload from one a killed process left."""
 
     def __init__(self, final: Path, max_bytes: int | None) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         self.final = final
-        self.tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        self.tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
         self.max_bytes = max_bytes
         self.digest = hashlib.sha256()
         self.size = 0
         self.fh = open(self.tmp, "xb")  # noqa: SIM115 - closed in finish/abort
+        fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -189,6 +199,25 @@ class LocalStorage:
 
     def local_path(self, key: str, sha256: str | None = None) -> Path:
         return self._path(key)
+
+
+def remove_orphaned_partials(root: Path, min_age_s: float = PARTIAL_MIN_AGE_S) -> int:
+    """Delete the ``.part`` files under ``root`` that no live process writes (their lock is
+    free): what a killed API or worker left mid-write. Returns how many went."""
+    removed = 0
+    now = time.time()
+    for path in root.rglob(f"*{PARTIAL_SUFFIX}") if root.is_dir() else ():
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to open
+            if now - path.stat().st_mtime < min_age_s:
+                continue
+            with open(path, "rb") as fh:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer holds it
+                path.unlink()
+                removed += 1
+    return removed
 
 
 @functools.cache

@@ -40,9 +40,47 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+# IPv6 ranges that are never globally reachable (IANA's special-purpose registry) but that
+# Python before 3.12.4 calls global. Ranges that stand for IPv4 addresses are not listed:
+# ``embedded_ipv4`` decodes those, and the IPv4 address decides.
+_NOT_GLOBAL_V6 = (
+    ipaddress.IPv6Network("fec0::/10"),  # site-local (deprecated, still routed on some sites)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64: whatever the site maps it to
+)
+_WELL_KNOWN_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses that ``address`` reaches through a translation or tunnel: mapped
+    (``::ffff:a.b.c.d``), compatible (``::a.b.c.d``), translated (``::ffff:0:a.b.c.d``),
+    NAT64 (``64:ff9b::a.b.c.d``), 6to4 (``2002:AABB:CCDD::``), Teredo (server and client)
+    and ISATAP (``…:5efe:a.b.c.d``). A packet to such an address ends at the IPv4 one, so
+    the IPv4 address is the one that must be public."""
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if any(address in net for net in (_IPV4_COMPATIBLE, _IPV4_TRANSLATED, _WELL_KNOWN_NAT64)):
+        found.append(low32)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if (int(address) >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
+        found.append(low32)
+    return found
+
+
 def _is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner:
+            return all(_is_public(v4) for v4 in inner)
+        if any(address in net for net in _NOT_GLOBAL_V6) or address.is_site_local:
+            return False
     return address.is_global and not address.is_multicast
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.db import begin_serialized
 from core.enums import ACTIVE
 from models.tables import Job, StoredFile, Tenant
 
@@ -17,7 +18,10 @@ class UsageRepository:
         """Hold the tenant's row until the transaction ends: two submits (or uploads) of one
         tenant check its quota one after the other, so both cannot pass on the last slot.
         FOR NO KEY UPDATE: rows that only reference the tenant (a worker's student files)
-        are not held up. (SQLite has no row locks; its single writer serializes instead.)"""
+        are not held up. SQLite has no row locks and pysqlite reads outside the transaction
+        until its first write (25 simultaneous submits passed a quota of 10): there the
+        transaction must begin here, with the database's write lock (``begin_serialized``)."""
+        begin_serialized(self.session)
         stmt = select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
         self.session.execute(stmt)
 

@@ -101,9 +101,7 @@ def processes(settings: Settings) -> list[Proc]:
         [
             py,
             "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
+            "api.serve",
             "--host",
             settings.host,
             "--port",

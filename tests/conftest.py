@@ -45,8 +45,10 @@ os.environ.update(
     # Webhook receivers in tests listen on 127.0.0.1; their retries come back within seconds.
     STILLHOUSE_WEBHOOK_ALLOW_PRIVATE="true",
     STILLHOUSE_WEBHOOK_BACKOFF_SECONDS="1",
-    # Tests poll fast with one key; tests/api/test_ratelimit.py turns the limit on itself.
+    # Tests poll fast with one key; tests/api/test_ratelimit.py turns the limit on itself, as
+    # tests/security/test_auth_failures.py does the limit on failed authentication.
     STILLHOUSE_RATE_LIMIT_PER_SECOND="0",
+    STILLHOUSE_AUTH_FAILURES_PER_SECOND="0",
 )
 
 

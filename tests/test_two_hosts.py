@@ -33,7 +33,7 @@ def own_database() -> Iterator[str]:
 
 
 def _api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
+    argv = [sys.executable, "-m", "api.serve"]
     with open(log, "ab") as out:
         return subprocess.Popen(
             [*argv, "--host", "127.0.0.1", "--port", str(port)],

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import RETRY_AFTER_S, ServiceUnavailable, problem_response
+from api.jsonbody import CheckedJsonRoute
 from api.openapi import problems
 from api.publisher import broker_ready
 from core.db import get_engine
@@ -15,7 +16,7 @@ from core.errors import ErrorCode
 from core.heartbeat import live_workers
 from core.settings import get_settings
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=CheckedJsonRoute)
 
 
 @router.get("/healthz", summary="Liveness: the process runs")

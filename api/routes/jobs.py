@@ -14,6 +14,7 @@ from api import headers
 from api.deps import StandaloneTenantId, TenantId, UnitOfWork, UoW
 from api.downloads import file_response
 from api.errors import NotFound
+from api.jsonbody import CheckedJsonRoute
 from api.openapi import problems
 from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
@@ -25,7 +26,7 @@ from core.spec import JobSpec
 from core.storage import get_storage
 from models.job_repository import JobRepository
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=CheckedJsonRoute)
 
 EXAMPLE_JOB = {
     "teacher_ids": ["tch_..."],

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import AdminKey, KeyCache, UoW
+from api.jsonbody import CheckedJsonRoute
 from api.schemas import KeyCreate, KeyCreated, KeyRead, Page
 from api.services import keys as service
 from models.repositories import ApiKeyRepository
 
-router = APIRouter(prefix="/v1", tags=["keys"])
+router = APIRouter(prefix="/v1", tags=["keys"], route_class=CheckedJsonRoute)
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated, summary="Create an API key")

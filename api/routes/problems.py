@@ -12,9 +12,10 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from api.errors import PROBLEMS_PATH, NotFound, problem_type
+from api.jsonbody import CheckedJsonRoute
 from core.errors import CATALOGUE, ErrorCode, entry
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CheckedJsonRoute)
 
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 _STYLE = (

@@ -5,10 +5,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import TenantId
+from api.jsonbody import CheckedJsonRoute
 from api.schemas import StudentArchitecture
 from core.students import catalog
 
-router = APIRouter(prefix="/v1", tags=["students"])
+router = APIRouter(prefix="/v1", tags=["students"], route_class=CheckedJsonRoute)
 
 
 @router.get(

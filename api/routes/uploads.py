@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import TenantId, UoW
 from api.headers import small_int
+from api.jsonbody import CheckedJsonRoute
 from api.openapi import problems
 from api.schemas import DatasetRead, Page, TeacherRead
 from api.services import uploads
@@ -16,7 +17,7 @@ from core.outputs import REQUESTED_OUTPUT_KINDS
 from core.storage import get_storage
 from models.repositories import DatasetRepository, TeacherRepository
 
-router = APIRouter(prefix="/v1", tags=["uploads"])
+router = APIRouter(prefix="/v1", tags=["uploads"], route_class=CheckedJsonRoute)
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminKey, UoW
+from api.jsonbody import CheckedJsonRoute
 from api.schemas import DeliveryRead, Page, WebhookCreate, WebhookCreated, WebhookRead
 from api.services import webhooks as service
 from models.webhook_repository import WebhookRepository
 
-router = APIRouter(prefix="/v1", tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=CheckedJsonRoute)
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import enqueue
-from api.services.quotas import check_active_jobs
+from api.services.quotas import check_active_jobs, hold_tenant
 from core.artifacts import every_artifact, student_formats
 from core.db import get_engine
 from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
@@ -200,6 +200,7 @@ def submit(
     """Returns (job, created). The same key with the same body returns the first job."""
     digest = _request_hash(spec)
     jobs = JobRepository(uow.session)
+    hold_tenant(uow.session, tenant_id)  # a replay and a count both see the last commit
     if idempotency_key:
         existing = jobs.by_idempotency_key(tenant_id, idempotency_key)
         if existing is not None:

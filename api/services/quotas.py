@@ -12,14 +12,18 @@ from models.usage_repository import UsageRepository
 ACTIVE_JOBS_RETRY_AFTER_S = 30
 
 
+def hold_tenant(session: Session, tenant_id: str) -> None:
+    """From here to the commit, this tenant's quota checks run one request at a time (the
+    tenant's row lock; on SQLite the database's write lock). First in the transaction."""
+    UsageRepository(session).lock_tenant(tenant_id)
+
+
 def check_active_jobs(session: Session, tenant_id: str) -> None:
-    """Locks the tenant's row (until the submit commits) before counting."""
+    """The caller holds the tenant (``hold_tenant``) until the submit commits."""
     limit = get_settings().max_active_jobs
     if limit <= 0:
         return
-    usage = UsageRepository(session)
-    usage.lock_tenant(tenant_id)
-    if usage.active_jobs(tenant_id) >= limit:
+    if UsageRepository(session).active_jobs(tenant_id) >= limit:
         raise TooManyRequests(
             f"this tenant already has {limit} queued or running jobs (the limit): "
             "submit again when one has ended",

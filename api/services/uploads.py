@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
 from api.metrics import count_upload
-from api.multipart import stream_upload
+from api.multipart import FormLimits, stream_upload
 from api.publisher import enqueue
 from api.services.quotas import check_stored_bytes
 from core import formats
@@ -39,14 +39,16 @@ async def receive_upload(
     body: AsyncIterator[bytes],
     storage: Storage,
 ) -> Teacher | Dataset:
-    limit = get_settings().max_upload_bytes
+    settings = get_settings()
+    limit = settings.max_upload_bytes
     # The multipart framing adds a few hundred bytes around the file itself.
     if content_length is not None and content_length > limit + 64 * 1024:
         raise TooLarge(f"the upload is larger than the limit of {limit} bytes")
     framing = 64 * 1024  # the multipart framing around the file
     await run_in_threadpool(_check_quota, uow, tenant_id, max(0, (content_length or 0) - framing))
     key = new_key(f"{kind}s")
-    parsed = await stream_upload(content_type, body, storage=storage, key=key, max_bytes=limit)
+    limits = FormLimits(limit, settings.max_form_parts, settings.max_form_bytes)
+    parsed = await stream_upload(content_type, body, storage=storage, key=key, limits=limits)
     assert parsed.result is not None
     fmt = await run_in_threadpool(_recognise, kind, storage, key)
     filename = parsed.filename or "upload"

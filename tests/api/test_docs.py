@@ -43,6 +43,7 @@ from websockets.sync.client import ClientConnection, connect
 import api.docs
 from api.app import create_app
 from api.docs import install_docs
+from api.serve import uvicorn_config
 from tests.conftest import DEV_KEY
 
 CHROMIUM = os.environ.get("STILLHOUSE_CHROMIUM", "/usr/bin/chromium")
@@ -79,7 +80,7 @@ def live_server() -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    config = uvicorn_config(
         _make_app(), log_level="warning", access_log=False, ws="none", lifespan="off"
     )
     server = uvicorn.Server(config)
@@ -509,7 +510,7 @@ def api_server(pg_database: str) -> Iterator[str]:
     """The real app with its database (lifespan on: the bootstrap key exists)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(), log_level="warning", access_log=False, ws="none")
+    config = uvicorn_config(create_app(), log_level="warning", access_log=False, ws="none")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

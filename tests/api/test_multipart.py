@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from api.errors import StorageFull
-from api.multipart import BLOCK, stream_upload
+from api.multipart import BLOCK, FormLimits, stream_upload
 from core import storage
 from core.storage import LocalStorage
 
@@ -34,7 +34,11 @@ async def _pieces(payload: bytes, size: int = 65536) -> AsyncIterator[bytes]:
 def _upload(root: Path, payload: bytes) -> Any:
     return asyncio.run(
         stream_upload(
-            CONTENT_TYPE, _pieces(payload), storage=LocalStorage(root), key="k/x", max_bytes=1 << 30
+            CONTENT_TYPE,
+            _pieces(payload),
+            storage=LocalStorage(root),
+            key="k/x",
+            limits=FormLimits(1 << 30, 16, 64 * 1024),
         )
     )
 

@@ -98,7 +98,7 @@ class OwnRedis:
 
 
 class ApiServer:
-    """``uvicorn api.app:create_app`` in its own process, with its own settings."""
+    """``python -m api.serve`` (uvicorn) in its own process, with its own settings."""
 
     def __init__(self, env: dict[str, str], log: Path, prefix: list[str] | None = None) -> None:
         self.port = free_port()
@@ -106,7 +106,7 @@ class ApiServer:
         self.log = log
         command = [
             *(prefix or []),
-            sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+            sys.executable, "-m", "api.serve",
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
         with open(log, "ab") as out:

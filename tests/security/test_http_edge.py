@@ -8,14 +8,10 @@ Each test replays a finding of the outside audit: a 128 MiB JSON body was buffer
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from core.errors import CATALOGUE, ErrorCode, problem_codes
@@ -46,28 +42,6 @@ def _latin1(headers: dict[str, str]) -> dict[str, bytes]:
 
 
 # --- Bodies ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def live(pg_database: str) -> Iterator[int]:
-    """The app served by uvicorn in this process: raw sockets see what a client would."""
-    from api.app import create_app
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def _raw(port: int, head: str, body: bytes = b"", *, wait_s: float = 20) -> bytes:
