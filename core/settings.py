@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # each API process retries what the broker did not take this often, as does the sweep.
     outbox_drain_seconds: float = 5.0
 
-    # Jobs.
+    # Jobs, and uploads' validations: a lease renewed every heartbeat, the sweep's period.
     lease_seconds: int = 60
     heartbeat_seconds: int = 10
     max_attempts: int = 3
