@@ -482,7 +482,8 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
     ),
     ErrorCode.WORKER_LOST: CatalogueEntry(
         "Worker lost",
-        "The job's worker stopped answering on every attempt the server allows.",
+        "The worker running the job, or validating the upload, stopped answering on every "
+        "attempt the server allows.",
         _SUPPORT,
     ),
     ErrorCode.SANDBOX_UNAVAILABLE: CatalogueEntry(

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # each API process retries what the broker did not take this often, as does the sweep.
     outbox_drain_seconds: float = 5.0
 
-    # Jobs.
+    # Jobs, and uploads' validations: a lease renewed every heartbeat, the sweep's period.
     lease_seconds: int = 60
     heartbeat_seconds: int = 10
     max_attempts: int = 3
@@ -105,11 +105,11 @@ class Settings(BaseSettings):
     # turns it off: user files then run with the worker's view of the host and its network;
     # only for hosts that are a sandbox themselves (README.md, "The sandbox").
     sandbox: Literal["bwrap", "none"] = "bwrap"
-    # Address space of a job's engine child on a CPU host (a GPU host's has none: CUDA maps
-    # far more virtual memory than it uses).
+    # Memory a job's engine child may allocate on a CPU host (RLIMIT_DATA: maps of files do
+    # not count; a GPU host's has none: CUDA maps far more memory than it uses).
     sandbox_memory_bytes: int = 16 * 1024**3
-    # Address space of an upload's validation, the teacher's dry run included: a file that
-    # needs more is rejected as too_large.
+    # Memory an upload's validation may allocate (RLIMIT_DATA: the map of the file does not
+    # count), the teacher's dry run included: a file that needs more is rejected as too_large.
     validation_memory_bytes: int = 2 * 1024**3
     sandbox_file_bytes: int = 16 * 1024**3
     # What one sandbox (a job's child, a validation) may write in all: its folder, its /tmp.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.enums import ACTIVE
+from core.enums import ACTIVE, UploadStatus
+from models.base import utcnow
 from models.pagination import newest_first, page
 from models.tables import (
     ApiKey,
@@ -140,6 +141,75 @@ class _UploadRepository(Generic[M]):
             setattr(row, name, value)
         self.session.flush()
         return row
+
+    # validation's claim, fenced by its attempt, as a job's ----------------------------------
+    def claim(self, id_: str, *, lease: timedelta, max_attempts: int) -> int | None:
+        """Take the upload's validation if nobody holds it (no lease, or an expired one) and
+        attempts are left. Returns the attempt.
+
+        One conditional UPDATE: of two deliveries of the same message (a re-publish by the
+        sweep and the original), one matches the row and the other does nothing."""
+        now = utcnow()
+        model = self.model
+        stmt = (
+            update(model)
+            .where(
+                model.id == id_,
+                model.status == UploadStatus.VALIDATING,
+                model.attempt < max_attempts,
+                or_(model.lease_expires_at.is_(None), model.lease_expires_at < now),
+            )
+            .values(attempt=model.attempt + 1, lease_expires_at=now + lease, updated_at=now)
+            .returning(model.attempt)
+        )
+        attempt = self.session.scalar(stmt)
+        self.session.flush()
+        return attempt
+
+    def renew(self, id_: str, attempt: int, *, lease: timedelta) -> bool:
+        return self._fenced(id_, attempt, lease_expires_at=utcnow() + lease)
+
+    def finish(self, id_: str, attempt: int, **values: Any) -> bool:
+        """Write the validation's outcome (``status`` and the metadata or the error) unless
+        another attempt took the upload over or it ended meanwhile."""
+        return self._fenced(id_, attempt, lease_expires_at=None, **values)
+
+    def _fenced(self, id_: str, attempt: int, **values: Any) -> bool:
+        model = self.model
+        stmt = (
+            update(model)
+            .where(
+                model.id == id_, model.attempt == attempt, model.status == UploadStatus.VALIDATING
+            )
+            .values(updated_at=utcnow(), **values)
+        )
+        done = bool(getattr(self.session.execute(stmt), "rowcount", 0))
+        self.session.flush()
+        return done
+
+    def stale(self, now: datetime) -> list[M]:
+        """Validations whose worker stopped renewing their lease (killed, or cut off)."""
+        model = self.model
+        stmt = select(model).where(
+            model.status == UploadStatus.VALIDATING, model.lease_expires_at < now
+        )
+        return list(self.session.scalars(stmt))
+
+    def unclaimed_since(self, cutoff: datetime) -> list[M]:
+        """Validations no worker took since ``cutoff``: a message lost between its delivery
+        and the claim (the embedded broker drops a message as it hands it out)."""
+        model = self.model
+        stmt = select(model).where(
+            model.status == UploadStatus.VALIDATING,
+            model.lease_expires_at.is_(None),
+            model.updated_at < cutoff,
+        )
+        return list(self.session.scalars(stmt))
+
+    def release(self, id_: str, attempt: int) -> bool:
+        """An expired lease given up, so that a new delivery may claim it; the upload counts
+        as unclaimed from now on (re-published again only after a long wait)."""
+        return self._fenced(id_, attempt, lease_expires_at=None)
 
 
 class TeacherRepository(_UploadRepository[Teacher]):

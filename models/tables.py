@@ -75,10 +75,15 @@ class _Upload:
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The validation's claim, as a job's: the attempt that holds it, and until when (renewed
+    # while it runs). The sweep hands an expired one out again (worker/validation.py).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Teacher(_Upload, Base):
     __tablename__ = "teachers"
+    __table_args__ = (Index("ix_teachers_status_lease", "status", "lease_expires_at"),)
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     file_id: Mapped[str] = mapped_column(ForeignKey("stored_files.id"))
@@ -96,6 +101,7 @@ class Teacher(_Upload, Base):
 
 class Dataset(_Upload, Base):
     __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_status_lease", "status", "lease_expires_at"),)
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     file_id: Mapped[str] = mapped_column(ForeignKey("stored_files.id"))

@@ -88,7 +88,7 @@ def sandbox_exec(
     command: Annotated[list[str], typer.Argument(help="CMD [ARGS...], after --")],
     memory_bytes: Annotated[
         int,
-        typer.Option(help="Address-space limit; 0: a job's (STILLHOUSE_SANDBOX_MEMORY_BYTES)."),
+        typer.Option(help="Allocated-memory limit; 0: a job's (STILLHOUSE_SANDBOX_MEMORY_BYTES)."),
     ] = 0,
 ) -> None:
     """Run CMD in the sandbox that jobs and upload validation run in; exit with its status.

@@ -13,7 +13,7 @@ What a sandboxed process gets (``STILLHOUSE_SANDBOX=bwrap``, the default):
   sandbox: one job's forks cannot starve the next. Any other worker can only use its own
   uid for every sandbox; there the limit is shared with the worker's other processes;
 - no capabilities, ``no_new_privs``, a seccomp filter (``worker/seccomp.py``);
-- CPU, address-space, file-size, open-file and process limits (rlimits), and a cap on what
+- CPU, memory, file-size, open-file and process limits (rlimits), and a cap on what
   it writes in all (``STILLHOUSE_SANDBOX_DISK_BYTES``, ``disk_bytes``): each file is
   limited to it, and the worker kills a child whose folder grows past it;
 - it dies with its parent: bwrap with the worker, the command with bwrap (the parent-death
@@ -77,7 +77,12 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandboxed process tree (``memory_bytes`` 0: none)."""
+    """Resource limits of one sandboxed process tree (``memory_bytes`` 0: none).
+
+    ``memory_bytes`` caps what each process allocates (RLIMIT_DATA: its heap and private
+    writable maps, what malloc, numpy, torch and onnxruntime get memory from), not its
+    address space: a read-only map of a file (``np.load(mmap_mode="r")`` of a 4 GiB upload)
+    is not memory it uses, its pages are the page cache's."""
 
     cpu_seconds: int
     memory_bytes: int
@@ -105,8 +110,8 @@ def disk_bytes(settings: Settings) -> int:
 
 
 def job_memory_bytes(settings: Settings) -> int:
-    """A job child's address-space limit: none on a GPU host (CUDA maps far more virtual
-    memory than it uses), else the setting."""
+    """A job child's memory limit: none on a GPU host (CUDA maps far more memory than it
+    uses), else the setting."""
     if any(Path("/dev").glob("nvidia[0-9]*")):
         return 0
     return settings.sandbox_memory_bytes
@@ -125,7 +130,7 @@ def preexec(lim: Limits) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes, lim.file_bytes))
         resource.setrlimit(resource.RLIMIT_NPROC, (lim.processes, lim.processes))
         if lim.memory_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes, lim.memory_bytes))
+            resource.setrlimit(resource.RLIMIT_DATA, (lim.memory_bytes, lim.memory_bytes))
 
     return apply
 

@@ -56,14 +56,20 @@ def deliver_webhooks() -> int:
 
 @app.task(name=TASK_REQUEUE_STALE, ignore_result=True)
 def requeue_stale() -> int:
-    """The periodic sweep: re-publish stale jobs, and what the outbox still holds (tasks
-    whose publishing failed after their commit, e.g. while the broker was away)."""
+    """The periodic sweep: re-publish stale jobs and validations, and what the outbox still
+    holds (tasks whose publishing failed after their commit, e.g. while the broker was away)."""
     published = outbox.drain(_publish_entry, min_age_s=get_settings().outbox_drain_seconds)
+    published += validation.requeue_stale(_publish_validation)
     return pipeline.requeue_stale(_publish_run) + published
 
 
 def _publish_entry(task_name: str, args: list[str]) -> None:
     app.send_task(task_name, args=args, queue=ROUTES[task_name])
+
+
+def _publish_validation(kind: validation.Kind, upload_id: str) -> None:
+    task = validate_teacher if kind == "teacher" else validate_dataset
+    task.apply_async(args=[upload_id])
 
 
 def _publish_run(job_id: str) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.db import session_scope
 from core.enums import UploadStatus
+from core.errors import ErrorCode
 from core.settings import get_settings
 from core.storage import get_storage
+from models.base import utcnow
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from worker.sandbox import SandboxError, run_once
 
@@ -21,6 +25,9 @@ VALIDATE_TIMEOUT_S = 600
 
 # Either upload repository: the two share every method used here.
 Repository = Callable[[Any], Any]
+Kind = Literal["teacher", "dataset"]
+REPOSITORIES: dict[Kind, Repository] = {"teacher": TeacherRepository, "dataset": DatasetRepository}
+_MISSING = {"code": ErrorCode.INTERNAL, "message": "the uploaded file is missing from storage"}
 
 
 def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
@@ -45,30 +52,65 @@ def _validate(
     metadata: Callable[[dict[str, Any]], dict[str, Any]],
     asks: Callable[[Any], dict[str, Any]] = lambda row: {},
 ) -> None:
-    """Read the row, inspect its file in the sandbox (no session held meanwhile), then write
-    ``ready`` with the metadata or ``rejected`` with the reason, unless the row moved on."""
-    with session_scope() as session:
-        row = repository(session).get(row_id)
-        if row is None or row.status != UploadStatus.VALIDATING:
-            return
-        stored = StoredFileRepository(session).get(row.file_id)
-        if stored is None:
-            return
-        request = make_request(
-            str(get_storage().local_path(stored.key, stored.sha256)), row.format, asks(row)
-        )
-    info, error = _inspect(request)
+    """Claim the row's validation, inspect its file in the sandbox (no session held
+    meanwhile, the lease renewed), then write ``ready`` with the metadata or ``rejected`` with
+    the reason, unless another attempt took the upload over."""
+    settings = get_settings()
+    lease = timedelta(seconds=settings.lease_seconds)
     with session_scope() as session:
         repo = repository(session)
-        row = repo.get(row_id)
-        if row is None or row.status != UploadStatus.VALIDATING:
+        attempt = repo.claim(row_id, lease=lease, max_attempts=settings.max_attempts)
+        if attempt is None:  # validated, validating elsewhere, or deleted
             return
+        row = repo.get(row_id)
+        stored = StoredFileRepository(session).get(row.file_id)
+        if stored is None:
+            repo.finish(row_id, attempt, status=UploadStatus.REJECTED, error=_MISSING)
+            return
+        key, sha256, fmt, asked = stored.key, stored.sha256, row.format, asks(row)
+    with _Renewing(repository, row_id, attempt, lease, settings.heartbeat_seconds):
+        path = str(get_storage().local_path(key, sha256))  # a download from S3 takes a while
+        info, error = _inspect(make_request(path, fmt, asked))
+    with session_scope() as session:
+        repo = repository(session)
         if error is not None:
-            repo.update(row, status=UploadStatus.REJECTED, error=error)
-            log.info("%s rejected: %s", row_id, error)
+            if repo.finish(row_id, attempt, status=UploadStatus.REJECTED, error=error):
+                log.info("%s rejected: %s", row_id, error)
         else:
             assert info is not None
-            repo.update(row, status=UploadStatus.READY, **metadata(info))
+            repo.finish(row_id, attempt, status=UploadStatus.READY, **metadata(info))
+
+
+class _Renewing:
+    """Renews the validation's lease every ``period_s`` while the block runs. A worker that
+    dies stops renewing it, and the sweep hands the upload out again once it expires."""
+
+    def __init__(
+        self, repository: Repository, row_id: str, attempt: int, lease: timedelta, period_s: float
+    ) -> None:
+        self.claim = (repository, row_id, attempt, lease)
+        self.period_s = max(0.1, period_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                _renew(*self.claim)
+            except Exception:  # the database away a while: the lease may run out, fenced
+                log.warning("could not renew the validation's lease", exc_info=True)
+
+
+def _renew(repository: Repository, row_id: str, attempt: int, lease: timedelta) -> None:
+    with session_scope() as session:
+        repository(session).renew(row_id, attempt, lease=lease)
 
 
 def validate_teacher(teacher_id: str) -> None:
@@ -106,3 +148,40 @@ def validate_dataset(dataset_id: str) -> None:
             "num_classes": info.get("num_classes"),
         },
     )
+
+
+def requeue_stale(publish: Callable[[Kind, str], None]) -> int:
+    """The sweep's part for uploads (the jobs' is ``pipeline.requeue_stale``): an upload
+    whose validation stopped renewing its lease (its worker killed) is published again, or
+    rejected as ``worker_lost`` once ``max_attempts`` attempts ended so; one that no worker
+    claimed for ten leases (its message lost on the way) is published again. So every
+    upload ends ``ready`` or ``rejected``. Returns how many were published."""
+    settings = get_settings()
+    now = utcnow()
+    lost = now - 10 * timedelta(seconds=settings.lease_seconds)
+    again: list[tuple[Kind, str]] = []
+    with session_scope() as session:
+        for kind, repository in REPOSITORIES.items():
+            repo = repository(session)
+            for row in repo.stale(now):
+                if row.attempt >= settings.max_attempts:
+                    error = _given_up(settings.max_attempts)
+                    if repo.finish(row.id, row.attempt, status=UploadStatus.REJECTED, error=error):
+                        log.warning("%s rejected: %s", row.id, error["message"])
+                elif repo.release(row.id, row.attempt):
+                    again.append((kind, row.id))
+            for row in repo.unclaimed_since(lost):
+                repo.update(row, updated_at=now)
+                again.append((kind, row.id))
+    for kind, row_id in again:
+        publish(kind, row_id)
+    if again:
+        log.info("sweep: validations re-queued: %s", ", ".join(row_id for _, row_id in again))
+    return len(again)
+
+
+def _given_up(attempts: int) -> dict[str, str]:
+    return {
+        "code": ErrorCode.WORKER_LOST,
+        "message": f"the worker validating this file stopped {attempts} times; giving up",
+    }

@@ -41,7 +41,7 @@ class Channel:
         self.stream.flush()
 
 
-# What onnxruntime and torch say when an allocation fails under the address-space limit.
+# What onnxruntime and torch say when an allocation fails under the memory limit.
 _ALLOCATION_FAILED = ("failed to allocate", "bad_alloc", "can't allocate memory", "out of memory")
 
 
