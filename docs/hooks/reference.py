@@ -91,7 +91,7 @@ def _default(value: Any) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if value == "":
-        return '`""` (see what)'
+        return "empty"
     text = f"`{value}`"
     if isinstance(value, int) and value >= 1024**2:
         for size, unit in _UNITS:
