@@ -126,3 +126,17 @@ def test_contributing_names_only_paths_that_exist() -> None:
     named = set(re.findall(rf"`((?:{tops})/[\w./-]*)`", text))
     assert named, "the pattern found no path"
     assert sorted(p for p in named if not (ROOT / p).exists()) == []
+
+
+def test_readme_is_the_first_ten_minutes() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 150
+    # .ci/run runs the README's test command.
+    assert "make test" in text and "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("name", ["README.md", "CONTRIBUTING.md"])
+def test_relative_links_of_the_top_documents_exist(name: str) -> None:
+    text = (ROOT / name).read_text()
+    targets = re.findall(r"\]\((?!https?:|#)([^)#]+)", text)
+    assert sorted(t for t in targets if not (ROOT / t).exists()) == []
