@@ -56,10 +56,13 @@ lint: $(STAMP_DEV) ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+docs: $(STAMP_DEV) ## Build the docs site into site/ (offline, --strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 bench: $(STAMP_DEV) ## Run the benchmarks (prints ratios against their anchors)
 	$(PY) -m bench.run_all
 
 clean: ## Remove the virtual environment and local data
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var site
 
-.PHONY: help install install-client run services tools test test-fast lint bench clean
+.PHONY: help install install-client run services tools test test-fast lint docs bench clean
