@@ -98,7 +98,19 @@ class SpeedupSpread(_Open):
     max: float
     iqr_relative: float = Field(description="interquartile range / median")
     rounds: int
-    disturbed: bool = Field(description="iqr_relative past 0.25: a load came and went")
+    clock: str | None = Field(
+        default=None,
+        description="thread_cpu: torch on one thread, timed by its CPU time (a busy machine "
+        "does not change it); wall: wall time (ONNX Runtime, GPUs)",
+    )
+    threads: int | None = Field(default=None, description="CPU threads of both models")
+    wall_over_cpu: float | None = Field(
+        default=None, description="thread_cpu only: the calls' wall time over their CPU time"
+    )
+    disturbed: bool = Field(
+        description="iqr_relative past 0.25 (a load came and went), or wall_over_cpu past "
+        "1.25 (the machine was busy; CPU time kept the figures)"
+    )
 
 
 class Variant(_Open):

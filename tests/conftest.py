@@ -68,14 +68,25 @@ def pg_database() -> Iterator[str]:
 
 def truncate(only: tuple[str, ...] = ()) -> None:
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     from core.db import get_engine
     from models import Base
 
     tables = [t.name for t in Base.metadata.sorted_tables if not only or t.name in only]
     names = ", ".join(f'"{name}"' for name in tables)
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    # A worker's sweep or a live server may be reading two of these tables while TRUNCATE
+    # locks them one by one: Postgres then ends one side of the deadlock; when that is the
+    # TRUNCATE, it simply runs again.
+    for attempt in range(5):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(text(f"TRUNCATE {names} CASCADE"))
+            return
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture

@@ -12,11 +12,12 @@ parameters × 4 bytes (fp32) and × 2 (fp16); the exported files' actual sizes a
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,6 +32,19 @@ BUDGET_S = 0.3  # per measurement: 0.3 and 1.0 gave medians within the same ±3 
 PAIR_ROUNDS = 7
 PAIR_MIN_RUNS = 3  # a round's runs of each model (more within the round's budget)
 DISTURBED_SPREAD = 0.25  # interquartile range of the rounds' speedups / their median
+BUSY_WALL_OVER_CPU = 1.25  # thread-CPU timing: wall time this much longer = a busy machine
+Clock = Literal["wall", "thread_cpu"]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread (the caller's): what ``thread_cpu`` timing needs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _median_seconds(
@@ -41,7 +55,13 @@ def _median_seconds(
     warmup: int = WARMUP_RUNS,
     min_runs: int = MIN_RUNS,
     budget_s: float = BUDGET_S,
+    clock: Clock = "wall",
+    stretch: list[float] | None = None,
 ) -> float:
+    """The median of timed calls. ``thread_cpu``: the calling thread's CPU time (for a model
+    that computes on that thread alone: torch on one thread), which a busy machine does not
+    stretch; each call's wall time over its CPU time then goes to ``stretch``."""
+    read = time.thread_time if clock == "thread_cpu" else time.perf_counter
     with torch.inference_mode():
         for _ in range(warmup):
             fn(x)
@@ -49,11 +69,14 @@ def _median_seconds(
         times: list[float] = []
         deadline = time.perf_counter() + budget_s
         while len(times) < MAX_RUNS and (len(times) < min_runs or time.perf_counter() < deadline):
-            start = time.perf_counter()
+            wall, start = time.perf_counter(), read()
             fn(x)
             synchronize(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            elapsed = read() - start
+            times.append(elapsed)
+            if stretch is not None and elapsed > 0:
+                stretch.append((time.perf_counter() - wall) / elapsed)
+    return max(statistics.median(times), 1e-9)
 
 
 def measure_speed(
@@ -84,6 +107,7 @@ def measure_pair(
     student: Callable[[torch.Tensor], Any],
     student_sample: torch.Tensor,
     device: torch.device,
+    clock: Clock = "wall",
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """Teacher and student speed measured interleaved; returns (teacher, student, speedup).
 
@@ -91,7 +115,12 @@ def measure_pair(
     (the median of a few runs each), the first model alternating between rounds. A model's
     figure is the median of its rounds; ``speedup`` is the median of the rounds' own
     throughput ratios, with their minimum, maximum and interquartile range, and
-    ``disturbed`` when that range passes ``DISTURBED_SPREAD`` of the median."""
+    ``disturbed`` when that range passes ``DISTURBED_SPREAD`` of the median.
+
+    ``clock="thread_cpu"`` (both models computing on the calling thread: torch on one
+    thread) times CPU time, so other work on the machine does not change the figures; the
+    measurement is then also ``disturbed`` when the calls' wall time ran past their CPU time
+    by ``BUSY_WALL_OVER_CPU`` (the figures hold; the flag says the machine was busy)."""
     batch = THROUGHPUT_BATCH
     inputs = {
         "teacher": (teacher, teacher_sample[:1].contiguous(), _tiled(teacher_sample, batch)),
@@ -100,6 +129,7 @@ def measure_pair(
     for fn, one, big in inputs.values():  # warm-up, once
         _median_seconds(fn, one, device, min_runs=1, budget_s=0.0)
         _median_seconds(fn, big, device, min_runs=1, budget_s=0.0)
+    stretch: list[float] = []
     rounds: dict[str, dict[str, list[float]]] = {name: {"one": [], "big": []} for name in inputs}
     budget = BUDGET_S / PAIR_ROUNDS
     for r in range(PAIR_ROUNDS):
@@ -107,11 +137,17 @@ def measure_pair(
         for name in order:
             fn, one, big = inputs[name]
             for key, x in (("one", one), ("big", big)):
-                rounds[name][key].append(
-                    _median_seconds(
-                        fn, x, device, warmup=0, min_runs=PAIR_MIN_RUNS, budget_s=budget
-                    )
+                seconds = _median_seconds(
+                    fn,
+                    x,
+                    device,
+                    warmup=0,
+                    min_runs=PAIR_MIN_RUNS,
+                    budget_s=budget,
+                    clock=clock,
+                    stretch=stretch,
                 )
+                rounds[name][key].append(seconds)
     speeds = {
         name: {
             "latency_ms_batch1": statistics.median(times["one"]) * 1e3,
@@ -125,13 +161,17 @@ def measure_pair(
     quartiles = statistics.quantiles(ratios, n=4)
     median = statistics.median(ratios)
     spread = (quartiles[2] - quartiles[0]) / median
+    wall_over_cpu = statistics.median(stretch) if clock == "thread_cpu" and stretch else None
     speedup = {
         "median": median,
         "min": min(ratios),
         "max": max(ratios),
         "iqr_relative": spread,
         "rounds": PAIR_ROUNDS,
-        "disturbed": spread > DISTURBED_SPREAD,
+        "clock": clock,
+        "wall_over_cpu": wall_over_cpu,
+        "disturbed": spread > DISTURBED_SPREAD
+        or (wall_over_cpu is not None and wall_over_cpu > BUSY_WALL_OVER_CPU),
     }
     return speeds["teacher"], speeds["student"], speedup
 

@@ -13,6 +13,7 @@ memory is O(batch), not O(N). A stage that takes time records it in ``Context.ti
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -45,7 +46,13 @@ from worker.distill.export import (
 )
 from worker.distill.jacobian import JacobianMatching
 from worker.distill.progress import Reporter
-from worker.distill.report import build_report, measure_pair, measure_speed, model_section
+from worker.distill.report import (
+    build_report,
+    measure_pair,
+    measure_speed,
+    model_section,
+    one_torch_thread,
+)
 from worker.distill.rows import Rows, SubsetRows, in_memory_if_small, row_chunks
 from worker.distill.soft_labels import (
     SoftLabels,
@@ -488,13 +495,19 @@ def evaluate_stage(
             by_format[fmt] = ev.eval_metrics(ref.logits, logits, ref.labels)
     source = next(f for f in METRICS_PREFERENCE if f in by_format)
     student_fn, runtime = _student_runtime(ctx.teachers, files, module, ctx.device)
-    teacher_speed, speed, speedup = measure_pair(
-        teacher.fn,
-        teacher.sample,
-        student_fn,
-        sample if runtime.endswith("cpu") else sample.to(ctx.device),
-        ctx.device,
-    )
+    # Torch on the CPU on both sides: one thread, timed by its CPU time, so a busy machine
+    # changes neither figure. ONNX Runtime computes on its own threads: wall time.
+    cpu_torch = runtime == "torch-cpu" and all(t.format != "onnx" for t in ctx.teachers)
+    with one_torch_thread() if cpu_torch else contextlib.nullcontext():
+        teacher_speed, speed, speedup = measure_pair(
+            teacher.fn,
+            teacher.sample,
+            student_fn,
+            sample if runtime.endswith("cpu") else sample.to(ctx.device),
+            ctx.device,
+            clock="thread_cpu" if cpu_torch else "wall",
+        )
+        speedup["threads"] = torch.get_num_threads() if ctx.device.type == "cpu" else None
     variants = measure_variants(ctx, exported, by_format, sample)
     ctx.timings["evaluating"] += time.perf_counter() - started
     return Evaluated(

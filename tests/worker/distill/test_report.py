@@ -90,3 +90,29 @@ def test_a_load_that_comes_and_goes_marks_the_speedup_disturbed() -> None:
     assert rounds["n"] > 0
     assert speedup["max"] / speedup["min"] > 2
     assert speedup["disturbed"] is True
+
+
+def _burner(iterations: int) -> Callable[[torch.Tensor], int]:
+    def fn(x: torch.Tensor) -> int:
+        total = 0
+        for i in range(iterations):  # CPU work on the calling thread
+            total += i
+        return total
+
+    return fn
+
+
+def test_thread_cpu_timing_counts_the_work_not_the_wait() -> None:
+    x = torch.zeros(4, 2)
+    _, _, speedup = measure_pair(
+        _burner(20_000), x, _burner(5_000), x, torch.device("cpu"), clock="thread_cpu"
+    )
+    assert speedup["clock"] == "thread_cpu"
+    assert 2.5 < speedup["median"] < 5.5  # 4x the iterations
+    assert speedup["wall_over_cpu"] is not None and speedup["wall_over_cpu"] >= 0.9
+    # Sleeping is no work: a model that only waits measures as (almost) free.
+    calls: list[str] = []
+    _, _, idle = measure_pair(
+        _sleeper(2e-3, calls, "t"), x, _burner(5_000), x, torch.device("cpu"), clock="thread_cpu"
+    )
+    assert idle["median"] < 0.5
