@@ -138,7 +138,13 @@ def test_job_page_follows_a_job_live_then_shows_curves_report_and_downloads(
             session,
             "Array.from(document.querySelectorAll('#downloads button')).map(b => b.dataset.format)",
         )
-        assert sorted(buttons) == ["onnx", "safetensors", "torch_export"]
+        assert sorted(buttons) == [
+            "onnx",
+            "onnx_fp16",
+            "onnx_int8",
+            "safetensors",
+            "torch_export",
+        ]
         history = browser.evaluate(session, "document.getElementById('history').textContent")
         assert "started (attempt 1)" in history and "checkpoints (attempt 1)" in history
         assert history.rstrip().endswith("succeeded (attempt 1)")
