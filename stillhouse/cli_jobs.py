@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from stillhouse.cli_common import (
@@ -191,7 +192,7 @@ def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
     out_console().print(table)
     ratio = report.compression_ratio
     compression = "unknown" if ratio is None else f"{ratio:.1f}x"
-    device = report.device_name or report.device
+    device = escape(report.device_name or report.device)
     out_console().print(
         f"compression {compression}  speedup {report.speedup:.2f}x  "
         f"agreement {100 * report.agreement_top1:.2f}%  KL {report.kl_divergence:.4f}  "

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -39,7 +40,7 @@ def upload_bar(label: str, enabled: bool) -> Iterator[ProgressCallback | None]:
         TimeRemainingColumn(),
         console=err_console(),
     )
-    task = progress.add_task(f"upload {label}", total=None)
+    task = progress.add_task(f"upload {escape(label)}", total=None)
 
     def update(sent: int, total: int) -> None:
         progress.update(task, completed=sent, total=total)
