@@ -143,12 +143,25 @@ def database_unavailable(
     return render(ServiceUnavailable(detail, headers={"Retry-After": str(RETRY_AFTER_S)}))
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+def _field_errors(exc: RequestValidationError, content_type: str) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        out.append({"field": ".".join(loc), "message": err.get("msg", ""), "type": err.get("type")})
+        message = err.get("msg", "")
+        if not loc and err.get("loc", ())[:1] == ("body",):
+            # The body as a whole was refused: most often JSON sent without its Content-Type
+            # (curl -d sends application/x-www-form-urlencoded), read as plain bytes.
+            loc = ["body"]
+            if not _is_json(content_type):
+                got = content_type or "none"
+                message = f"send a JSON body with Content-Type: application/json (got {got})"
+        out.append({"field": ".".join(loc), "message": message, "type": err.get("type")})
     return out
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 # Starlette's own HTTP errors (unknown route, wrong method, ...) under our codes.
@@ -164,9 +177,9 @@ async def _problem(_: Request, exc: Exception) -> JSONResponse:
     return render(exc)
 
 
-async def _validation(_: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = _field_errors(exc)
+    errors = _field_errors(exc, request.headers.get("content-type", ""))
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
     return render(Invalid(detail, errors=errors))
 

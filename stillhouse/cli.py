@@ -68,7 +68,8 @@ def run() -> None:
         settings = get_settings()
         key = prepare(settings)
     typer.echo(banner(settings, key))
-    raise typer.Exit(Supervisor(processes(settings), settings.log_format).run())
+    supervisor = Supervisor(processes(settings), settings.log_format, banner(settings, key, True))
+    raise typer.Exit(supervisor.run())
 
 
 @app.command()

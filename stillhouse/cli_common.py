@@ -14,6 +14,8 @@ import httpx
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -116,14 +118,16 @@ def print_json(obj: Any) -> None:
     typer.echo(json.dumps(plain(obj), indent=2))
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A value as plain text: user data is never read as rich markup (``[null,64]`` is a
+    shape, not a style)."""
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return Text(f"{value:.4g}")
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+        return Text(json.dumps(value, separators=(",", ":")))
+    return Text(str(value))
 
 
 def print_object(ctx: Ctx, obj: Any) -> None:
@@ -143,10 +147,15 @@ def print_object(ctx: Ctx, obj: Any) -> None:
 
 
 def print_rows(
-    ctx: Ctx, items: list[Any], columns: dict[str, Any], next_cursor: str | None
+    ctx: Ctx,
+    items: list[Any],
+    columns: dict[str, Any],
+    next_cursor: str | None,
+    drop_first: tuple[str, ...] = (),
 ) -> None:
     """A list: ids with -q, ``{"items", "next_cursor"}`` as JSON, or a table of ``columns``
-    (header → function of the item's dict)."""
+    (header → function of the item's dict) that leaves out ``drop_first`` columns, in that
+    order, while it is wider than the terminal."""
     rows = [plain(item) for item in items]
     if ctx.quiet:
         for row in rows:
@@ -154,12 +163,28 @@ def print_rows(
     elif ctx.as_json:
         print_json({"items": rows, "next_cursor": next_cursor})
     else:
-        table = Table(*columns, box=None, header_style="bold")
-        for row in rows:
-            table.add_row(*(_cell(get(row)) for get in columns.values()))
-        out_console().print(table)
+        console = out_console()
+        console.print(fitting_table(console, columns, rows, drop_first))
     if next_cursor and not ctx.quiet:
-        err_console().print(f"more: --cursor {next_cursor}  (or --all)")
+        err_console().print(f"more: --cursor {escape(next_cursor)}  (or --all)")
+
+
+def fitting_table(
+    console: Console, columns: dict[str, Any], rows: list[dict[str, Any]], drop: tuple[str, ...]
+) -> Table:
+    """A table whose first column (the id) is never cut, so it can be copied whole."""
+    names = list(columns)
+    while True:
+        table = Table(box=None, header_style="bold")
+        for i, name in enumerate(names):
+            table.add_column(name, no_wrap=i == 0, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(columns[name](row)) for name in names))
+        width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        left = [name for name in drop if name in names]
+        if width <= console.width or not left:
+            return table
+        names.remove(left[0])
 
 
 def existing_file(path: Path) -> Path:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from stillhouse.cli_common import (
     DEFAULT_URL,
@@ -20,6 +22,7 @@ from stillhouse.cli_common import (
     OutputOpt,
     Quiet,
     Url,
+    err_console,
     existing_file,
     out_console,
     print_json,
@@ -60,8 +63,12 @@ def _body(
 
 
 def finish(ctx: Ctx, job: Job) -> None:
-    """Print the finished job; a job that did not succeed makes the command fail."""
-    print_object(ctx, job)
+    """Print the finished job (a short summary on a terminal, the whole Job with -o json);
+    a job that did not succeed makes the command fail."""
+    if ctx.quiet or ctx.as_json:
+        print_object(ctx, job)
+    else:
+        print_summary(job)
     if job.status != "succeeded":
         reason = f": {job.error.code}: {job.error.message}" if job.error else ""
         raise CliError(f"job {job.id} {job.status}{reason}", code=1)
@@ -141,8 +148,8 @@ def jobs_wait(
     output: OutputOpt = Output.auto,
     quiet: Quiet = False,
 ) -> None:
-    """Follow a job to its end (a bar: stage, epoch, loss, agreement, ETA), then print it.
-    Exits 1 unless it succeeded."""
+    """Follow a job to its end (a bar: stage, epoch, loss, agreement, ETA), then print a
+    summary (the whole job with -o json). Exits 1 unless it succeeded."""
     ctx = Ctx(url, key, output, quiet)
     with ctx.client() as client:
         job = follow_job(client, job_id, ctx.show_progress)
@@ -161,6 +168,44 @@ def jobs_cancel(
     ctx = Ctx(url, key, output, quiet)
     with ctx.client() as client:
         print_object(ctx, client.cancel(job_id))
+
+
+def print_summary(job: Job) -> None:
+    """The ended job in a few rows: what it gave, and where the rest is."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for name, value in _summary_rows(job):
+        table.add_row(name, Text(value))
+    out_console().print(table)
+    if job.report is not None:
+        hint = f"full report: stillhouse jobs report {job.id}; whole job: -o json"
+        err_console().print(Text(hint, style="dim"))
+
+
+def _summary_rows(job: Job) -> list[tuple[str, str]]:
+    rows = [("job", job.id), ("status", job.status)]
+    if job.error is not None:
+        rows.append(("error", f"{job.error.code}: {job.error.message}"))
+    rows.append(("epochs", f"{job.epoch}/{job.epochs}"))
+    if job.started_at and job.finished_at:
+        rows.append(("took", f"{(job.finished_at - job.started_at).total_seconds():.1f} s"))
+    loss = job.metrics.get("train_loss")
+    if isinstance(loss, int | float):
+        rows.append(("final loss", f"{loss:.4f}"))
+    report = job.report
+    if report is not None:
+        ratio = report.compression_ratio
+        accuracy = f"{_pct(report.student_accuracy)} (teacher {_pct(report.teacher_accuracy)})"
+        rows += [
+            ("agreement", _pct(report.agreement_top1)),
+            ("accuracy", accuracy),
+            ("compression", "unknown" if ratio is None else f"{ratio:.1f}x"),
+            ("speedup", f"{report.speedup:.2f}x"),
+        ]
+    if job.student_formats:
+        rows.append(("download", ", ".join(job.student_formats)))
+    return rows
 
 
 def _mb(size: int | None) -> str:
@@ -191,7 +236,7 @@ def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
     out_console().print(table)
     ratio = report.compression_ratio
     compression = "unknown" if ratio is None else f"{ratio:.1f}x"
-    device = report.device_name or report.device
+    device = escape(report.device_name or report.device)
     out_console().print(
         f"compression {compression}  speedup {report.speedup:.2f}x  "
         f"agreement {100 * report.agreement_top1:.2f}%  KL {report.kl_divergence:.4f}  "

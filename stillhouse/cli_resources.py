@@ -70,10 +70,23 @@ COLUMNS: dict[str, dict[str, Any]] = {
         "progress": lambda r: f"{100 * (r.get('progress') or 0):.0f}%",
         "epoch": lambda r: f"{r.get('epoch', 0)}/{r.get('epochs', 0)}",
         "loss": lambda r: _job_value(r, "train_loss", "final_train_loss"),
-        "agreement": lambda r: _job_value(r, "eval_agreement", "agreement_top1"),
+        "agreement": lambda r: _percent(_job_value(r, "eval_agreement", "agreement_top1")),
         "created": lambda r: r["created_at"][:19],
     },
 }
+
+
+# Left out, in this order, while a table is wider than the terminal (80 columns keep the
+# id, and for jobs the status, progress and agreement).
+NARROW_DROP: dict[str, tuple[str, ...]] = {
+    "teachers": ("created", "parameters", "format", "name"),
+    "datasets": ("created", "format", "labels", "name"),
+    "jobs": ("created", "stage", "epoch", "loss"),
+}
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100 * value:.2f}%"
 
 
 def _job_value(job: dict[str, Any], live: str, final: str) -> Any:
@@ -91,7 +104,7 @@ def list_command(
         else:
             page = client.page(kind, limit=limit, cursor=cursor, **filters)
             items, nxt = page.items, page.next_cursor
-    print_rows(ctx, items, COLUMNS[kind], nxt)
+    print_rows(ctx, items, COLUMNS[kind], nxt, NARROW_DROP[kind])
 
 
 def upload_command(

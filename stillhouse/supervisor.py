@@ -44,16 +44,24 @@ class Proc:
         self.started_at = time.monotonic()
 
 
+# The line each child logs last once it serves: uvicorn's, and Celery's "<hostname> ready.".
+READY_MARKS = {"api": b"Uvicorn running on", "worker": b" ready."}
+
+
 class PrefixedOutput:
     """Relays each child's output lines to our stdout, prefixed with the child's name
     (``api | ...``); a JSON log line instead gains a ``"service"`` field, so that it stays
-    one JSON object a line."""
+    one JSON object a line. Once every child has said it is ready, ``when_ready`` is
+    printed (once): the key and the exports end the start-up output instead of scrolling
+    away under it."""
 
-    def __init__(self, names: list[str], log_format: str) -> None:
+    def __init__(self, names: list[str], log_format: str, when_ready: str = "") -> None:
         self.width = max((len(n) for n in names), default=0)
         self.json = log_format == "json"
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._waiting = set(names) if when_ready else set()
+        self._when_ready = when_ready
 
     def line(self, name: str, raw: bytes) -> bytes:
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -81,10 +89,15 @@ class PrefixedOutput:
 
     def _relay(self, name: str, popen: subprocess.Popen[bytes]) -> None:
         assert popen.stdout is not None
+        mark = READY_MARKS["api" if name == "api" else "worker"]
         for raw in popen.stdout:
             data = self.line(name, raw)
             with self._lock:
                 sys.stdout.buffer.write(data)
+                if self._waiting and mark in raw:
+                    self._waiting.discard(name)
+                    if not self._waiting:
+                        sys.stdout.buffer.write(self._when_ready.encode() + b"\n")
                 sys.stdout.buffer.flush()
 
 
@@ -95,7 +108,8 @@ def worker_threads(settings: Settings) -> int:
 def processes(settings: Settings) -> list[Proc]:
     py = sys.executable
     data = settings.data_dir.resolve()
-    celery = [py, "-m", "celery", "-A", "worker.celery_app"]
+    # --quiet: no 30-line banner per worker (the key printed before would scroll away).
+    celery = [py, "-m", "celery", "-A", "worker.celery_app", "--quiet"]
     api = Proc(
         "api",
         [
@@ -137,10 +151,10 @@ def processes(settings: Settings) -> list[Proc]:
 
 
 class Supervisor:
-    def __init__(self, procs: list[Proc], log_format: str = "text") -> None:
+    def __init__(self, procs: list[Proc], log_format: str = "text", when_ready: str = "") -> None:
         self.procs = procs
         self.stopping = False
-        self.out = PrefixedOutput([p.name for p in procs], log_format)
+        self.out = PrefixedOutput([p.name for p in procs], log_format, when_ready)
 
     def _signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
@@ -222,9 +236,10 @@ def _backends(settings: Settings) -> str:
     return f"{database} + {broker} broker"
 
 
-def banner(settings: Settings, key: str | None) -> str:
-    """What `make run` prints first: where it serves, and the two lines to paste into
-    another terminal (with the key when it is known to this process)."""
+def banner(settings: Settings, key: str | None, ready: bool = False) -> str:
+    """What `make run` prints first, and again once everything serves (``ready``): where
+    it serves, and the two lines to paste into another terminal (with the key when it is
+    known to this process)."""
     base = f"http://{settings.host}:{settings.port}"
     data = settings.data_dir.resolve()
     key_file = data / "dev-api-key"
@@ -242,7 +257,8 @@ def banner(settings: Settings, key: str | None) -> str:
     return "\n".join(
         [
             "",
-            f"Stillhouse is starting on {base}  (docs: {base}/docs, jobs: {base}/jobs)",
+            f"Stillhouse is {'ready' if ready else 'starting'} on {base}  "
+            f"(docs: {base}/docs, jobs: {base}/jobs)",
             key_line,
             f"Data: {data}  ({_backends(settings)}; Ctrl-C stops everything)",
             "In another terminal (the repository's CLI is .venv/bin/stillhouse):",

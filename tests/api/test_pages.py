@@ -416,3 +416,165 @@ def test_job_page_shows_a_sweeps_candidates_and_what_distillation_bought(
         assert variants[0][2][6] == "–"
     finally:
         _close(browser, session)
+
+
+# --- what a first-time user tripped on -----------------------------------------------------
+
+SOFT_LABEL_KEY = "3f9a2b1c" * 8  # the soft labels' cache key: a sha256 in hex
+LOSSES = [2.8666, 1.9017, 1.2391, 0.8123, 0.5377, 0.3902, 0.2711, 0.2044, 0.1702, 0.1417]
+
+
+def _finished_job(client: TestClient, inputs: dict[str, str]) -> str:
+    """A job finished as a worker finishes one (epoch rows, a soft-labels event, the final
+    metrics and the report), written into its rows: no worker runs here."""
+    from datetime import timedelta
+
+    from core.db import session_scope
+    from core.enums import JobEventKind
+    from models.history_repository import HistoryRepository
+    from models.job_repository import JobRepository
+
+    job_id: str = client.post("/v1/jobs", json=_body(inputs)).json()["id"]
+    report = _sweep_report()
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        attempt = jobs.claim(job_id, worker="page-test", lease=timedelta(minutes=1), max_attempts=3)
+        assert attempt is not None
+        jobs.fenced_event(job_id, attempt, JobEventKind.SOFT_LABELS, key=SOFT_LABEL_KEY)
+        for epoch, loss in enumerate(LOSSES, start=1):
+            record = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "soft_loss": loss,
+                "hard_loss": None,
+                "eval_agreement": 0.7 + 0.028 * epoch,
+                "learning_rate": 0.001,
+                "seconds": 0.4,
+            }
+            assert HistoryRepository(session).add_epoch(job_id, attempt, record)
+        metrics = {"agreement_top1": 0.9812, "student_accuracy": 0.9713, "train_loss": 0.1417}
+        assert jobs.finish(job_id, attempt, report=report, artifacts={}, metrics=metrics)
+    return job_id
+
+
+def _texts(browser: _DevTools, session: str, selector: str) -> list[str]:  # noqa: F811
+    return browser.evaluate(  # type: ignore[no-any-return]
+        session,
+        f"Array.from(document.querySelectorAll({selector!r})).map(e => e.textContent)",
+    )
+
+
+def test_the_jobs_list_shows_a_finished_jobs_agreement(
+    client: TestClient,
+    inputs: dict[str, str],
+    browser: _DevTools,  # noqa: F811
+    live_server: str,  # noqa: F811
+) -> None:
+    job_id = _finished_job(client, inputs)
+    session, _, _ = _open_page(browser, f"{live_server}/jobs", KEY_FORM_SHOWN, "the key form")
+    try:
+        _type_key_and_press_enter(browser, session)
+        row = _wait(
+            browser,
+            session,
+            f"Array.from(document.querySelectorAll('#jobs-table tbody tr'))"
+            f".filter(r => r.textContent.includes({job_id!r}))"
+            f".map(r => Array.from(r.cells).map(c => c.textContent))[0]",
+            "the finished job's row",
+            30,
+        )
+        assert row[1] == "succeeded" and row[5] == "98.10 %"  # the report's agreement
+    finally:
+        _close(browser, session)
+
+
+def test_a_finished_job_page_reads_as_percentages_round_ticks_and_plain_history(
+    client: TestClient,
+    inputs: dict[str, str],
+    browser: _DevTools,  # noqa: F811
+    live_server: str,  # noqa: F811
+) -> None:
+    job_id = _finished_job(client, inputs)
+    session = open_finished_job_page(browser, live_server, job_id)
+    try:
+        _wait(browser, session, "document.querySelectorAll('.y-tick').length > 0", "ticks", 30)
+        headline = dict(
+            browser.evaluate(
+                session,
+                "Array.from(document.querySelectorAll('#job-metrics div'))"
+                ".map(d => [d.dataset.name, d.querySelector('dd').textContent])",
+            )
+        )
+        assert headline["agreement_top1"] == "98.12 %"
+        assert headline["student_accuracy"] == "97.13 %"
+        assert headline["train_loss"] == "0.1417"
+        loss_ticks = _texts(browser, session, "#loss-chart .y-tick")
+        assert loss_ticks == ["0", "1", "2", "3"]  # round values past the largest loss
+        agreement_ticks = _texts(browser, session, "#agreement-chart .y-tick")
+        assert agreement_ticks == ["0 %", "20 %", "40 %", "60 %", "80 %", "100 %"]
+        assert _texts(browser, session, "#loss-chart .x-tick") == ["1", "2", "4", "6", "8", "10"]
+        history = browser.evaluate(session, "document.getElementById('history').textContent")
+        assert SOFT_LABEL_KEY not in history and SOFT_LABEL_KEY[:8] not in history
+        assert "soft labels computed and saved for reuse (attempt 1)" in history
+        assert browser.evaluate(session, "document.getElementById('cancel-job').hidden") is True
+    finally:
+        _close(browser, session)
+
+
+def test_a_queued_job_can_be_cancelled_from_its_page(
+    client: TestClient,
+    inputs: dict[str, str],
+    browser: _DevTools,  # noqa: F811
+    live_server: str,  # noqa: F811
+) -> None:
+    job_id = client.post("/v1/jobs", json=_body(inputs)).json()["id"]  # no GPU worker: queued
+    session, _, _ = _open_page(
+        browser, f"{live_server}/jobs/{job_id}", KEY_FORM_SHOWN, "the key form"
+    )
+    try:
+        _type_key_and_press_enter(browser, session)
+        _wait(
+            browser,
+            session,
+            "document.getElementById('job-status').textContent === 'queued'"
+            " && document.getElementById('cancel-job').hidden === false",
+            "the queued job with its cancel button",
+            30,
+        )
+        browser.evaluate(session, "document.getElementById('cancel-job').click()")
+        _wait(
+            browser,
+            session,
+            "document.getElementById('job-status').textContent === 'cancelled'"
+            " && document.getElementById('cancel-job').hidden",
+            "the cancelled job",
+            30,
+        )
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    finally:
+        _close(browser, session)
+
+
+def test_an_unknown_job_id_says_there_is_no_such_job(
+    client: TestClient,
+    browser: _DevTools,  # noqa: F811
+    live_server: str,  # noqa: F811
+) -> None:
+    session, _, _ = _open_page(
+        browser, f"{live_server}/jobs/job_nosuchjob", KEY_FORM_SHOWN, "the key form"
+    )
+    try:
+        _type_key_and_press_enter(browser, session)
+        message = _wait(
+            browser,
+            session,
+            "!document.getElementById('not-found').hidden"
+            " && document.getElementById('not-found').textContent",
+            "the no-such-job message",
+            30,
+        )
+        assert "No such job" in message and "job_nosuchjob" in message
+        assert browser.evaluate(session, "document.getElementById('job-view').hidden") is True
+        assert browser.evaluate(session, "document.getElementById('page-error').hidden") is True
+    finally:
+        _close(browser, session)

@@ -103,3 +103,47 @@ def test_run_logs_json_with_ids_and_shows_live_workers(tmp_path: Path) -> None:
     assert not (tmp_path / "var" / "broker" / "workers").exists() or not list(
         (tmp_path / "var" / "broker" / "workers").glob("*.json")
     )  # stopped workers took their heartbeats away
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)  # starts two torch-importing workers
+def test_the_first_run_ends_its_start_up_output_with_the_new_key(tmp_path: Path) -> None:
+    """A first `make run` prints a new key once; no Celery banner pushes it off the screen:
+    when the API and both workers are ready, the key and the exports are printed again, last."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        STILLHOUSE_DATA_DIR=str(tmp_path / "var"),
+        STILLHOUSE_PORT=str(port),
+        STILLHOUSE_TORCH_THREADS="1",
+        STILLHOUSE_SPARE_CHILD="false",
+        COLUMNS="80",
+    )
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stillhouse.cli", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "Stillhouse is ready on" in log_path.read_text(), timeout=300)
+        text = log_path.read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    key = (tmp_path / "var" / "dev-api-key").read_text().strip()
+    assert text.count(key) == 4  # the key line and the exports, at the start and at ready
+    lines = text.rstrip("\n").splitlines()
+    last = "\n".join(lines[-8:])
+    assert f"shown once: {key}" in last and f"STILLHOUSE_API_KEY={key}" in last
+    assert "-------------- " not in text and "[queues]" not in text  # no Celery banners
+    assert len(lines) < 50, text  # (as root, Celery adds a 9-line warning per worker)

@@ -223,14 +223,12 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
         ctx, exported, reference, splits.eval, student.module, sample, teacher
     )
     report = report_stage(ctx, student, splits, trained, exported, evaluated)
+    # The job's final metrics: the evaluation, and the last epoch's loss as /metrics has it.
+    metrics = {**evaluated.metrics, "train_loss": trained.final_loss}
     ctx.progress.emit(
-        "exporting",
-        1.0,
-        epoch=ctx.spec.training.epochs,
-        step=trained.steps,
-        metrics=evaluated.metrics,
+        "exporting", 1.0, epoch=ctx.spec.training.epochs, step=trained.steps, metrics=metrics
     )
-    return DistillResult(files=exported.published, report=report, metrics=evaluated.metrics)
+    return DistillResult(files=exported.published, report=report, metrics=metrics)
 
 
 def _as_rows(x: torch.Tensor | Rows, y: torch.Tensor | None) -> Rows:

@@ -28,7 +28,6 @@ class Reporter:
 
     def __init__(self, on_progress: Progress, epochs: int) -> None:
         self.on_progress, self.epochs = on_progress, epochs
-        self.loss: float | None = None
         self.steps = 0
         self.emitted = -math.inf
 
@@ -48,7 +47,7 @@ class Reporter:
     def step(self, event: dict[str, Any]) -> None:
         """After every training step; an event at most every ``STEP_EVENTS_EVERY_S`` (and
         for the last step)."""
-        self.loss, self.steps = event["loss"], event["step"]
+        self.steps = event["step"]
         now = time.monotonic()
         if now - self.emitted < STEP_EVENTS_EVERY_S and event["step"] < event["steps"]:
             return
@@ -61,12 +60,9 @@ class Reporter:
             metrics={"train_loss": event["loss"], "learning_rate": event["lr"]},
         )
 
-    def epoch_end(self, epoch: int, eval_agreement: float) -> None:
-        metrics = {"train_loss": self.loss, "eval_agreement": eval_agreement}
-        self.emit(
-            "training",
-            (epoch + 1) / self.epochs,
-            epoch=epoch + 1,
-            step=self.steps,
-            metrics=metrics,
-        )
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        """After an epoch's record (``core.contracts.EpochRecord``): its mean loss and
+        agreement, the same numbers as the job's /metrics row."""
+        epoch = int(record["epoch"])
+        metrics = {"train_loss": record["train_loss"], "eval_agreement": record["eval_agreement"]}
+        self.emit("training", epoch / self.epochs, epoch=epoch, step=self.steps, metrics=metrics)

@@ -320,9 +320,12 @@ def train_stage(
 
     def on_epoch(epoch: int, model: nn.Module) -> dict[str, Any]:
         logits = ev.predict(lambda xb: model(xb.to(ctx.device)), ref.progress_x, 1024)
-        agreement = ev.agreement(ref.progress_p, logits)
-        ctx.progress.epoch_end(epoch, agreement)
-        return {"eval_agreement": agreement}
+        return {"eval_agreement": ev.agreement(ref.progress_p, logits)}
+
+    def on_event(event: dict[str, Any]) -> None:
+        ctx.on_event(event)
+        if event["event"] == "epoch":
+            ctx.progress.epoch_end(event["record"])
 
     result = train(
         student.module,
@@ -336,7 +339,7 @@ def train_stage(
         on_step=ctx.progress.step,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
-        on_event=ctx.on_event,
+        on_event=on_event,
         **_objective(ctx, splits),
     )
     ctx.timings["training"] = result.seconds

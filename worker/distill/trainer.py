@@ -63,6 +63,8 @@ CADENCE = frozenset({"checkpoint_every", "checkpoint_every_seconds"})
 @dataclass
 class TrainResult:
     steps: int
+    # The last epoch's mean loss: its ``EpochRecord.train_loss`` (the last row of the job's
+    # /metrics), not the loss of the last batch alone.
     final_loss: float | None
     seconds: float  # training wall time over every attempt
 
@@ -195,7 +197,8 @@ def train(
     model.eval()
     if run.channels_last:  # exports and checkpoints see the usual layout
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    return TrainResult(run.steps, run.loss_value, time.perf_counter() - run.started)
+    final = run.records[-1]["train_loss"] if run.records else run.loss_value
+    return TrainResult(run.steps, final, time.perf_counter() - run.started)
 
 
 def _on_device(rows: Rows, device: torch.device) -> Rows:

@@ -48,6 +48,8 @@ function fmt(value, digits = 3) {
 }
 
 const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(2) + " %");
+// Shares of the eval set (agreement, accuracy) read as percentages wherever they appear.
+const isShare = (name) => /agreement|accuracy/.test(name);
 const mb = (bytes) => (bytes === null || bytes === undefined ? "–" : (bytes / 1e6).toFixed(3) + " MB");
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 
@@ -55,7 +57,7 @@ const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 
 function askForKey(message) {
   sessionStorage.removeItem(KEY);
-  for (const id of ["list-view", "job-view", "forget"]) $(id).hidden = true;
+  for (const id of ["list-view", "job-view", "not-found", "forget"]) $(id).hidden = true;
   $("key-form").hidden = false;
   $("key-error").hidden = !message;
   $("key-error").textContent = message || "";
@@ -108,13 +110,22 @@ async function listJobs(cursor) {
     idCell.append(link);
     row.append(idCell, statusCell(job.status), el("td", job.stage || ""),
       el("td", pct(job.progress), "num"), el("td", `${job.epoch} / ${job.epochs}`, "num"),
-      el("td", pct(job.metrics && job.metrics.eval_agreement), "num"), el("td", when(job.created_at)));
+      el("td", pct(agreementOf(job)), "num"), el("td", when(job.created_at)));
     body.append(row);
   }
   $("jobs-empty").hidden = body.children.length > 0;
   const more = $("more");
   more.hidden = !page.next_cursor;
   more.onclick = () => listJobs(page.next_cursor).catch(showError);
+}
+
+// A finished job's final agreement (its report), else the latest epoch's.
+function agreementOf(job) {
+  const metrics = job.metrics || {}, report = job.report || {};
+  for (const value of [report.agreement_top1, metrics.agreement_top1, metrics.eval_agreement]) {
+    if (typeof value === "number") return value;
+  }
+  return null;
 }
 
 function statusCell(status) {
@@ -129,10 +140,19 @@ const jobId = () => decodeURIComponent(location.pathname.split("/").filter(Boole
 
 async function showJob() {
   const id = jobId();
+  const base = "/v1/jobs/" + encodeURIComponent(id);
+  let job;
+  try {
+    job = await json(base);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    $("missing-id").textContent = id;
+    $("not-found").hidden = false;
+    return;
+  }
   $("job-view").hidden = false;
   $("job-id").textContent = id;
-  const base = "/v1/jobs/" + encodeURIComponent(id);
-  const job = await json(base);
+  $("cancel-job").onclick = () => cancelJob(base).catch(showError);
   renderJob(job);
   await Promise.all([renderMetrics(base), renderHistory(base)]);
   if (TERMINAL.includes(job.status)) renderReport(base, job);
@@ -149,13 +169,25 @@ function renderJob(job) {
   $("job-epoch").textContent = `epoch ${job.epoch} / ${job.epochs}`;
   $("job-error").hidden = !job.error;
   if (job.error) $("job-error").textContent = `${job.error.code}: ${job.error.message}`;
+  $("cancel-job").hidden = TERMINAL.includes(job.status);
   const list = $("job-metrics");
   list.replaceChildren();
   const shown = Object.entries(job.metrics || {}).filter(([, v]) => typeof v === "number");
   for (const [name, value] of shown.slice(0, 12)) {
     const pair = el("div");
-    pair.append(el("dt", name.replaceAll("_", " ")), el("dd", fmt(value, 4)));
+    pair.dataset.name = name;
+    pair.append(el("dt", name.replaceAll("_", " ")), el("dd", isShare(name) ? pct(value) : fmt(value, 4)));
     list.append(pair);
+  }
+}
+
+async function cancelJob(base) {
+  const button = $("cancel-job");
+  button.disabled = true;
+  try {
+    renderJob(await json(base + "/cancel", { method: "POST" }));
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -236,13 +268,22 @@ async function renderHistory(base) {
   for (const event of events) {
     if (event.kind === "checkpoint") { run.push(event); continue; }
     flush();
-    const details = event.kind === "stage" ? String(event.data.stage).replace("_", " ")
-      : Object.entries(event.data || {}).map(([k, v]) => `${k} ${v}`).join(", ");
     const attempt = event.attempt ? ` (attempt ${event.attempt})` : "";
-    list.append(el("li", `${when(event.created_at)} · ${event.kind}${attempt}${details ? ": " + details : ""}`));
+    const item = el("li", `${when(event.created_at)} · ${historyLine(event, attempt)}`);
+    // The soft labels' cache key is for the service, not the reader: kept as a tooltip.
+    if (event.kind === "soft_labels" && event.data && event.data.key) item.title = "cache key " + event.data.key;
+    list.append(item);
   }
   flush();
   if (cursor) list.append(el("li", "… more in GET " + base + "/events"));
+}
+
+function historyLine(event, attempt) {
+  const data = event.data || {};
+  if (event.kind === "soft_labels") return `soft labels computed and saved for reuse${attempt}`;
+  const details = event.kind === "stage" ? String(data.stage).replace("_", " ")
+    : Object.entries(data).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k} ${v}`).join(", ");
+  return `${event.kind}${attempt}${details ? ": " + details : ""}`;
 }
 
 // --- curves ----------------------------------------------------------------------------------
@@ -261,7 +302,14 @@ async function renderMetrics(base) {
   ], { format: (v) => fmt(v, 3) });
   lineChart($("agreement-chart"), [
     { name: "top-1 agreement", color: "#1a7f37", points: series("eval_agreement") },
-  ], { format: pct, min: 0, max: 1 });
+  ], { format: (v) => Math.round(100 * v) + " %", min: 0, max: 1 });
+}
+
+// A round step near span / count: 1, 2 or 5 times a power of ten.
+function niceStep(span, count) {
+  const raw = span / count, power = 10 ** Math.floor(Math.log10(raw));
+  const unit = [1, 2, 5, 10].find((m) => m * power >= raw * (1 - 1e-9));
+  return unit * power;
 }
 
 function lineChart(container, allSeries, options) {
@@ -278,17 +326,25 @@ function lineChart(container, allSeries, options) {
   let y0 = options.min ?? Math.min(...ys), y1 = options.max ?? Math.max(...ys);
   if (options.min === undefined) y0 = Math.min(y0, 0);
   if (y1 - y0 < 1e-12) y1 = y0 + 1;
+  // Grid lines at round values: the axis ends at the first round value at or above the data.
+  const yStep = niceStep(y1 - y0, 5);
+  y0 = Math.floor(y0 / yStep + 1e-9) * yStep;
+  y1 = Math.ceil(y1 / yStep - 1e-9) * yStep;
   const sx = (x) => left + ((x - x0) / (x1 - x0)) * (W - left - right);
   const sy = (y) => top + (1 - (y - y0) / (y1 - y0)) * (H - top - bottom);
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": series.map((s) => s.name).join(", ") });
-  for (let i = 0; i <= 4; i++) {
-    const y = y0 + ((y1 - y0) * i) / 4;
+  const ticks = Math.round((y1 - y0) / yStep);
+  for (let i = 0; i <= ticks; i++) {
+    const y = Number((y0 + i * yStep).toPrecision(12));  // no 0.30000000000000004
     chart.append(svg("line", { x1: left, x2: W - right, y1: sy(y), y2: sy(y), stroke: "#d8dee4" }));
-    chart.append(svg("text", { x: left - 6, y: sy(y) + 4, "text-anchor": "end", "font-size": 11, fill: "#5c6670" }, options.format(y)));
+    chart.append(svg("text", { x: left - 6, y: sy(y) + 4, "text-anchor": "end", "font-size": 11, fill: "#5c6670", class: "y-tick" }, options.format(y)));
   }
-  const step = Math.max(1, Math.ceil((x1 - x0) / 8));
-  for (let x = x0; x <= x1; x += step) {
-    chart.append(svg("text", { x: sx(x), y: H - bottom + 16, "text-anchor": "middle", "font-size": 11, fill: "#5c6670" }, x));
+  // Epochs at whole round steps (1, 2, 5, 10, ...), the first epoch always labelled.
+  const xStep = Math.max(1, niceStep(x1 - x0, 8));
+  const xTicks = [x0];
+  for (let x = Math.floor(x0 / xStep + 1) * xStep; x <= x1; x += xStep) xTicks.push(x);
+  for (const x of xTicks) {
+    chart.append(svg("text", { x: sx(x), y: H - bottom + 16, "text-anchor": "middle", "font-size": 11, fill: "#5c6670", class: "x-tick" }, x));
   }
   chart.append(svg("text", { x: (left + W - right) / 2, y: H - bottom + 32, "text-anchor": "middle", "font-size": 11, fill: "#5c6670" }, "epoch"));
   series.forEach((s, i) => {

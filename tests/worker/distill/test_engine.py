@@ -328,3 +328,29 @@ def test_run_distillation_from_pt2_and_onnx_files(
     assert result.report["teachers"] == 2
     assert result.report["eval_samples"] == 200
     assert result.files["onnx"].exists()
+
+
+def test_the_final_train_loss_is_the_last_epochs_as_metrics_has_it(
+    tmp_path: Path, teacher_module: nn.Module, digits: Any
+) -> None:
+    """One quantity under one name: the report's final_train_loss, the job's final
+    train_loss and each epoch's progress loss are the epoch's mean, as its /metrics row."""
+    progress: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    result = run(
+        tmp_path,
+        teacher_module,
+        digits,
+        spec(epochs=3),
+        on_progress=progress.append,
+        on_event=history.append,
+    )
+    records = [e["record"] for e in history if e["event"] == "epoch"]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert result.report["final_train_loss"] == records[-1]["train_loss"]
+    assert result.metrics["train_loss"] == records[-1]["train_loss"]
+    epoch_ends = [e for e in progress if "eval_agreement" in e["metrics"]]
+    assert [(e["epoch"], e["metrics"]["train_loss"]) for e in epoch_ends] == [
+        (r["epoch"], r["train_loss"]) for r in records
+    ]
+    assert progress[-1]["metrics"]["train_loss"] == records[-1]["train_loss"]
