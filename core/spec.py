@@ -170,10 +170,23 @@ class AugmentationSpec(_Strict):
     noise: StrictFloat = Field(
         default=0.0, ge=0.0, le=10.0, description="std of added Gaussian noise (input units)"
     )
+    munge: StrictFloat = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="MUNGE (tabular samples): each batch also holds a synthetic copy of every "
+        "row, each attribute swapped with probability p for its nearest neighbour's; 0: off",
+    )
+    munge_scale: StrictFloat = Field(
+        default=10.0,
+        gt=0.0,
+        le=1000.0,
+        description="MUNGE's s: a swapped value is perturbed by N(0, |a - b| / s)",
+    )
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.flip or self.mixup or self.noise)
+        return bool(self.shift or self.flip or self.mixup or self.noise or self.munge)
 
 
 class ExportSpec(_Strict):

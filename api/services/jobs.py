@@ -111,7 +111,7 @@ def _check_labels(field: str, teacher: Teacher, dataset: Dataset) -> None:
 
 def _check_objective(teachers: list[Teacher], spec: JobSpec, shape: list[int]) -> None:
     """kd_jacobian differentiates the teachers (torch programs only); shifts and flips need
-    images, samples [H, W] or [C, H, W]."""
+    images, samples [H, W] or [C, H, W]; MUNGE needs tabular samples [D]."""
     if spec.distillation.loss == "kd_jacobian":
         for i, teacher in enumerate(teachers):
             if teacher.format != "torch_export":
@@ -129,6 +129,10 @@ def _check_objective(teachers: list[Teacher], spec: JobSpec, shape: list[int]) -
             )
     if aug.shift and aug.shift >= min(shape[-2:]):
         raise _invalid("augmentation.shift", f"{aug.shift} is not below the image size")
+    if aug.munge and len(shape) != 1:
+        raise _invalid(
+            "augmentation.munge", f"needs tabular samples ([D] vectors); samples have shape {shape}"
+        )
 
 
 def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[Teacher], Dataset]:

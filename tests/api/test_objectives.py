@@ -41,7 +41,14 @@ def test_a_kd_jacobian_job_with_a_pt2_teacher_succeeds_and_says_so(
     assert job["status"] == "succeeded", job["error"]
     report = job["report"]
     assert (report["loss"], report["jacobian_weight"]) == ("kd_jacobian", 0.5)
-    assert report["augmentation"] == {"shift": 0, "flip": False, "mixup": 0.0, "noise": 0.02}
+    assert report["augmentation"] == {
+        "shift": 0,
+        "flip": False,
+        "mixup": 0.0,
+        "noise": 0.02,
+        "munge": 0.0,
+        "munge_scale": 10.0,
+    }
     assert report["soft_labels"] == "online"
     assert report["agreement_top1"] > 0.7  # 0.79 measured; a student that learnt
 
@@ -53,6 +60,7 @@ def test_a_kd_jacobian_job_with_a_pt2_teacher_succeeds_and_says_so(
         ({"augmentation": {"shift": 2}}, "augmentation.shift", "images"),
         ({"augmentation": {"flip": True}}, "augmentation.flip", "images"),
         ({"augmentation": {"noise": -1.0}}, "augmentation.noise", ""),
+        ({"augmentation": {"munge": 1.5}}, "augmentation.munge", ""),
         ({"distillation": {"loss": "sobolev"}}, "distillation.loss", ""),
     ],
 )

@@ -5,7 +5,14 @@ each direction (edges replicated, so a normalised background stays background), 
 horizontal flip of each image with probability 1/2 (``flip``), mixup of the batch with a
 permutation of itself, ``x = λ·x + (1 − λ)·x[perm]`` with one λ ~ Beta(a, a) per batch
 (``mixup`` = a; Zhang et al. 2018), and Gaussian noise of standard deviation ``noise``, in
-the units the model sees (after preprocessing).
+the units the model sees (after preprocessing). Last, MUNGE (``munge`` = p; Bucilă, Caruana
+and Niculescu-Mizil, Model Compression, KDD 2006) appends one synthetic row per row of a
+tabular batch: row i's nearest neighbour j within the batch (Euclidean, model units), then
+for each attribute a, with probability p, ``x'_ia = x_ja + N(0, |x_ia − x_ja| / s)``
+(``munge_scale`` = s), else ``x'_ia = x_ia``. The paper draws a large synthetic set once from
+the whole transfer set; here the neighbours are the batch's, so a batch needs no state.
+Synthetic rows have no labels: the labels (if any) stay those of the first half, the
+originals, and only those rows enter the hard-label term.
 
 Every draw comes from a NumPy generator seeded with (seed, epoch, batch): a batch's
 augmentation needs no state, so a resumed run sees exactly the batches an uninterrupted one
@@ -64,6 +71,10 @@ class Augment:
         if spec.noise:
             noise = rng.standard_normal(tuple(x.shape), dtype=np.float32)
             x = x + spec.noise * _on(noise, x).to(x.dtype)
+        if spec.munge:
+            swap = rng.random(tuple(x.shape)) < spec.munge
+            noise = rng.standard_normal(tuple(x.shape), dtype=np.float32)
+            x = torch.cat([x, munge(x, _on(swap, x), _on(noise, x).to(x.dtype), spec.munge_scale)])
         return x, labels
 
 
@@ -95,13 +106,38 @@ def flip_images(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x.flip(-1), x)
 
 
+def nearest_neighbours(x: torch.Tensor) -> torch.Tensor:
+    """For each row of ``x`` [N, D], the index of its nearest other row (Euclidean; the
+    lowest index on ties). Exact differences, not the ‖a‖² − 2ab + ‖b‖² shortcut, whose
+    rounding can misorder near neighbours."""
+    distances = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    distances.fill_diagonal_(float("inf"))
+    return distances.argmin(dim=1)
+
+
+def munge(x: torch.Tensor, swap: torch.Tensor, noise: torch.Tensor, scale: float) -> torch.Tensor:
+    """MUNGE's synthetic rows for a batch ``x`` [N, D] (N ≥ 2): where ``swap`` [N, D] holds,
+    the nearest neighbour's value plus ``noise · |x − x_nn| / scale`` (``noise`` standard
+    normal); elsewhere the row's own value."""
+    neighbour = x[nearest_neighbours(x)]
+    moved = neighbour + noise * (x - neighbour).abs() / scale
+    return torch.where(swap, moved, x)
+
+
 def make_augment(
     spec: AugmentationSpec, sample_shape: tuple[int, ...] | list[int], seed: int, classes: int
 ) -> Augment | None:
     """None when nothing is asked. Shifts and flips need images: samples [H, W] or
-    [C, H, W] (a flat vector has no known 2-D layout)."""
+    [C, H, W] (a flat vector has no known 2-D layout); MUNGE needs tabular samples [D]
+    (attributes to swap one by one)."""
     if not spec.active:
         return None
+    if spec.munge and len(sample_shape) != 1:
+        raise UserError(
+            ErrorCode.BAD_SPEC,
+            f"augmentation.munge: needs tabular samples ([D] vectors); samples have shape "
+            f"{list(sample_shape)}",
+        )
     for name, asked in (("shift", spec.shift), ("flip", spec.flip)):
         if asked and len(sample_shape) not in (2, 3):
             raise UserError(

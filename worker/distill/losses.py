@@ -53,11 +53,14 @@ def kd_terms(
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The two terms of ``kd_loss``, apart (the trainer reports both per epoch): the soft
-    term ``T² · KL(p ‖ softmax(s/T))`` and the hard term ``CE(y, s)`` (None without labels)."""
+    term ``T² · KL(p ‖ softmax(s/T))`` and the hard term ``CE(y, s)`` (None without labels).
+
+    ``labels`` may cover only the batch's first rows: rows past them (MUNGE's synthetic
+    samples, see ``augment``) have no label and enter only the soft term."""
     soft = soft_loss(student_logits, target_probs, temperature)
     if labels is None:
         return soft, None
-    return soft, F.cross_entropy(student_logits.float(), labels)
+    return soft, F.cross_entropy(student_logits[: len(labels)].float(), labels)
 
 
 def combine_kd(soft: torch.Tensor, hard: torch.Tensor | None, alpha: float) -> torch.Tensor:

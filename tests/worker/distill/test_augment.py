@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from core.spec import AugmentationSpec
-from worker.distill.augment import Augment, flip_images, make_augment, shift_images
+from worker.distill.augment import (
+    Augment,
+    flip_images,
+    make_augment,
+    munge,
+    nearest_neighbours,
+    shift_images,
+)
 from worker.distill.errors import UserError
 from worker.distill.trainer import TrainConfig, train
 
@@ -76,11 +83,60 @@ def test_nothing_asked_means_no_augmentation() -> None:
         (AugmentationSpec(shift=2), [64], "augmentation.shift"),
         (AugmentationSpec(flip=True), [64], "augmentation.flip"),
         (AugmentationSpec(shift=8), [1, 8, 8], "augmentation.shift: 8 pixels"),
+        (AugmentationSpec(munge=0.5), [1, 8, 8], "augmentation.munge: needs tabular"),
+        (AugmentationSpec(munge=0.5), [8, 8], "augmentation.munge: needs tabular"),
     ],
 )
-def test_shifts_and_flips_need_images(spec: AugmentationSpec, shape: list[int], said: str) -> None:
+def test_shifts_flips_need_images_and_munge_rows(
+    spec: AugmentationSpec, shape: list[int], said: str
+) -> None:
     with pytest.raises(UserError, match=said):
         make_augment(spec, shape, seed=0, classes=10)
+
+
+def test_nearest_neighbour_is_the_closest_other_row() -> None:
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0], [5.0, 6.5]])
+    assert nearest_neighbours(x).tolist() == [1, 0, 3, 2]
+
+
+def test_munge_takes_the_neighbours_value_perturbed_by_the_gap_over_s() -> None:
+    x = torch.tensor([[0.0, 10.0], [1.0, 12.0], [9.0, 0.0]])
+    swap = torch.tensor([[True, False], [True, True], [False, False]])
+    noise = torch.tensor([[1.0, 1.0], [0.0, -2.0], [1.0, 1.0]])
+    out = munge(x, swap, noise, scale=10.0)
+    # Row 0's neighbour is row 1: attribute 0 becomes 1 + 1 · |0 − 1| / 10; attribute 1 stays.
+    torch.testing.assert_close(out[0], torch.tensor([1.1, 10.0]))
+    # Row 1's neighbour is row 0: 0 + 0, and 10 − 2 · |12 − 10| / 10.
+    torch.testing.assert_close(out[1], torch.tensor([0.0, 9.6]))
+    torch.testing.assert_close(out[2], x[2])  # nothing swapped
+
+
+def test_munge_appends_synthetic_rows_near_their_neighbours_and_keeps_the_labels() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    augment = Augment(AugmentationSpec(munge=0.5), seed=3, num_classes=3)
+    out, labels = augment(x, y, epoch=1, batch=2)
+    assert out.shape == (128, 5) and torch.equal(out[:64], x)
+    assert labels is not None and torch.equal(labels, y)  # the originals' only
+    synthetic, neighbour = out[64:], x[nearest_neighbours(x)]
+    swapped = ~torch.isclose(synthetic, x)
+    assert 0.4 < float(swapped.float().mean()) < 0.6  # p = 0.5
+    # A swapped value lies within a few (gap / s) of the neighbour's.
+    gap = (x - neighbour).abs()
+    assert bool(((synthetic - neighbour).abs() <= 5 * gap / 10 + 1e-6)[swapped].all())
+    again, _ = augment(x, y, epoch=1, batch=2)
+    other, _ = augment(x, y, epoch=1, batch=3)
+    assert torch.equal(out, again) and not torch.equal(out, other)
+
+
+def test_the_hard_label_term_counts_only_the_original_rows() -> None:
+    from worker.distill.losses import kd_terms
+
+    logits, y = torch.randn(8, 3), torch.randint(0, 3, (4,))
+    probs = torch.full((8, 3), 1 / 3)
+    _, hard = kd_terms(logits, probs, y, temperature=2.0)
+    assert hard is not None
+    torch.testing.assert_close(hard, torch.nn.functional.cross_entropy(logits[:4], y))
 
 
 def test_the_teacher_sees_exactly_the_students_augmented_batch(tmp_path: Path) -> None:

@@ -75,7 +75,14 @@ def test_the_report_says_which_loss_and_augmentation_ran(
 ) -> None:
     report = _run(tmp_path, teacher, images, _spec(**JACOBIAN_AUGMENTED)).report
     assert report["loss"] == "kd_jacobian" and report["jacobian_weight"] == 0.5
-    assert report["augmentation"] == {"shift": 1, "flip": True, "mixup": 0.2, "noise": 0.05}
+    assert report["augmentation"] == {
+        "shift": 1,
+        "flip": True,
+        "mixup": 0.2,
+        "noise": 0.05,
+        "munge": 0.0,
+        "munge_scale": 10.0,
+    }
     assert report["soft_labels"] == "online"  # cached labels were asked for by default
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     plain = _run(tmp_path / "plain", teacher, images, _spec()).report
@@ -129,5 +136,52 @@ def test_an_onnx_teacher_runs_in_onnxruntime_on_each_augmented_batch(tmp_path: P
         device=torch.device("cpu"),
     ).report
     assert report["soft_labels"] == "online" and report["loss"] == "kd"
-    assert report["augmentation"] == {"shift": 0, "flip": False, "mixup": 0.2, "noise": 0.02}
+    assert report["augmentation"] == {
+        "shift": 0,
+        "flip": False,
+        "mixup": 0.2,
+        "noise": 0.02,
+        "munge": 0.0,
+        "munge_scale": 10.0,
+    }
     assert report["agreement_top1"] > 0.5  # 0.61 measured in 6 epochs; chance is 0.1
+
+
+def test_a_stopped_munge_job_resumes_to_the_same_bytes(
+    tmp_path: Path,
+    teacher: nn.Module,
+    images: tuple[torch.Tensor, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(trainer, "STOP_CHECK_EVERY_S", 0.0)
+    tabular = tuple(t.flatten(1) if t.dim() > 1 else t for t in images)
+    spec = _spec(augmentation={"munge": 0.5, "mixup": 0.2})
+
+    def run(folder: str, **kw: Any) -> DistillResult:
+        x, y, xe, ye = tabular
+        return distill(
+            [ModuleTeacher(teacher, 10, [None, 64])],  # it flattens its input
+            x,
+            y,
+            xe,
+            ye,
+            spec,
+            workdir=tmp_path / folder,
+            cache_dir=None,
+            device=torch.device("cpu"),
+            checkpoint_every=3,
+            **kw,
+        )
+
+    straight = run("straight")
+    assert straight.report["augmentation"]["munge"] == 0.5
+    calls = {"n": 0}
+
+    def stop_once() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 4
+
+    with pytest.raises(Cancelled):
+        run("resumed", should_stop=stop_once)
+    resumed = run("resumed")
+    assert resumed.files["safetensors"].read_bytes() == straight.files["safetensors"].read_bytes()

@@ -1,0 +1,34 @@
+"""bench/munge.py runs in `make test` with --quick (one small set, one tree teacher, one
+seed, a few epochs) through the engine, so it cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_munge_quick_prints_both_twins_side_by_side() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.munge", "--quick", "--sets", "iris", "--teachers", "forest"]
+        + ["--seeds", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
+    assert "| set | transfer rows | teacher | teacher acc. % | default spec | munge 0.5 |" in (
+        done.stdout
+    )
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| iris")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "forest" and int(cells[1]) == 90
+    for cell in cells[4:6]:
+        assert 0.0 <= float(cell.split(" ± ")[0]) <= 100.0, cells
