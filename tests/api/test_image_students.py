@@ -101,7 +101,13 @@ def test_mobilenetv2_picked_by_name_distils_a_cnn_teacher(
     assert report["student_architecture"]["architecture"] == "mobilenetv2"
     target = SIZE_RATIO * report["teacher"]["parameters"]
     assert abs(report["student"]["parameters"] - target) <= 0.25 * target
-    assert set(report["export_max_abs_diff"]) == {"torch_export", "onnx", "safetensors"}
+    assert set(report["export_max_abs_diff"]) == {
+        "torch_export",
+        "onnx",
+        "safetensors",
+        "onnx_fp16",
+        "onnx_int8",
+    }
 
     resp = client.get(f"/v1/jobs/{job['id']}/student", params={"format": "onnx"})
     path = tmp_path / "student.onnx"
