@@ -75,7 +75,7 @@ def run() -> None:
 def migrate() -> None:
     """Bring the database schema to the newest migration."""
     with server_packages("migrate"):
-        from core.migrate import upgrade
+        from migrations import upgrade
 
         upgrade()
     typer.echo("database is at the newest migration")
