@@ -14,23 +14,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The first-party packages, where their source lives.
+# The first-party packages, where their source lives: the client's in client/.
 PACKAGES = {
     "api": ROOT / "api",
     "core": ROOT / "core",
     "migrations": ROOT / "migrations",
     "models": ROOT / "models",
-    "stillhouse": ROOT / "stillhouse",
+    "stillhouse": ROOT / "client" / "stillhouse",
+    "stillhouse_contracts": ROOT / "client" / "stillhouse_contracts",
+    "stillhouse_server": ROOT / "stillhouse_server",
     "worker": ROOT / "worker",
 }
-SERVER = {"api", "core", "migrations", "models", "worker"}
+SERVER = {"api", "core", "migrations", "models", "stillhouse_server", "worker"}
+# What the server installs and the client does not (the client's four are pydantic, typer,
+# rich and httpx).
+SERVER_LIBRARIES = {"sqlalchemy", "alembic", "celery", "kombu", "redis", "fastapi", "torch"}
+CLIENT = {"stillhouse"}
 
 RULES = {
     "api": {"worker", "torch"},
-    "core": {"api", "migrations", "models", "worker", "stillhouse", "torch", "celery"},
-    "models": {"api", "migrations", "worker", "stillhouse", "torch", "celery"},
+    "core": {"api", "migrations", "models", "worker", *CLIENT, "torch", "celery"},
+    "models": {"api", "migrations", "worker", *CLIENT, "torch", "celery"},
     "worker": {"api"},
     "worker/distill": {"models", "sqlalchemy", "celery", "api"},
+    "stillhouse": SERVER | SERVER_LIBRARIES,
+    "stillhouse_contracts": SERVER | CLIENT | SERVER_LIBRARIES,
 }
 
 
