@@ -154,3 +154,14 @@ def test_the_distributions_split_client_and_server() -> None:
     assert any(dep.startswith("celery") for dep in extras["server"])
     assert "scripts" not in server  # the command is the client's; the server adds to it
     assert sys.version_info >= (3, 11)
+
+
+def test_the_server_install_adds_its_commands_to_the_same_cli() -> None:
+    import typer
+
+    from stillhouse.cli import SERVER_COMMANDS, app
+
+    commands = typer.main.get_command(app).commands
+    assert set(SERVER_COMMANDS) <= set(commands)
+    assert not any(commands[name].hidden for name in SERVER_COMMANDS)  # the real ones, no hints
+    assert "create" in commands["keys"].commands
