@@ -19,18 +19,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP_RUN): pyproject.toml constraints.txt | $(PY)
-	$(PIP) install -q -c constraints.txt -e '.[api,worker]'
+# The service (this folder) needs the client (client/): pip installs both at once.
+$(STAMP_RUN): pyproject.toml client/pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e ./client -e '.[api,worker]'
 	touch $@
 
-$(STAMP_DEV): pyproject.toml constraints.txt | $(PY)
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+$(STAMP_DEV): pyproject.toml client/pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e ./client -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
-install: $(STAMP_RUN) ## Create the virtual environment and install the service (.[api,worker])
+install: $(STAMP_RUN) ## Create the virtual environment and install the service and the client
 
-install-client: | $(PY) ## Install only the client (SDK and CLI: no database, broker or torch)
-	$(PIP) install -q -e .
+install-client: | $(PY) ## Install only the client, client/ (SDK and CLI: no database, broker or torch)
+	$(PIP) install -q -e ./client
 
 run: $(STAMP_RUN) ## Serve the API and a worker on the embedded default (SQLite, no servers)
 	@bash .ci/ensure-tools.sh sandbox

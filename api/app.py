@@ -22,10 +22,10 @@ from api.pages import install_pages
 from api.publisher import drain_forever
 from api.routes import health, jobs, keys, problems, students, uploads, webhooks
 from core.db import session_scope
-from core.keys import ensure_bootstrap_key
 from core.logs import configure_logging
 from core.settings import get_settings
 from core.storage import remove_orphaned_partials
+from models.keys import ensure_bootstrap_key
 
 log = logging.getLogger(__name__)
 

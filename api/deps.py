@@ -1,4 +1,5 @@
-"""Request dependencies: the unit of work (the edge owns the transaction) and the tenant.
+"""Request dependencies: the unit of work (``core.db.UnitOfWork``: the edge owns the
+transaction) and the tenant.
 
 Both are ``async`` on purpose: FastAPI runs every sync dependency in the threadpool, one hop
 each way, and neither needs a thread unless it touches the database. A request's database
@@ -11,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,7 +26,7 @@ from api.auth import (
     require,
 )
 from api.errors import Unauthorized
-from core.db import get_sessionmaker, session_scope
+from core.db import UnitOfWork, get_sessionmaker, session_scope
 from core.keys import Scope, hash_key
 from core.logs import set_log_context
 from models import utcnow
@@ -34,43 +34,6 @@ from models.repositories import ApiKeyRepository
 
 # last_used_at is written at most this often per key and process (a lookup is a read).
 LAST_USED_RESOLUTION_S = 60.0
-
-
-@dataclass
-class UnitOfWork:
-    """A request's session. The edge owns its transaction: ``get_uow`` commits once the route
-    has returned, then runs the after-commit hooks (publishing tasks: a worker must find the
-    row it is sent); on an error it rolls back and runs the after-rollback hooks (removing
-    bytes stored for rows that will not exist). Services only flush."""
-
-    session: Session
-    _after_commit: list[Callable[[], None]] = field(default_factory=list)
-    _after_rollback: list[Callable[[], None]] = field(default_factory=list)
-
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        self._after_commit.append(fn)
-
-    def after_rollback(self, fn: Callable[[], None]) -> None:
-        self._after_rollback.append(fn)
-
-    def finish(self) -> None:
-        """Commit (a no-op commit after reads only gives the connection back) and close."""
-        try:
-            self.session.commit()
-        except BaseException:
-            self.abort()
-            raise
-        self.session.close()
-        for hook in self._after_commit:
-            hook()
-
-    def abort(self) -> None:
-        try:
-            self.session.rollback()
-            self.session.close()
-        finally:
-            for hook in self._after_rollback:
-                hook()
 
 
 async def get_uow() -> AsyncIterator[UnitOfWork]:

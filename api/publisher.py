@@ -3,7 +3,7 @@
 A route never publishes directly: ``enqueue`` writes an outbox entry in the route's own
 transaction and publishes it right after the commit. If the broker is away the request
 still succeeds (its row is committed) and the entry waits; ``drain_forever`` (started with
-the app) and the worker's sweep publish it once the broker is back (``core.outbox``).
+the app) and the worker's sweep publish it once the broker is back (``models.outbox.drain``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from functools import lru_cache
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import UnitOfWork
-from core import outbox
+from core.db import UnitOfWork
 from core.queue import ROUTES, celery_config
 from core.settings import get_settings
-from models.outbox import OutboxRepository
+from models.outbox import OutboxRepository, drain
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def enqueue(uow: UnitOfWork, task_name: str, *args: str) -> None:
 
 def drain_once() -> int:
     # Younger entries are still being published by the request that wrote them.
-    return outbox.drain(_publish_entry, min_age_s=get_settings().outbox_drain_seconds)
+    return drain(_publish_entry, min_age_s=get_settings().outbox_drain_seconds)
 
 
 async def drain_forever() -> None:

@@ -154,7 +154,7 @@ def fresh_postgres(
     url = admin_url.rsplit("/", 1)[0] + "/" + name
     try:
         if migrated:
-            from core.migrate import upgrade
+            from migrations import upgrade
 
             upgrade(url)
         yield url

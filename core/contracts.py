@@ -4,8 +4,8 @@ API → worker → sandboxed engine child: the worker sends the child one ``Chil
 stdin; the child answers with ``ChildEvent`` JSON lines on its own channel (progress,
 finished epochs, checkpoints, then exactly one outcome or error). One side writes them with
 ``model_dump_json``, the other validates them with ``parse_event``: a line that is not one
-of these events is a protocol error, never a ``KeyError`` later. The ``Report`` is also the
-API's response model.
+of these events is a protocol error, never a ``KeyError`` later. The ``Report`` (in
+``stillhouse_contracts``, shipped with the client) is also the API's response model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,33 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from core.enums import ExportFormat, Stage
 from core.errors import ErrorCode
-from core.spec import AugmentationSpec, JobSpec, LossName, SoftLabelMode
+from core.spec import JobSpec
+
+# The report is the API's answer too, so it ships with the client (``stillhouse_contracts``).
+from stillhouse_contracts.report import (
+    Baseline as Baseline,
+)
+from stillhouse_contracts.report import (
+    Candidate as Candidate,
+)
+from stillhouse_contracts.report import (
+    DistillationGain as DistillationGain,
+)
+from stillhouse_contracts.report import (
+    EpochRecord as EpochRecord,
+)
+from stillhouse_contracts.report import (
+    ModelMeasure as ModelMeasure,
+)
+from stillhouse_contracts.report import (
+    Report as Report,
+)
+from stillhouse_contracts.report import (
+    SpeedupSpread as SpeedupSpread,
+)
+from stillhouse_contracts.report import (
+    Variant as Variant,
+)
 
 
 class _Closed(BaseModel):
@@ -77,160 +103,7 @@ CHILD_REQUEST: TypeAdapter[AnyRequest] = TypeAdapter(
 )
 
 
-# --- the report ------------------------------------------------------------------------------
-
-
-class ModelMeasure(_Open):
-    parameters: int | None = Field(description="None when a teacher's count is unknown")
-    size_bytes_fp32: int | None
-    size_bytes_fp16: int | None
-    latency_ms_batch1: float
-    throughput_per_s: float
-    runtime: str | None = None
-    file_bytes: dict[str, int] | None = None
-
-
-class SpeedupSpread(_Open):
-    """Teacher and student timed interleaved, in short rounds: the rounds' speedups."""
-
-    median: float
-    min: float
-    max: float
-    iqr_relative: float = Field(description="interquartile range / median")
-    rounds: int
-    clock: str | None = Field(
-        default=None,
-        description="thread_cpu: torch on one thread, timed by its CPU time (a busy machine "
-        "does not change it); wall: wall time (ONNX Runtime, GPUs)",
-    )
-    threads: int | None = Field(default=None, description="CPU threads of both models")
-    wall_over_cpu: float | None = Field(
-        default=None, description="thread_cpu only: the calls' wall time over their CPU time"
-    )
-    disturbed: bool = Field(
-        description="iqr_relative past 0.25 (a load came and went), or wall_over_cpu past "
-        "1.25 (the machine was busy; CPU time kept the figures)"
-    )
-
-
-class Variant(_Open):
-    """One downloadable file of the student, measured as a user runs it on the worker's CPU
-    (ONNX Runtime for the ONNX files), on the same eval samples as the student."""
-
-    format: ExportFormat
-    size_bytes: int
-    latency_ms_batch1: float
-    throughput_per_s: float = Field(description="samples a second at throughput_batch")
-    throughput_batch: int | None = None
-    runtime: str | None = None
-    agreement_top1: float
-    student_accuracy: float | None
-    kl_divergence: float | None = None
-    agreement_loss: float | None = Field(
-        default=None, description="fp32 ONNX agreement minus this one's (variants only)"
-    )
-    within_margin: bool | None = Field(
-        default=None, description="agreement_loss at most export.agreement_margin"
-    )
-
-
-class Candidate(_Open):
-    """One student of a sweep: its spec values and what it measured on the eval set."""
-
-    index: int = Field(ge=0, description="GET /v1/jobs/{id}/student?candidate=index")
-    temperature: float
-    alpha: float
-    size_ratio: float
-    parameters: int
-    latency_ms_batch1: float
-    agreement_top1: float
-    student_accuracy: float | None
-    kl_divergence: float
-    variants: list[Variant] | None = Field(
-        default=None, description="this candidate's files, measured as the top level's are"
-    )
-    pareto: bool | None = Field(
-        default=None,
-        description="on the Pareto front: no other candidate has as few or fewer parameters, "
-        "as low or lower latency and as much or more agreement and accuracy, better in one",
-    )
-
-
-class Baseline(_Open):
-    """The chosen student's architecture and size trained on the hard labels alone."""
-
-    parameters: int
-    latency_ms_batch1: float
-    agreement_top1: float
-    student_accuracy: float | None
-    kl_divergence: float
-
-
-class DistillationGain(_Open):
-    """The distilled student's number minus the baseline's."""
-
-    agreement_top1: float
-    student_accuracy: float | None
-    kl_divergence: float
-
-
-class Report(_Open):
-    """Sizes, speed, agreement and timings of a finished job (stored with the job)."""
-
-    teacher: ModelMeasure
-    student: ModelMeasure
-    compression_ratio: float | None = Field(description="teacher / student parameters")
-    speedup: float = Field(
-        description="student throughput / teacher throughput: the median of interleaved rounds"
-    )
-    speedup_spread: SpeedupSpread | None = Field(
-        default=None, description="the rounds behind speedup, and whether a load disturbed them"
-    )
-    agreement_top1: float
-    agreement_top5: float | None = None
-    kl_divergence: float = Field(description="mean KL(teacher || student) at T=1, eval set")
-    teacher_accuracy: float | None
-    student_accuracy: float | None
-    eval_samples: int
-    device: str
-    device_name: str | None = Field(default=None, description="the GPU's or the CPU's model")
-    soft_labels: SoftLabelMode
-    loss: LossName | None = Field(default=None, description="the distillation loss that ran")
-    jacobian_weight: float | None = Field(default=None, description="kd_jacobian only")
-    augmentation: AugmentationSpec | None = Field(
-        default=None, description="the augmentation applied (None: none)"
-    )
-    timings_s: dict[str, float]
-    metrics_source: ExportFormat | None = None
-    student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
-    variants: list[Variant] | None = Field(
-        default=None,
-        description="every downloadable format: size, speed, agreement with the teacher",
-    )
-    candidates: list[Candidate] | None = Field(
-        default=None, description="a sweep's students, by index; the top level is the chosen one"
-    )
-    chosen: int | None = Field(
-        default=None,
-        description="the best eval agreement, or the smallest candidate within 0.5 point of it",
-    )
-    baseline: Baseline | None = Field(default=None, description="with baseline: true")
-    distillation_gain: DistillationGain | None = None
-
-
 # --- events (child → worker) -----------------------------------------------------------------
-
-
-class EpochRecord(_Closed):
-    """One finished epoch (``GET /v1/jobs/{id}/metrics``)."""
-
-    epoch: int = Field(ge=1)
-    train_loss: float | None
-    soft_loss: float | None
-    hard_loss: float | None = Field(description="None without labels")
-    eval_agreement: float | None
-    learning_rate: float | None
-    seconds: float
 
 
 class ProgressEvent(_Closed):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,41 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@dataclass
+class UnitOfWork:
+    """A request's session, handed to the services. The edge owns its transaction: the API's
+    request dependency commits once the route has returned, then runs the after-commit hooks
+    (publishing tasks: a worker must find the row it is sent); on an error it rolls back and
+    runs the after-rollback hooks (removing bytes stored for rows that will not exist).
+    Services only flush."""
+
+    session: Session
+    _after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _after_rollback: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self._after_commit.append(fn)
+
+    def after_rollback(self, fn: Callable[[], None]) -> None:
+        self._after_rollback.append(fn)
+
+    def finish(self) -> None:
+        """Commit (a no-op commit after reads only gives the connection back) and close."""
+        try:
+            self.session.commit()
+        except BaseException:
+            self.abort()
+            raise
+        self.session.close()
+        for hook in self._after_commit:
+            hook()
+
+    def abort(self) -> None:
+        try:
+            self.session.rollback()
+            self.session.close()
+        finally:
+            for hook in self._after_rollback:
+                hook()

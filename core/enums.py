@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The export formats are part of the job spec, which ships with the client.
+from stillhouse_contracts.enums import ExportFormat as ExportFormat
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -30,14 +33,6 @@ class Stage(StrEnum):
     TRAINING = "training"
     EVALUATING = "evaluating"
     EXPORTING = "exporting"
-
-
-class ExportFormat(StrEnum):
-    TORCH_EXPORT = "torch_export"
-    ONNX = "onnx"
-    SAFETENSORS = "safetensors"
-    ONNX_FP16 = "onnx_fp16"  # weights and activations in half precision, fp32 inputs/outputs
-    ONNX_INT8 = "onnx_int8"  # static int8 (QDQ, per-channel weights), fp32 inputs/outputs
 
 
 # What a stored file's name ends with: the variants are ONNX files too.

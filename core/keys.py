@@ -1,15 +1,11 @@
-"""API keys: random, shown once, stored as sha256. Tenants are made on first use."""
+"""API keys: random, shown once, stored as sha256, each with a scope. The rows are made by
+``models.keys``."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from enum import StrEnum
-
-from sqlalchemy.orm import Session
-
-from models import ApiKey, Tenant, new_id
-from models.repositories import ApiKeyRepository, TenantRepository
 
 KEY_PREFIX = "sh_"
 
@@ -29,42 +25,3 @@ def hash_key(key: str) -> str:
 
 def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def ensure_tenant(session: Session, name: str) -> Tenant:
-    tenants = TenantRepository(session)
-    return tenants.by_name(name) or tenants.add(Tenant(id=new_id("ten"), name=name))
-
-
-def add_key(
-    session: Session, *, tenant_id: str, name: str, scope: Scope, key: str | None = None
-) -> tuple[ApiKey, str]:
-    """Store a key for the tenant; returns the row and the plain key (shown once)."""
-    plain = key or generate_key()
-    row = ApiKeyRepository(session).add(
-        ApiKey(
-            id=new_id("key"),
-            tenant_id=tenant_id,
-            key_hash=hash_key(plain),
-            prefix=plain[:8],
-            name=name,
-            scope=scope.value,
-        )
-    )
-    return row, plain
-
-
-def create_key(
-    session: Session, *, tenant_name: str, key: str | None = None, name: str = ""
-) -> str:
-    """Store an admin key for the tenant (made if missing) and return the plain key, once."""
-    tenant = ensure_tenant(session, tenant_name)
-    return add_key(session, tenant_id=tenant.id, name=name, scope=Scope.ADMIN, key=key)[1]
-
-
-def ensure_bootstrap_key(session: Session, key: str, tenant_name: str = "default") -> bool:
-    """Make ``key`` a key of ``tenant_name``. Returns False when it already existed."""
-    if ApiKeyRepository(session).by_hash(hash_key(key)) is not None:
-        return False
-    create_key(session, tenant_name=tenant_name, key=key)
-    return True

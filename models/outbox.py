@@ -3,19 +3,24 @@ concerns, so that a committed job or upload is never left without its message.
 
 The API publishes right after its commit and deletes the entry; when the broker is away the
 entry stays, and the drainers (each API process, and the worker's periodic sweep) publish it
-once the broker takes it. Delivery is at least once: every task is idempotent (a job is
+once the broker takes it (``drain``). Delivery is at least once: every task is idempotent (a job is
 claimed by a conditional update, an upload is validated only while ``validating``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core.db import session_scope
 from models.base import Base, JSONType, UTCDateTime, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class TaskOutbox(Base):
@@ -67,3 +72,28 @@ class OutboxRepository:
 
     def count(self) -> int:
         return self.session.scalar(select(func.count()).select_from(TaskOutbox)) or 0
+
+
+Publish = Callable[[str, list[str]], None]
+BATCH = 100
+
+
+def drain(publish: Publish, *, min_age_s: float = 0.0, limit: int = BATCH) -> int:
+    """Publish entries older than ``min_age_s`` (younger ones are still being published by
+    the request that made them), oldest first. Stops at the first refusal: the broker is
+    away and the rest would fail the same way. Returns how many were published."""
+    published = 0
+    with session_scope() as session:
+        outbox = OutboxRepository(session)
+        for entry in outbox.due(utcnow() - timedelta(seconds=min_age_s), limit):
+            try:
+                publish(entry.task, list(entry.args))
+            except Exception as exc:  # any broker failure: keep the entry, try again later
+                outbox.failed(entry.id, f"{type(exc).__name__}: {exc}")
+                log.warning("outbox: the broker refused %s (%s); will retry", entry.task, exc)
+                break
+            outbox.remove(entry.id)
+            published += 1
+    if published:
+        log.info("outbox: published %d waiting task(s)", published)
+    return published

@@ -1,5 +1,5 @@
 """docker-compose.yml and the Dockerfiles, checked without Docker: the production shape, and
-the same commands that `make run` (stillhouse/supervisor.py) starts."""
+the same commands that `make run` (stillhouse_server/supervisor.py) starts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml  # PyYAML comes with uvicorn[standard]
 
 from core.settings import Settings
-from stillhouse.supervisor import processes
+from stillhouse_server.supervisor import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = "/data"

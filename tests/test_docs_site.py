@@ -122,7 +122,7 @@ def test_no_document_names_a_path_outside_the_repository(path: Path) -> None:
 
 def test_contributing_names_only_paths_that_exist() -> None:
     text = (ROOT / "CONTRIBUTING.md").read_text()
-    tops = "api|core|models|worker|stillhouse|migrations|bench|tests|docs|docker"
+    tops = "api|core|models|worker|client|stillhouse_server|migrations|bench|tests|docs|docker"
     named = set(re.findall(rf"`((?:{tops})/[\w./-]*)`", text))
     assert named, "the pattern found no path"
     assert sorted(p for p in named if not (ROOT / p).exists()) == []

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import core
+import stillhouse_contracts
 import worker
 from core.errors import ErrorCode
 from core.settings import Settings
@@ -175,13 +176,15 @@ def lease_uid(settings: Settings) -> UidLease | None:
 
 def _code_paths() -> set[Path]:
     """Python and the project's packages, read-only at their own paths (the venv's scripts
-    and the editable install point there): the packages, not the folder that holds them."""
+    and the editable install point there): the packages, not the folder that holds them. The
+    contracts come with the client's distribution (client/ in a checkout)."""
     code = {
         Path(sys.base_prefix).resolve(),
         Path(sys.prefix).resolve(),
         Path(sys.executable).resolve().parent,
         Path(worker.__file__).resolve().parent,
         Path(core.__file__).resolve().parent,
+        Path(stillhouse_contracts.__file__).resolve().parent,
     }
     return {path for path in code if not any(path.is_relative_to(d) for d in _SYSTEM_DIRS)}
 

@@ -8,7 +8,6 @@ import signal
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
-from core import outbox
 from core.queue import (
     GPU_QUEUE,
     ROUTES,
@@ -19,6 +18,7 @@ from core.queue import (
     TASK_VALIDATE_TEACHER,
 )
 from core.settings import get_settings
+from models.outbox import drain
 from worker import pipeline, shutdown, validation, webhooks
 from worker.celery_app import app
 from worker.sandbox import PR_SET_PDEATHSIG
@@ -58,7 +58,7 @@ def deliver_webhooks() -> int:
 def requeue_stale() -> int:
     """The periodic sweep: re-publish stale jobs and validations, and what the outbox still
     holds (tasks whose publishing failed after their commit, e.g. while the broker was away)."""
-    published = outbox.drain(_publish_entry, min_age_s=get_settings().outbox_drain_seconds)
+    published = drain(_publish_entry, min_age_s=get_settings().outbox_drain_seconds)
     published += validation.requeue_stale(_publish_validation)
     return pipeline.requeue_stale(_publish_run) + published
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import headers
-from api.deps import StandaloneTenantId, TenantId, UnitOfWork, UoW
+from api.deps import StandaloneTenantId, TenantId, UoW
 from api.downloads import file_response
 from api.errors import NotFound
 from api.jsonbody import CheckedJsonRoute
@@ -20,6 +20,7 @@ from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
 from core.artifacts import student_artifact
 from core.contracts import Report
+from core.db import UnitOfWork
 from core.enums import TERMINAL, ExportFormat, JobStatus
 from core.errors import ErrorCode
 from core.spec import JobSpec

@@ -12,12 +12,11 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import enqueue
 from api.services.quotas import check_active_jobs, hold_tenant
 from core.artifacts import every_artifact, student_formats
-from core.db import get_engine
+from core.db import UnitOfWork, get_engine
 from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec

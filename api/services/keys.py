@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from api.deps import UnitOfWork
 from api.errors import NotFound
-from core.keys import Scope, add_key
+from core.db import UnitOfWork
+from core.keys import Scope
 from models import ApiKey, utcnow
+from models.keys import add_key
 from models.repositories import ApiKeyRepository
 
 

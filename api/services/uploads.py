@@ -8,13 +8,13 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import UnitOfWork
 from api.errors import Conflict, Invalid, NotFound, TooLarge, UnsupportedFormat
 from api.metrics import count_upload
 from api.multipart import FormLimits, stream_upload
 from api.publisher import enqueue
 from api.services.quotas import check_stored_bytes
 from core import formats
+from core.db import UnitOfWork
 from core.enums import UploadStatus
 from core.outputs import MAX_OUTPUT_NAME, REQUESTED_OUTPUT_KINDS
 from core.queue import TASK_VALIDATE_DATASET, TASK_VALIDATE_TEACHER

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.deps import UnitOfWork
 from api.errors import Invalid, NotFound
+from core.db import UnitOfWork
 from core.settings import get_settings
 from core.webhooks import RefusedURL, check_url, new_secret
 from models import Webhook, new_id

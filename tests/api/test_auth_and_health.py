@@ -6,7 +6,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from core.db import session_scope
-from core.keys import create_key
+from models.keys import create_key
 
 
 def test_healthz_needs_no_key(client: TestClient) -> None:

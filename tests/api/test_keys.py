@@ -96,7 +96,7 @@ def test_use_sets_last_used_at(client: TestClient) -> None:
 
 
 def test_keys_of_another_tenant_are_invisible(client: TestClient, session: Any) -> None:
-    from core.keys import create_key
+    from models.keys import create_key
 
     other = create_key(session, tenant_name="other-tenant")
     session.commit()

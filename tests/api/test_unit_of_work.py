@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import UnitOfWork, UoW
-from core.db import get_engine, get_sessionmaker
-from core.keys import ensure_tenant
+from api.deps import UoW
+from core.db import UnitOfWork, get_engine, get_sessionmaker
 from models import Tenant, new_id
+from models.keys import ensure_tenant
 
 
 def _tenant_exists(name: str) -> bool:

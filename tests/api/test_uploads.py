@@ -10,8 +10,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from core.db import session_scope
-from core.keys import create_key
 from core.settings import get_settings
+from models.keys import create_key
 from tests.conftest import wait_for
 from tests.factories import digits, npz_bytes, teacher_pt2_bytes
 

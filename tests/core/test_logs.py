@@ -7,7 +7,7 @@ import json
 import logging
 
 from core.logs import ContextFilter, JsonFormatter, QuietSweep, log_context
-from stillhouse.supervisor import PrefixedOutput
+from stillhouse_server.supervisor import PrefixedOutput
 
 
 def _record(msg: str, args: object = None, name: str = "worker.pipeline") -> logging.LogRecord:

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine
-from core.keys import ensure_tenant
-from core.migrate import upgrade
+from migrations import upgrade
 from models import Job, new_id, utcnow
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository
+from models.keys import ensure_tenant
 
 LEASE = timedelta(seconds=30)
 

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from core.migrate import downgrade, upgrade
+from migrations import downgrade, upgrade
 from models import Base
 from tests.conftest import BASE_PG_URL
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from core.migrate import upgrade
+from migrations import upgrade
 from tests.conftest import DEV_KEY, start_worker, stop_process, wait_for
 from tests.factories import digits, npz_bytes
 from tests.security.servers import ApiServer, OwnPostgres, OwnRedis

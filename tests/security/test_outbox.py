@@ -14,11 +14,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from api import publisher
-from core import outbox
 from core.db import session_scope
 from core.queue import GPU_QUEUE, TASK_RUN_JOB
 from core.settings import get_settings
-from models import utcnow
+from models import outbox, utcnow
 from models.outbox import OutboxRepository, TaskOutbox
 from tests.conftest import DEV_KEY, REDIS_URL, wait_for
 from tests.factories import digits, npz_bytes

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine
 
 from core.db import make_engine
-from core.migrate import upgrade
+from migrations import upgrade
 from tests.conftest import DEV_KEY, PG_URL
 from tests.security.servers import ApiServer
 

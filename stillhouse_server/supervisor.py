@@ -206,9 +206,9 @@ class Supervisor:
 def prepare(settings: Settings) -> str | None:
     """Create the data folder, migrate, and return a key to print (None if none is new)."""
     from core.db import session_scope
-    from core.keys import create_key, ensure_bootstrap_key
     from core.metrics import reset_multiprocess
-    from core.migrate import upgrade
+    from migrations import upgrade
+    from models.keys import create_key, ensure_bootstrap_key
     from models.repositories import TenantRepository
 
     data = settings.data_dir.resolve()

@@ -1,15 +1,13 @@
-"""The ``stillhouse`` command: run the service, manage keys, and use the API from a shell.
+"""The server's commands of ``stillhouse``: run the service, migrate, manage keys, the
+sandbox and the demo files. The server's install registers ``register`` under the
+``stillhouse.commands`` entry point group; the client's CLI calls it with its Typer app.
 
-Client commands (teachers, datasets, jobs) live in their own modules and need only the
-client install. Server commands import the server's packages when they run, and say which
-extra to install when those are missing. Errors print as one line and a hint; ``--debug``
-shows the traceback instead.
+Each command imports the server's packages when it runs, and says which extra to install
+when those are missing (the API image has no torch, so no ``sandbox-exec`` there).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,53 +15,39 @@ from typing import Annotated
 
 import typer
 
-from stillhouse.cli_common import CliError, friendly, report_error
-from stillhouse.cli_jobs import jobs_app
-from stillhouse.cli_resources import datasets_app, teachers_app
+from stillhouse.cli_common import CliError
 
-app = typer.Typer(
-    help="Stillhouse: knowledge distillation as a service.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,  # tracebacks only with --debug, never with locals (keys)
-)
 keys_app = typer.Typer(help="API keys (on the server: needs its database).", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-app.add_typer(teachers_app, name="teachers")
-app.add_typer(datasets_app, name="datasets")
-app.add_typer(jobs_app, name="jobs")
 
 
-@app.callback()
-def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="On an error, show the full traceback.")
-    ] = False,
-) -> None:
-    """Stillhouse: knowledge distillation as a service.
-
-    The client commands read STILLHOUSE_URL and STILLHOUSE_API_KEY (or --url and --key).
-    """
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(migrate)
+    app.command(
+        "sandbox-exec", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+    )(sandbox_exec)
+    app.add_typer(keys_app, name="keys")
+    app.command("demo-files")(demo_files)
 
 
 @contextmanager
 def server_packages(command: str, extra: str = "server") -> Iterator[None]:
-    """Imports of the server's packages inside: a client-only install gets a hint."""
+    """Imports of the server's packages inside: an install without that extra gets a hint."""
     try:
         yield
     except ModuleNotFoundError as exc:
         raise CliError(
             f"`stillhouse {command}` runs the server, whose packages are not installed "
             f"(no module {exc.name!r})",
-            f"pip install 'stillhouse[{extra}]' (from a checkout: pip install -e '.[{extra}]')",
+            f"from a checkout: pip install ./client '.[{extra}]'",
         ) from exc
 
 
-@app.command()
 def run() -> None:
     """Migrate, then serve the API with its workers (embedded default: SQLite, no servers)."""
     with server_packages("run", "api,worker"):
         from core.settings import get_settings
-        from stillhouse.supervisor import Supervisor, banner, prepare, processes
+        from stillhouse_server.supervisor import Supervisor, banner, prepare, processes
 
         settings = get_settings()
         key = prepare(settings)
@@ -72,19 +56,15 @@ def run() -> None:
     raise typer.Exit(supervisor.run())
 
 
-@app.command()
 def migrate() -> None:
     """Bring the database schema to the newest migration."""
     with server_packages("migrate"):
-        from core.migrate import upgrade
+        from migrations import upgrade
 
         upgrade()
     typer.echo("database is at the newest migration")
 
 
-@app.command(
-    "sandbox-exec", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
-)
 def sandbox_exec(
     command: Annotated[list[str], typer.Argument(help="CMD [ARGS...], after --")],
     memory_bytes: Annotated[
@@ -125,13 +105,12 @@ def keys_create(
     STILLHOUSE_DATABASE_URL).
     """
     with server_packages("keys create"):
-        from stillhouse.server_keys import create_key_for
+        from stillhouse_server.keys import create_key_for
 
         key = create_key_for(tenant)
     typer.echo(key)
 
 
-@app.command("demo-files")
 def demo_files(
     directory: Annotated[Path, typer.Argument(help="Folder to write them to (made if missing).")],
 ) -> None:
@@ -142,28 +121,3 @@ def demo_files(
         paths = write_demo_files(directory)
     for path in paths:
         typer.echo(str(path))
-
-
-def _debug_requested(argv: list[str]) -> bool:
-    own = argv[: argv.index("--")] if "--" in argv else argv
-    return "--debug" in own or os.environ.get("STILLHOUSE_DEBUG", "") not in ("", "0")
-
-
-def main() -> None:
-    debug = _debug_requested(sys.argv[1:])
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        if debug:
-            raise
-        error = friendly(exc) or CliError(
-            f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback"
-        )
-        report_error(error)
-        sys.exit(error.code)
-
-
-if __name__ == "__main__":
-    main()

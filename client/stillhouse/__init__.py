@@ -1,8 +1,9 @@
 """Stillhouse client side: the Python SDK and the ``stillhouse`` CLI.
 
 ``Client`` (and ``AsyncClient`` for asyncio) call the REST API and answer with the typed
-models of ``stillhouse.models``. They need only httpx and pydantic: the server's packages
-(database, broker, torch) come with the ``server``, ``api`` and ``worker`` extras.
+models of ``stillhouse.models``. They need only httpx and pydantic: the client is its own
+distribution (``client/``); the server (database, broker, torch) is another, which adds its
+commands to the same CLI.
 """
 
 from stillhouse._core import ApiError, RetryPolicy

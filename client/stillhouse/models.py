@@ -13,8 +13,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core import contracts
-from core.spec import JobSpec
+from stillhouse_contracts import report as wire
+from stillhouse_contracts.spec import JobSpec
 
 __all__ = ["JobSpec"]  # build a job's spec with its defaults and checks: ``JobSpec(...)``
 
@@ -88,15 +88,15 @@ class Dataset(ApiModel):
     created_at: datetime
 
 
-# The report and the epoch rows are the service's own contracts (``core.contracts``, plain
-# pydantic, shipped with the client), so the SDK cannot drift from what the service writes.
+# The report and the epoch rows are the service's own contracts (``stillhouse_contracts``,
+# plain pydantic, shipped with the client), so the SDK cannot drift from what the service writes.
 
 
-class ModelMeasure(ApiModel, contracts.ModelMeasure):
+class ModelMeasure(ApiModel, wire.ModelMeasure):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-class Report(ApiModel, contracts.Report):
+class Report(ApiModel, wire.Report):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     teacher: ModelMeasure
@@ -156,7 +156,7 @@ class JobEvent(ApiModel):
         return Job.model_validate(self.data)
 
 
-class EpochMetrics(ApiModel, contracts.EpochRecord):
+class EpochMetrics(ApiModel, wire.EpochRecord):
     """One finished epoch, with the attempt that trained it."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)

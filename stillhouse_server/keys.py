@@ -9,8 +9,8 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import session_scope
-from core.keys import create_key
 from core.settings import get_settings
+from models.keys import create_key
 from stillhouse.cli_common import CliError
 
 WHERE = (

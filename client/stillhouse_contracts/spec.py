@@ -1,0 +1,275 @@
+"""The job spec: the body of ``POST /v1/jobs``, every default filled in.
+
+Shared by the API (validation at submission, and the schema users see in ``/openapi.json``)
+and the engine (its input). Closed choices only: the spec picks students and formats by
+name, never by import path. Scalars are strict: ``"epochs": "5"`` is refused (422 naming
+``training.epochs``), not read as 5.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from stillhouse_contracts.enums import ExportFormat
+
+# A student is small by definition: 100 M weights is far past any CPU or single-GPU student.
+MAX_HIDDEN_WEIGHTS = 100_000_000
+# A sweep trains one student per combination, each a full training run: 3 × 3 × 3 at most.
+MAX_SWEEP_CANDIDATES = 27
+# Below this a float32 division by std overflows for ordinary inputs (1 / 1e-38 ~ 1e38).
+STD_MIN = 1e-6
+
+EXPORT_FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
+ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
+Architecture = Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
+SoftLabelMode = Literal["cached", "online"]
+LossName = Literal["kd", "kd_jacobian"]
+
+
+class _Strict(BaseModel):
+    # NaN and Infinity are no numbers a spec can use (and not JSON): 422 naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StudentSpec(_Strict):
+    architecture: Architecture = Field(
+        default="auto", description="a name from GET /v1/students, or auto (picked by input rank)"
+    )
+    size_ratio: StrictFloat = Field(
+        default=0.1, gt=0.0, le=1.0, description="target student parameters / teacher parameters"
+    )
+    max_parameters: StrictInt | None = Field(
+        default=None, ge=16, description="an absolute cap on parameters; wins over size_ratio"
+    )
+    hidden: list[Annotated[StrictInt, Field(ge=1, le=65536)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="mlp only: the hidden widths, e.g. [800, 800]; replaces auto sizing",
+    )
+
+    @model_validator(mode="after")
+    def _hidden_is_mlp(self) -> StudentSpec:
+        if self.hidden is not None and self.architecture != "mlp":
+            raise ValueError('hidden is only valid with architecture "mlp"')
+        if self.hidden is not None:
+            between = sum(a * b for a, b in itertools.pairwise(self.hidden))
+            if between > MAX_HIDDEN_WEIGHTS:
+                raise ValueError(
+                    f"hidden: {between:,} weights between the hidden layers alone; the most a "
+                    f"student may have is {MAX_HIDDEN_WEIGHTS:,}"
+                )
+        return self
+
+
+class DistillationSpec(_Strict):
+    temperature: StrictFloat = Field(
+        default=4.0, ge=1.0, le=100.0, description="softmax temperature of the soft targets"
+    )
+    alpha: StrictFloat = Field(
+        default=0.1, ge=0.0, le=1.0, description="weight of the hard-label loss (with labels)"
+    )
+    soft_labels: SoftLabelMode = Field(
+        default="cached", description="cached: the teacher runs once; online: every step"
+    )
+    loss: LossName = Field(
+        default="kd",
+        description="kd: soft targets (+ hard labels); kd_jacobian: also match the teacher's "
+        "input gradients along random projections (needs .pt2 teachers)",
+    )
+    jacobian_weight: StrictFloat = Field(
+        default=1.0, ge=0.0, le=1000.0, description="kd_jacobian: weight of the derivative term"
+    )
+    top_k: StrictInt | None = Field(
+        default=None, ge=1, description="keep only the teacher's top-k logits (default: all)"
+    )
+
+
+Temperature = Annotated[StrictFloat, Field(ge=1.0, le=100.0)]
+Alpha = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+SizeRatio = Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
+
+
+class SweepSpec(_Strict):
+    """Values to try; one student per combination, all from one soft-label pass. A field
+    left out keeps the spec's single value (``distillation.temperature`` and so on)."""
+
+    temperature: list[Temperature] | None = Field(default=None, min_length=1)
+    alpha: list[Alpha] | None = Field(default=None, min_length=1)
+    size_ratio: list[SizeRatio] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _few_enough(self) -> SweepSpec:
+        for name in ("temperature", "alpha", "size_ratio"):
+            values = getattr(self, name)
+            if values is not None:
+                setattr(self, name, list(dict.fromkeys(values)))
+        count = self.combinations()
+        if count > MAX_SWEEP_CANDIDATES:
+            raise ValueError(
+                f"{count} combinations; a sweep trains at most {MAX_SWEEP_CANDIDATES} students"
+            )
+        return self
+
+    def combinations(self) -> int:
+        return math.prod(len(v or [None]) for v in (self.temperature, self.alpha, self.size_ratio))
+
+
+class PreprocessingSpec(_Strict):
+    mean: list[StrictFloat] | None = Field(default=None, description="per channel, or one value")
+    std: list[StrictFloat] | None = Field(default=None, description="per channel, or one value")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> PreprocessingSpec:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std) or not self.mean:
+                raise ValueError("mean and std need the same non-zero length")
+            if any(not s >= STD_MIN for s in self.std):
+                raise ValueError(f"std must be at least {STD_MIN:g} (dividing by less overflows)")
+        return self
+
+
+class TrainingSpec(_Strict):
+    epochs: StrictInt = Field(default=20, ge=1, le=1000)
+    batch_size: StrictInt = Field(default=128, ge=1, le=65536)
+    learning_rate: StrictFloat = Field(default=1e-3, gt=0.0, le=10.0)
+    seed: StrictInt = Field(default=0, ge=0, le=2**31 - 1)
+    weight_decay: StrictFloat = Field(default=0.0, ge=0.0, le=1.0)
+    warmup_fraction: StrictFloat = Field(default=0.05, ge=0.0, le=0.5)
+    eval_fraction: StrictFloat = Field(
+        default=0.1, gt=0.0, lt=0.9, description="held-out split when no eval set is given"
+    )
+
+
+class AugmentationSpec(_Strict):
+    """Applied to each training batch, seeded by (seed, epoch, batch); the teacher then runs
+    online on exactly the augmented batch."""
+
+    shift: StrictInt = Field(
+        default=0, ge=0, le=64, description="random shifts of up to this many pixels (images)"
+    )
+    flip: StrictBool = Field(default=False, description="random horizontal flips (images)")
+    mixup: StrictFloat = Field(
+        default=0.0, ge=0.0, le=10.0, description="mixup's Beta(a, a) parameter; 0: off"
+    )
+    noise: StrictFloat = Field(
+        default=0.0, ge=0.0, le=10.0, description="std of added Gaussian noise (input units)"
+    )
+    munge: StrictFloat = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="MUNGE (tabular samples): each batch also holds a synthetic copy of every "
+        "row, each attribute swapped with probability p for its nearest neighbour's; 0: off",
+    )
+    munge_scale: StrictFloat = Field(
+        default=10.0,
+        gt=0.0,
+        le=1000.0,
+        description="MUNGE's s: a swapped value is perturbed by N(0, |a - b| / s)",
+    )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.flip or self.mixup or self.noise or self.munge)
+
+
+class ExportSpec(_Strict):
+    formats: list[ExportFormat] | None = Field(
+        default=None,
+        min_length=1,
+        description="the formats to make (the same list as export_formats; default: all)",
+    )
+    agreement_margin: StrictFloat = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="a variant (onnx_fp16, onnx_int8) whose agreement with the teacher is more "
+        "than this below the fp32 student's is still offered; the report flags it",
+    )
+    calibration_samples: StrictInt = Field(
+        default=256, ge=1, le=4096, description="transfer samples that calibrate onnx_int8"
+    )
+
+
+class JobSpec(_Strict):
+    """A distillation job. Every field but ``teacher_ids`` and ``dataset_id`` has a default."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "teacher_ids": ["tch_..."],
+                    "dataset_id": "ds_...",
+                    "eval_dataset_id": None,
+                    "training": {"epochs": 20, "batch_size": 128},
+                }
+            ]
+        },
+    )
+
+    teacher_ids: list[StrictStr] = Field(
+        min_length=1, max_length=8, description="several = an ensemble (probabilities averaged)"
+    )
+    dataset_id: StrictStr = Field(description="the transfer set; its labels feed the hard loss")
+    eval_dataset_id: StrictStr | None = Field(
+        default=None, description="held-out set for the report; default: a held-out split"
+    )
+    student: StudentSpec = StudentSpec()
+    distillation: DistillationSpec = DistillationSpec()
+    preprocessing: PreprocessingSpec = PreprocessingSpec()
+    training: TrainingSpec = TrainingSpec()
+    augmentation: AugmentationSpec = AugmentationSpec()
+    export_formats: list[ExportFormat] = Field(
+        default_factory=lambda: list(EXPORT_FORMATS), min_length=1
+    )
+    export: ExportSpec = Field(
+        default_factory=ExportSpec,
+        description="what is made besides the student: formats and the variants' settings",
+    )
+    sweep: SweepSpec | None = Field(
+        default=None,
+        description="train one student per combination of these values from one soft-label "
+        "pass; the report lists them as candidates and names the chosen one",
+    )
+    baseline: StrictBool = Field(
+        default=False,
+        description="also train the same student on the hard labels alone (the transfer set "
+        "needs labels), so the report states what distillation bought",
+    )
+
+    @model_validator(mode="after")
+    def _unique_formats(self) -> JobSpec:
+        asked = self.export.formats
+        if asked is not None and asked != self.export_formats:
+            if "export_formats" in self.model_fields_set:
+                raise ValueError("export.formats and export_formats differ: give one of them")
+            self.export_formats = asked
+        self.export_formats = list(dict.fromkeys(self.export_formats))
+        self.export.formats = self.export_formats
+        return self
+
+    @property
+    def soft_label_mode(self) -> SoftLabelMode:
+        """How soft labels are obtained: online whenever the teacher must see each training
+        batch as the student does (augmented inputs) or give its input gradients."""
+        if self.augmentation.active or self.distillation.loss == "kd_jacobian":
+            return "online"
+        return self.distillation.soft_labels

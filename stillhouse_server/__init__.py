@@ -1,0 +1,1 @@
+"""The server side of the ``stillhouse`` command: its commands and the ``make run`` supervisor."""
