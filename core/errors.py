@@ -78,6 +78,7 @@ class ErrorCode(StrEnum):
     NON_FINITE_INPUTS = "non_finite_inputs"
     MISSING_VALUES = "missing_values"
     NPZ_MEMBERS = "npz_members"
+    MISSING_INPUT = "missing_input"
     DATASET_TOO_SMALL = "dataset_too_small"
     # Jobs.
     BAD_SPEC = "bad_spec"
@@ -429,6 +430,12 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "Unexpected .npz members",
         "An .npz must hold an array 'x' and optionally integer labels 'y', nothing else.",
         "Save it with numpy.savez(path, x=..., y=...).",
+    ),
+    ErrorCode.MISSING_INPUT: CatalogueEntry(
+        "Missing token input",
+        "A token dataset lacks an array the teacher takes as input (token datasets name their "
+        "arrays like the teacher's inputs: input_ids, attention_mask, token_type_ids, ...).",
+        "Add the named array, or drop it from the teacher's export.",
     ),
     ErrorCode.DATASET_TOO_SMALL: CatalogueEntry(
         "Dataset too small",

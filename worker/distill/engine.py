@@ -116,8 +116,13 @@ def run_distillation(
     dims = loaded[0].input_shape[1:]
     # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
     shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]
+    tokens = loaded[0].token_inputs
     prep = partial(
-        open_dataset, sample_shape=shape, mean=spec.preprocessing.mean, std=spec.preprocessing.std
+        open_dataset,
+        sample_shape=shape,
+        mean=spec.preprocessing.mean,
+        std=spec.preprocessing.std,
+        token_inputs=None if tokens is None else [t.name for t in tokens],
     )
     rows = prep(transfer.path, transfer.format, scratch=workdir / "data/transfer")
     held = None

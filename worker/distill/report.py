@@ -84,6 +84,7 @@ def measure_pair(
     student: Callable[[torch.Tensor], Any],
     student_sample: torch.Tensor,
     device: torch.device,
+    batch: int = THROUGHPUT_BATCH,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """Teacher and student speed measured interleaved; returns (teacher, student, speedup).
 
@@ -92,7 +93,6 @@ def measure_pair(
     figure is the median of its rounds; ``speedup`` is the median of the rounds' own
     throughput ratios, with their minimum, maximum and interquartile range, and
     ``disturbed`` when that range passes ``DISTURBED_SPREAD`` of the median."""
-    batch = THROUGHPUT_BATCH
     inputs = {
         "teacher": (teacher, teacher_sample[:1].contiguous(), _tiled(teacher_sample, batch)),
         "student": (student, student_sample[:1].contiguous(), _tiled(student_sample, batch)),
@@ -115,7 +115,8 @@ def measure_pair(
     speeds = {
         name: {
             "latency_ms_batch1": statistics.median(times["one"]) * 1e3,
-            "throughput_per_s": THROUGHPUT_BATCH / statistics.median(times["big"]),
+            "throughput_per_s": batch / statistics.median(times["big"]),
+            "throughput_batch": batch,
         }
         for name, times in rounds.items()
     }
