@@ -48,6 +48,7 @@ class InspectTeacherRequest(_Closed):
     allow_torchscript: bool = False
     output_name: str | None = None
     output_kind: str = "auto"
+    tokenizer_path: str | None = None
 
 
 class InspectDatasetRequest(_Closed):

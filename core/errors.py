@@ -79,6 +79,8 @@ class ErrorCode(StrEnum):
     MISSING_VALUES = "missing_values"
     NPZ_MEMBERS = "npz_members"
     MISSING_INPUT = "missing_input"
+    BAD_TOKENIZER = "bad_tokenizer"
+    TOKENIZER_MISMATCH = "tokenizer_mismatch"
     DATASET_TOO_SMALL = "dataset_too_small"
     # Jobs.
     BAD_SPEC = "bad_spec"
@@ -436,6 +438,19 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "A token dataset lacks an array the teacher takes as input (token datasets name their "
         "arrays like the teacher's inputs: input_ids, attention_mask, token_type_ids, ...).",
         "Add the named array, or drop it from the teacher's export.",
+    ),
+    ErrorCode.BAD_TOKENIZER: CatalogueEntry(
+        "Unreadable tokenizer",
+        "The tokenizer part is not a Hugging Face tokenizers tokenizer.json (or it is one only "
+        "token teachers take).",
+        "Save it with tokenizer.save('tokenizer.json') (the tokenizers library) or "
+        "save_pretrained, and upload that file with a teacher that takes token inputs.",
+    ),
+    ErrorCode.TOKENIZER_MISMATCH: CatalogueEntry(
+        "Tokenizer does not fit the teacher",
+        "The tokenizer's vocabulary is larger than the teacher's embedding: it would make ids "
+        "the teacher has no row for.",
+        "Upload the tokenizer the teacher was trained with.",
     ),
     ErrorCode.DATASET_TOO_SMALL: CatalogueEntry(
         "Dataset too small",

@@ -220,6 +220,12 @@ class Child:
         """``request`` with the child's names for its paths (see the module's docstring)."""
         if not self.sandboxed:
             return request
+        if isinstance(request, InspectTeacherRequest) and request.tokenizer_path is not None:
+            staged = {
+                "path": self._stage("upload", request.path),
+                "tokenizer_path": self._stage("tokenizer", request.tokenizer_path),
+            }
+            return request.model_copy(update=staged)
         if isinstance(request, InspectTeacherRequest | InspectDatasetRequest):
             return request.model_copy(update={"path": self._stage("upload", request.path)})
         if not isinstance(request, DistillRequest):

@@ -98,3 +98,15 @@ def export_pt2(model: nn.Module, path: Path) -> Path:
 def save_npz(path: Path, data: dict[str, np.ndarray], *names: str) -> Path:
     np.savez(path, **{name: data[name] for name in names})
     return path
+
+
+def tokenizer_json(vocab: int = VOCAB) -> str:
+    """A word-level tokenizer.json of ``vocab`` tokens, built with the tokenizers library:
+    [PAD] is 0 (the padding id of the token sets), [UNK] 1, then words w2, w3, ..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = {"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i for i in range(2, vocab)}}
+    tokenizer = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.enable_truncation(LENGTH)
+    return str(tokenizer.to_str())
