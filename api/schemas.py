@@ -96,7 +96,7 @@ class DatasetRead(BaseModel):
     id: str
     name: str
     filename: str
-    format: Literal["npy", "npz", "csv", "parquet", "image_zip"]
+    format: Literal["npy", "npz", "csv", "parquet", "image_zip", "jsonl"]
     size_bytes: int
     sha256: str
     status: UploadStatus

@@ -63,6 +63,9 @@ class DistillRequest(_Closed):
     transfer: FileRef
     eval: FileRef | None
     spec: JobSpec
+    tokenizer: FileRef | None = Field(
+        default=None, description="the first teacher's tokenizer.json (text datasets)"
+    )
     workdir: str
     cache_dir: str
     stop_file: str

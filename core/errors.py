@@ -80,6 +80,7 @@ class ErrorCode(StrEnum):
     NPZ_MEMBERS = "npz_members"
     MISSING_INPUT = "missing_input"
     BAD_TOKENIZER = "bad_tokenizer"
+    BAD_TEXT = "bad_text"
     TOKENIZER_MISMATCH = "tokenizer_mismatch"
     DATASET_TOO_SMALL = "dataset_too_small"
     # Jobs.
@@ -445,6 +446,12 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "token teachers take).",
         "Save it with tokenizer.save('tokenizer.json') (the tokenizers library) or "
         "save_pretrained, and upload that file with a teacher that takes token inputs.",
+    ),
+    ErrorCode.BAD_TEXT: CatalogueEntry(
+        "Unreadable text dataset",
+        'A JSON Lines text dataset holds one object a line with a string "text", optionally '
+        'a string "text_pair" and an integer "label" (on every line or on none).',
+        "Fix the line the message names and upload the file again.",
     ),
     ErrorCode.TOKENIZER_MISMATCH: CatalogueEntry(
         "Tokenizer does not fit the teacher",

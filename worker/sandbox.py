@@ -235,6 +235,9 @@ class Child:
             "teachers": teachers,
             "transfer": self._staged("transfer", request.transfer),
             "eval": None if request.eval is None else self._staged("eval", request.eval),
+            "tokenizer": (
+                None if request.tokenizer is None else self._staged("tokenizer", request.tokenizer)
+            ),
             "workdir": self.inside(Path(request.workdir)),
             "stop_file": self.inside(Path(request.stop_file)),
             "cache_dir": self._link_cache(Path(request.cache_dir)),

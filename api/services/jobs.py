@@ -85,7 +85,16 @@ def _dataset(uow: UnitOfWork, tenant_id: str, field: str, dataset_id: str) -> Da
 
 
 def _check_tokens(field: str, teacher: Teacher, dataset: Dataset) -> None:
-    """A token teacher reads token datasets whose arrays supply its ids."""
+    """A token teacher reads token datasets whose arrays supply its ids, or text datasets
+    when it came with a tokenizer."""
+    if dataset.kind == "text":
+        if teacher.tokenizer_file_id is None or teacher.tokenizer is None:
+            raise _invalid(
+                field,
+                "a text dataset is tokenized with the teacher's tokenizer; upload the teacher "
+                "with its tokenizer.json (the tokenizer part)",
+            )
+        return
     if dataset.kind != "tokens":
         raise _invalid(
             field,
@@ -106,8 +115,8 @@ def _check_shapes(field: str, teacher: Teacher, dataset: Dataset) -> None:
     if teacher.input_kind == "tokens":
         _check_tokens(field, teacher, dataset)
         return
-    if dataset.kind == "tokens":
-        raise _invalid(field, "a token dataset needs a teacher that takes token inputs")
+    if dataset.kind in ("tokens", "text"):
+        raise _invalid(field, f"a {dataset.kind} dataset needs a teacher that takes token inputs")
     want = list((teacher.input_shape or [None])[1:])
     have = list(dataset.sample_shape or [])
     if dataset.format == "image_zip" and len(want) == 3 and len(have) == 3:

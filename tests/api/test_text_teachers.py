@@ -18,6 +18,7 @@ from tests.conftest import wait_for
 from tests.worker.distill.text_helpers import (
     VOCAB,
     export_onnx,
+    jsonl_text,
     token_set,
     tokenizer_json,
     train_teacher,
@@ -161,3 +162,54 @@ def test_a_tokenizer_larger_than_the_embedding_rejects_the_teacher(
     teacher = _teacher_with_tokenizer(client, tokenizer_json(VOCAB + 40))
     assert teacher["status"] == "rejected"
     assert teacher["error"]["code"] == "tokenizer_mismatch"  # type: ignore[index]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_raw_jsonl_text_through_the_service_to_a_drop_in_student(
+    client: TestClient, gpu_worker: object, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    tokenizer = tokenizer_json()
+    teacher = _teacher_with_tokenizer(client, tokenizer)
+    assert teacher["status"] == "ready", teacher["error"]
+    train = jsonl_text(token_set(600, 1), tmp_path / "train.jsonl").read_bytes()
+    held_set = token_set(200, 2)
+    held = jsonl_text(held_set, tmp_path / "eval.jsonl").read_bytes()
+    transfer = _ready(client, "datasets", "train.jsonl", train)
+    evalset = _ready(client, "datasets", "eval.jsonl", held)
+    described = client.get(f"/v1/datasets/{evalset}").json()
+    assert described["format"] == "jsonl" and described["kind"] == "text"
+    body = {
+        "teacher_ids": [teacher["id"]],
+        "dataset_id": transfer,
+        "eval_dataset_id": evalset,
+        "student": {"size_ratio": 0.5},
+        "training": {"epochs": 12, "batch_size": 32, "learning_rate": 3e-3},
+    }
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    job = _finished(client, resp.json()["id"], timeout=900)
+    assert job["status"] == "succeeded", job["error"]
+    report = job["report"]
+    assert report["sequence_length"] == 12
+    path = tmp_path / "student.onnx"
+    path.write_bytes(client.get(f"/v1/jobs/{job['id']}/student").content)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"input_ids": held_set["input_ids"], "attention_mask": held_set["attention_mask"]}
+    predicted = session.run(None, feed)[0].argmax(1)
+    accuracy = float(np.mean(predicted == held_set["label"]))
+    assert abs(report["student_accuracy"] - accuracy) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_text_dataset_with_a_teacher_without_tokenizer_is_a_422(
+    client: TestClient, text_inputs: dict[str, str], tmp_path: Path
+) -> None:
+    text = jsonl_text(token_set(40, 1), tmp_path / "t.jsonl").read_bytes()
+    dataset = _ready(client, "datasets", "t.jsonl", text)
+    body = {"teacher_ids": [text_inputs["teacher"]], "dataset_id": dataset}
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 422 and "dataset_id" in resp.text

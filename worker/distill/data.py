@@ -42,7 +42,7 @@ from worker.distill.token_data import (
     token_members,
 )
 
-DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip")
+DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip", "jsonl")
 LABEL_CHUNK = 1 << 20  # labels checked this many at a time
 NPZ_MEMBERS = ("x", "y")
 
@@ -110,6 +110,10 @@ def inspect_dataset(
             has_labels,
             len(scan.classes) if has_labels else None,
         )
+    if fmt == "jsonl":
+        from worker.distill.text_data import describe_jsonl
+
+        return describe_jsonl(path)
     if fmt in ("csv", "parquet"):
         table = scan_table(path, fmt)
         classes = None if table.label_max is None else table.label_max + 1

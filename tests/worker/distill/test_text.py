@@ -132,3 +132,47 @@ def test_a_token_set_missing_a_teacher_input_names_it(tmp_path: Path) -> None:
 
         open_dataset(path, "npz", scratch=tmp_path / "s", token_inputs=["input_ids"])
     assert "input_ids" in error.value.message
+
+
+def test_a_jsonl_text_set_is_tokenized_with_the_teachers_tokenizer(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    from tests.worker.distill.text_helpers import jsonl_text, tokenizer_json
+    from worker.distill.data import inspect_dataset
+
+    train = jsonl_text(token_set(600, 1), tmp_path / "train.jsonl")
+    held = jsonl_text(token_set(200, 2), tmp_path / "eval.jsonl")
+    described = inspect_dataset(held, "jsonl")
+    assert described["kind"] == "text" and described["num_classes"] == 3
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text(tokenizer_json())
+    result = run_distillation(
+        [source(files["onnx"], "onnx")],
+        source(train, "jsonl"),
+        source(held, "jsonl"),
+        job("auto", ["onnx"]),
+        workdir=tmp_path / "work",
+        cache_dir=tmp_path / "cache",
+        tokenizer=source(tokenizer, "tokenizer"),
+    )
+    assert result.report["sequence_length"] == 12  # the tokenizer's truncation length
+    assert result.report["agreement_top1"] > FLOOR
+    cached = list((tmp_path / "work/data/transfer").glob("tokens-*/input_ids.npy"))
+    assert len(cached) == 1
+
+
+def test_a_text_set_without_a_tokenizer_names_the_dataset(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    from tests.worker.distill.text_helpers import jsonl_text
+
+    train = jsonl_text(token_set(50, 1), tmp_path / "train.jsonl")
+    with pytest.raises(UserError, match="dataset_id"):
+        run_distillation(
+            [source(files["onnx"], "onnx")],
+            source(train, "jsonl"),
+            None,
+            job("auto", ["onnx"]),
+            workdir=tmp_path / "work",
+            cache_dir=tmp_path / "cache",
+        )

@@ -110,3 +110,17 @@ def tokenizer_json(vocab: int = VOCAB) -> str:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.enable_truncation(LENGTH)
     return str(tokenizer.to_str())
+
+
+def jsonl_text(data: dict[str, np.ndarray], path: Path) -> Path:
+    """The token set as JSON Lines of words w<id> (the word-level tokenizer's vocabulary),
+    with labels: tokenized back, the same ids."""
+    import json
+
+    with open(path, "w") as file:
+        for ids, mask, label in zip(
+            data["input_ids"], data["attention_mask"], data["label"], strict=True
+        ):
+            words = " ".join(f"w{i}" for i, m in zip(ids, mask, strict=True) if m)
+            file.write(json.dumps({"text": words, "label": int(label)}) + "\n")
+    return path
