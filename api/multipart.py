@@ -14,7 +14,9 @@ one block in flight instead of eight gave about 10 % less throughput.)
 Everything but the file's bytes is held in memory until the form ends, so it is capped per
 upload: the number of parts (``STILLHOUSE_MAX_FORM_PARTS``) and the bytes of every part's
 headers and every field together (``STILLHOUSE_MAX_FORM_BYTES``); past either, 413. (An
-upload with 100,000 fields of 4 kB beside the file was accepted and cost 400 MB.)
+upload with 100,000 fields of 4 kB beside the file was accepted and cost 400 MB.) A few
+named small file parts (a teacher's ``tokenizer``) are held in memory too, each under its
+own cap (``STILLHOUSE_MAX_FORM_TOKENIZER_BYTES``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class FormLimits:
     max_file_bytes: int
     max_parts: int
     max_form_bytes: int  # part headers and fields together: everything but the file
+    # Small file parts kept in memory beside the file (a teacher's `tokenizer`), each capped.
+    blob_names: tuple[str, ...] = ()
+    max_blob_bytes: int = 0
 
 
 @dataclass
@@ -52,6 +57,7 @@ class ParsedUpload:
     result: st.PutResult | None = None
     filename: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 class _State:
@@ -71,6 +77,7 @@ class _State:
         self.pending_bytes = 0
         self.field_name: str | None = None
         self.field_value = bytearray()
+        self.blob_name: str | None = None
 
     def count_form_bytes(self, size: int) -> None:
         self.form_bytes += size
@@ -90,7 +97,7 @@ class _State:
         if self.parts > self.limits.max_parts:
             raise TooLarge(f"the form has more than {self.limits.max_parts} parts", headers=CLOSE)
         self.headers = {}
-        self.field_name = None
+        self.field_name = self.blob_name = None
         self.field_value = bytearray()
 
     def header_end(self) -> None:
@@ -106,6 +113,10 @@ class _State:
             raw = params.get(b"filename", b"upload")
             self.out.filename = _clean_filename(raw.decode("utf-8", "replace"))
             self.writer = self.storage.writer(self.key, self.max_bytes)
+        elif name in self.limits.blob_names:
+            if name in self.out.blobs:
+                raise BadRequest(f"send at most one {name!r} part")
+            self.blob_name = name
         else:
             self.field_name = name
 
@@ -117,6 +128,14 @@ class _State:
                 raise TooLarge(f"the file is larger than the limit of {self.max_bytes} bytes")
             self.pending.append(chunk)
             self.pending_bytes += len(chunk)
+        elif self.blob_name is not None:
+            self.field_value += chunk
+            if len(self.field_value) > self.limits.max_blob_bytes:
+                raise TooLarge(
+                    f"the {self.blob_name!r} part is larger than the limit of "
+                    f"{self.limits.max_blob_bytes} bytes",
+                    headers=CLOSE,
+                )
         elif self.field_name is not None:
             self.count_form_bytes(len(chunk))
             self.field_value += chunk
@@ -126,6 +145,8 @@ class _State:
     def part_end(self) -> None:
         if self.writer is not None and not self.file_ended:
             self.file_ended = True  # finished (fsync, rename) off the loop by stream_upload
+        elif self.blob_name is not None:
+            self.out.blobs[self.blob_name] = bytes(self.field_value)
         elif self.field_name is not None:
             self.out.fields[self.field_name] = self.field_value.decode("utf-8", "replace")
 

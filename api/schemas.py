@@ -32,6 +32,18 @@ class TeacherOutput(BaseModel):
     shape: list[int | None] | None = Field(description="null for the batch dimension")
 
 
+class TeacherInput(BaseModel):
+    name: str
+    dtype: str = Field(description='e.g. "float32", "int64"')
+    shape: list[int | None] | None = Field(description="null for dynamic dimensions")
+
+
+class TokenizerInfo(BaseModel):
+    vocab_size: int
+    max_length: int | None = Field(description="its truncation length, when it sets one")
+    sha256: str
+
+
 class TeacherRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -59,6 +71,21 @@ class TeacherRead(BaseModel):
     output_reason: str | None = Field(
         default=None, description="which output was picked and why, and why of that kind"
     )
+    inputs: list[TeacherInput] | None = Field(
+        default=None,
+        description="every input (name, dtype, shape); input_shape and input_dtype describe "
+        "the first",
+    )
+    input_kind: Literal["tensor", "tokens"] | None = Field(
+        default=None, description='"tokens": integer inputs [N, L] such as input_ids'
+    )
+    task: Literal["classification", "language_model"] | None = None
+    vocab_size: int | None = Field(
+        default=None, description="token teachers: the rows of the embedding the ids index"
+    )
+    tokenizer: TokenizerInfo | None = Field(
+        default=None, description="the tokenizer.json uploaded with the teacher, once validated"
+    )
     error: ErrorInfo | None
     created_at: datetime
 
@@ -69,7 +96,7 @@ class DatasetRead(BaseModel):
     id: str
     name: str
     filename: str
-    format: Literal["npy", "npz", "csv", "parquet", "image_zip"]
+    format: Literal["npy", "npz", "csv", "parquet", "image_zip", "jsonl"]
     size_bytes: int
     sha256: str
     status: UploadStatus
@@ -78,6 +105,12 @@ class DatasetRead(BaseModel):
     dtype: str | None
     has_labels: bool
     num_classes: int | None
+    kind: Literal["tensor", "tokens", "text"] | None = Field(
+        default=None, description="tokens: arrays named like a token teacher's inputs"
+    )
+    inputs: list[str] | None = Field(
+        default=None, description="token datasets: the names of their arrays"
+    )
     error: ErrorInfo | None
     created_at: datetime
 

@@ -74,6 +74,7 @@ class InspectTeacherRequest(_Closed):
     allow_torchscript: bool = False
     output_name: str | None = None
     output_kind: str = "auto"
+    tokenizer_path: str | None = None
 
 
 class InspectDatasetRequest(_Closed):
@@ -88,6 +89,9 @@ class DistillRequest(_Closed):
     transfer: FileRef
     eval: FileRef | None
     spec: JobSpec
+    tokenizer: FileRef | None = Field(
+        default=None, description="the first teacher's tokenizer.json (text datasets)"
+    )
     workdir: str
     cache_dir: str
     stop_file: str

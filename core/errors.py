@@ -78,6 +78,10 @@ class ErrorCode(StrEnum):
     NON_FINITE_INPUTS = "non_finite_inputs"
     MISSING_VALUES = "missing_values"
     NPZ_MEMBERS = "npz_members"
+    MISSING_INPUT = "missing_input"
+    BAD_TOKENIZER = "bad_tokenizer"
+    BAD_TEXT = "bad_text"
+    TOKENIZER_MISMATCH = "tokenizer_mismatch"
     DATASET_TOO_SMALL = "dataset_too_small"
     # Jobs.
     BAD_SPEC = "bad_spec"
@@ -429,6 +433,31 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
         "Unexpected .npz members",
         "An .npz must hold an array 'x' and optionally integer labels 'y', nothing else.",
         "Save it with numpy.savez(path, x=..., y=...).",
+    ),
+    ErrorCode.MISSING_INPUT: CatalogueEntry(
+        "Missing token input",
+        "A token dataset lacks an array the teacher takes as input (token datasets name their "
+        "arrays like the teacher's inputs: input_ids, attention_mask, token_type_ids, ...).",
+        "Add the named array, or drop it from the teacher's export.",
+    ),
+    ErrorCode.BAD_TOKENIZER: CatalogueEntry(
+        "Unreadable tokenizer",
+        "The tokenizer part is not a Hugging Face tokenizers tokenizer.json (or it is one only "
+        "token teachers take).",
+        "Save it with tokenizer.save('tokenizer.json') (the tokenizers library) or "
+        "save_pretrained, and upload that file with a teacher that takes token inputs.",
+    ),
+    ErrorCode.BAD_TEXT: CatalogueEntry(
+        "Unreadable text dataset",
+        'A JSON Lines text dataset holds one object a line with a string "text", optionally '
+        'a string "text_pair" and an integer "label" (on every line or on none).',
+        "Fix the line the message names and upload the file again.",
+    ),
+    ErrorCode.TOKENIZER_MISMATCH: CatalogueEntry(
+        "Tokenizer does not fit the teacher",
+        "The tokenizer's vocabulary is larger than the teacher's embedding: it would make ids "
+        "the teacher has no row for.",
+        "Upload the tokenizer the teacher was trained with.",
     ),
     ErrorCode.DATASET_TOO_SMALL: CatalogueEntry(
         "Dataset too small",

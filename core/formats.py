@@ -6,6 +6,7 @@ is a hint for routing, not a safety check; the worker's guarded loaders verify e
 
 import csv
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -51,7 +52,7 @@ def sniff_teacher(path: str | os.PathLike[str]) -> str | None:
 
 
 def sniff_dataset(path: str | os.PathLike[str]) -> str | None:
-    """Return "npy", "npz", "csv", "parquet", "image_zip" or None for anything else."""
+    """Return "npy", "npz", "csv", "parquet", "image_zip", "jsonl" or None for anything else."""
     head = _read_head(path, 8)
     if head.startswith(_NPY_MAGIC):
         return "npy"
@@ -67,7 +68,22 @@ def sniff_dataset(path: str | os.PathLike[str]) -> str | None:
         if files and all(name.lower().endswith(_IMAGE_SUFFIXES) for name in files):
             return "image_zip"
         return None
+    if _looks_like_jsonl(Path(path)):
+        return "jsonl"
     return "csv" if _looks_like_csv(Path(path)) else None
+
+
+def _looks_like_jsonl(path: Path) -> bool:
+    """JSON Lines of text: the first line is a JSON object with a string "text"."""
+    with open(path, "rb") as file:
+        first = file.readline(_CSV_SAMPLE_BYTES)
+    if not first.lstrip().startswith(b"{"):
+        return False
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("text"), str)
 
 
 def _read_head(path: str | os.PathLike[str], size: int) -> bytes:

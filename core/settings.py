@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         description="Bytes of an upload's form beside its file (part headers and fields "
         "together): past it, 413.",
     )
+    max_form_tokenizer_bytes: int = Field(
+        default=32 * 1024**2,
+        description="A teacher upload's `tokenizer` part (a Hugging Face tokenizer.json), held "
+        "in memory while the form streams and counted apart from max_form_bytes: past it, "
+        "413. A BERT vocabulary's tokenizer.json is about 0.7 MB, a 250 k-token one about "
+        "17 MB.",
+    )
     max_body_bytes: int = Field(
         default=1024**2,
         description="Every other request body (JSON job specs): larger ones get 413 before "

@@ -57,7 +57,34 @@ _ENTRIES: tuple[dict[str, Any], ...] = (
             "downsamplings": "stride-2 steps, set by the image size (the final map is 4-7 pixels)",
         },
     },
+    {
+        "name": "text_cnn",
+        "description": "Text CNN for token teachers (Kim 2014): an embedding (factorised when "
+        "the vocabulary dominates), convolutions of widths 3, 4 and 5, masked max-pool over "
+        "time, linear head.",
+        "input_ranks": [],
+        "input_kind": "tokens",
+        "knobs": {
+            "width": "embedding size and channels per filter width, solved from "
+            "size_ratio/max_parameters",
+            "factor": "rank of the factorised embedding (width / 4), 0 for a plain one",
+        },
+    },
+    {
+        "name": "transformer",
+        "description": "Small transformer encoder for token teachers: an embedding with "
+        "sinusoidal positions, 2 (or 1) pre-norm blocks of 4-head self-attention over the "
+        "unmasked tokens, masked mean pool, linear head.",
+        "input_ranks": [],
+        "input_kind": "tokens",
+        "knobs": {
+            "width": "model width, solved from size_ratio/max_parameters",
+            "layers": "2, or 1 when 2 cannot be that small",
+            "factor": "rank of the factorised embedding (width / 4), 0 for a plain one",
+        },
+    },
 )
+TOKEN_ARCHITECTURES = ("text_cnn", "transformer")
 AUTO_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn"}
 
 

@@ -97,6 +97,15 @@ class Teacher(_Upload, Base):
     output_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     output_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
     output_reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    # Every input [{"name", "dtype", "shape"}]; input_shape/input_dtype describe the first.
+    inputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    input_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    task: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    vocab_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The uploaded tokenizer.json (a stored file) and what validation read from it:
+    # {"vocab_size", "max_length", "sha256"}.
+    tokenizer_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tokenizer: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Dataset(_Upload, Base):
@@ -110,6 +119,9 @@ class Dataset(_Upload, Base):
     dtype: Mapped[str | None] = mapped_column(String(16), nullable=True)
     has_labels: Mapped[bool] = mapped_column(Boolean, default=False)
     num_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Token datasets: the names of their arrays (input_ids, attention_mask, ...).
+    inputs: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Job(Base):

@@ -121,6 +121,17 @@ def _teacher_ref(session: Session, row: Teacher | None) -> FileRef:
     return ref.model_copy(update={"output_name": row.output_name, "output_kind": row.output_kind})
 
 
+def _tokenizer_ref(session: Session, row: Teacher | None) -> FileRef | None:
+    """The first teacher's tokenizer.json, which tokenizes the job's text datasets."""
+    if row is None or row.tokenizer_file_id is None:
+        return None
+    stored = StoredFileRepository(session).get(row.tokenizer_file_id)
+    if stored is None:
+        return None
+    path = str(get_storage().local_path(stored.key, stored.sha256))
+    return FileRef(path=path, format="tokenizer", sha256=stored.sha256)
+
+
 def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
     jobs, teachers, datasets = (
         JobRepository(session),
@@ -129,9 +140,11 @@ def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
     )
     roles = jobs.dataset_roles(job.id)
     workdir = job_workdir(settings, job.id)
-    teacher_refs = [_teacher_ref(session, teachers.get(t)) for t in jobs.teacher_ids(job.id)]
+    teacher_ids = jobs.teacher_ids(job.id)
+    teacher_refs = [_teacher_ref(session, teachers.get(t)) for t in teacher_ids]
     transfer = _file_ref(session, datasets.get(roles["transfer"]))
     return DistillRequest(
+        tokenizer=_tokenizer_ref(session, teachers.get(teacher_ids[0])),
         teachers=teacher_refs,
         transfer=transfer,
         eval=_file_ref(session, datasets.get(roles["eval"])) if "eval" in roles else None,

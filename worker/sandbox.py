@@ -220,6 +220,12 @@ class Child:
         """``request`` with the child's names for its paths (see the module's docstring)."""
         if not self.sandboxed:
             return request
+        if isinstance(request, InspectTeacherRequest) and request.tokenizer_path is not None:
+            staged = {
+                "path": self._stage("upload", request.path),
+                "tokenizer_path": self._stage("tokenizer", request.tokenizer_path),
+            }
+            return request.model_copy(update=staged)
         if isinstance(request, InspectTeacherRequest | InspectDatasetRequest):
             return request.model_copy(update={"path": self._stage("upload", request.path)})
         if not isinstance(request, DistillRequest):
@@ -229,6 +235,9 @@ class Child:
             "teachers": teachers,
             "transfer": self._staged("transfer", request.transfer),
             "eval": None if request.eval is None else self._staged("eval", request.eval),
+            "tokenizer": (
+                None if request.tokenizer is None else self._staged("tokenizer", request.tokenizer)
+            ),
             "workdir": self.inside(Path(request.workdir)),
             "stop_file": self.inside(Path(request.stop_file)),
             "cache_dir": self._link_cache(Path(request.cache_dir)),

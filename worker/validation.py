@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from sqlalchemy.orm import object_session
 
 from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.db import session_scope
@@ -118,7 +119,12 @@ def validate_teacher(teacher_id: str) -> None:
         TeacherRepository,
         teacher_id,
         lambda path, fmt, asked: InspectTeacherRequest(
-            path=path, format=fmt, allow_torchscript=get_settings().allow_torchscript, **asked
+            path=path,
+            format=fmt,
+            allow_torchscript=get_settings().allow_torchscript,
+            output_name=asked["output_name"],
+            output_kind=asked["output_kind"],
+            tokenizer_path=_tokenizer_path(asked["tokenizer"]),
         ),
         lambda info: {
             "input_shape": info["input_shape"],
@@ -129,10 +135,33 @@ def validate_teacher(teacher_id: str) -> None:
             "output_name": info.get("output_name"),
             "output_kind": info.get("output_kind"),
             "output_reason": info.get("output_reason"),
+            "inputs": info.get("inputs"),
+            "input_kind": info.get("input_kind", "tensor"),
+            "task": info.get("task", "classification"),
+            "vocab_size": info.get("vocab_size"),
+            "tokenizer": info.get("tokenizer"),
         },
         # What the upload asked for: the dry run honours it or rejects the teacher saying why.
-        lambda row: {"output_name": row.output_name, "output_kind": row.output_kind or "auto"},
+        lambda row: {
+            "output_name": row.output_name,
+            "output_kind": row.output_kind or "auto",
+            "tokenizer": _tokenizer_file(row),
+        },
     )
+
+
+def _tokenizer_file(row: Any) -> tuple[str, str] | None:
+    """The (key, sha256) of the teacher's tokenizer.json, if it came with one."""
+    if row.tokenizer_file_id is None:
+        return None
+    session = object_session(row)
+    assert session is not None  # asked while the claim's session holds the row
+    stored = StoredFileRepository(session).get(row.tokenizer_file_id)
+    return None if stored is None else (stored.key, stored.sha256)
+
+
+def _tokenizer_path(stored: tuple[str, str] | None) -> str | None:
+    return None if stored is None else str(get_storage().local_path(*stored))
 
 
 def validate_dataset(dataset_id: str) -> None:
@@ -146,6 +175,8 @@ def validate_dataset(dataset_id: str) -> None:
             "dtype": info["dtype"],
             "has_labels": bool(info["has_labels"]),
             "num_classes": info.get("num_classes"),
+            "kind": info.get("kind", "tensor"),
+            "inputs": info.get("inputs"),
         },
     )
 

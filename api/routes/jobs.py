@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -146,13 +146,21 @@ def download_student(
     request: Request,
     uow: UoW,
     tenant_id: TenantId,
-    format: ExportFormat = ExportFormat.ONNX,
+    format: Annotated[
+        ExportFormat | Literal["tokenizer"],
+        Query(description="a student format, or tokenizer: the teacher's tokenizer.json"),
+    ] = ExportFormat.ONNX,
     candidate: Annotated[
         int | None,
         Query(ge=0, description="a sweep's candidate (the report's candidates[].index)"),
     ] = None,
 ) -> Response:
     job = service.get_job(uow, tenant_id=tenant_id, job_id=job_id)
+    if format == "tokenizer":
+        tokenizer = service.tokenizer_file(uow, tenant_id=tenant_id, job=job)
+        if tokenizer is None:
+            raise NotFound(f"job {job_id!r} has no tokenizer (its teacher came without one)")
+        return file_response(request, tokenizer)
     succeeded = job.status == JobStatus.SUCCEEDED
     artifact = student_artifact(job.artifacts, format, candidate) if succeeded else None
     if artifact is None:

@@ -21,7 +21,8 @@ from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec
 from core.storage import Storage
-from core.students import fits_input
+from core.students import TOKEN_ARCHITECTURES, fits_input
+from core.tokens import missing_inputs
 from models import Dataset, Job, JobEpoch, JobEvent, Teacher, new_id
 from models.history_repository import HistoryRepository
 from models.job_repository import JobRepository, read_job_row
@@ -46,7 +47,9 @@ def _teachers(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> list[Teacher]:
             raise _invalid(field, f"no teacher {teacher_id!r}")
         if teacher.status != UploadStatus.READY:
             raise _invalid(field, f"teacher {teacher_id!r} is {teacher.status}, not ready")
-        if teacher.input_dtype and not teacher.input_dtype.startswith(("float", "bfloat")):
+        if teacher.input_kind == "tokens":
+            pass
+        elif teacher.input_dtype and not teacher.input_dtype.startswith(("float", "bfloat")):
             raise _invalid(field, f"teacher takes {teacher.input_dtype} inputs; only float inputs")
         teachers.append(teacher)
     first = teachers[0]
@@ -80,7 +83,39 @@ def _dataset(uow: UnitOfWork, tenant_id: str, field: str, dataset_id: str) -> Da
     return dataset
 
 
+def _check_tokens(field: str, teacher: Teacher, dataset: Dataset) -> None:
+    """A token teacher reads token datasets whose arrays supply its ids, or text datasets
+    when it came with a tokenizer."""
+    if dataset.kind == "text":
+        if teacher.tokenizer_file_id is None or teacher.tokenizer is None:
+            raise _invalid(
+                field,
+                "a text dataset is tokenized with the teacher's tokenizer; upload the teacher "
+                "with its tokenizer.json (the tokenizer part)",
+            )
+        return
+    if dataset.kind != "tokens":
+        raise _invalid(
+            field,
+            "the teacher takes token inputs; upload an .npz of arrays named like its inputs "
+            "(input_ids, attention_mask, ...)",
+        )
+    names = [str(spec["name"]) for spec in teacher.inputs or []]
+    missing = missing_inputs(names, dataset.inputs or [])
+    if missing:
+        raise _invalid(field, f"the dataset has no array {missing[0]!r}, a teacher input")
+    shape = (teacher.inputs or [{}])[0].get("shape") or [None]
+    length, have = shape[-1], (dataset.sample_shape or [0])[-1]
+    if length is not None and have != length:
+        raise _invalid(field, f"sequences of {have} tokens; the teacher takes {length}")
+
+
 def _check_shapes(field: str, teacher: Teacher, dataset: Dataset) -> None:
+    if teacher.input_kind == "tokens":
+        _check_tokens(field, teacher, dataset)
+        return
+    if dataset.kind in ("tokens", "text"):
+        raise _invalid(field, f"a {dataset.kind} dataset needs a teacher that takes token inputs")
     want = list((teacher.input_shape or [None])[1:])
     have = list(dataset.sample_shape or [])
     if dataset.format == "image_zip" and len(want) == 3 and len(have) == 3:
@@ -134,6 +169,24 @@ def _check_objective(teachers: list[Teacher], spec: JobSpec, shape: list[int]) -
         )
 
 
+def _check_token_spec(spec: JobSpec) -> None:
+    """Token teachers: a text student, no image augmentation, no input gradients."""
+    if spec.student.architecture not in ("auto", *TOKEN_ARCHITECTURES):
+        raise _invalid(
+            "student.architecture",
+            f"{spec.student.architecture!r} does not take token inputs; use auto, "
+            + " or ".join(TOKEN_ARCHITECTURES),
+        )
+    if spec.distillation.loss == "kd_jacobian":
+        raise _invalid("distillation.loss", "kd_jacobian needs float inputs, not token ids")
+    aug = spec.augmentation
+    for name, asked in (("shift", aug.shift), ("flip", aug.flip)):
+        if asked:
+            raise _invalid(f"augmentation.{name}", "needs images; the teacher takes tokens")
+    if spec.preprocessing.mean is not None or spec.preprocessing.std is not None:
+        raise _invalid("preprocessing", "token ids are not normalised; leave mean and std unset")
+
+
 def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[Teacher], Dataset]:
     teachers = _teachers(uow, tenant_id, spec)
     transfer = _dataset(uow, tenant_id, "dataset_id", spec.dataset_id)
@@ -143,6 +196,12 @@ def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[
         evalset = _dataset(uow, tenant_id, "eval_dataset_id", spec.eval_dataset_id)
         _check_shapes("eval_dataset_id", teachers[0], evalset)
         _check_labels("eval_dataset_id", teachers[0], evalset)
+    if teachers[0].input_kind == "tokens":
+        _check_token_spec(spec)
+        if spec.baseline:
+            _check_baseline(uow, tenant_id, spec, transfer)
+        _check_sweep(spec)
+        return teachers, transfer
     known = [d for d in (teachers[0].input_shape or [None])[1:] if d is not None]
     teacher_rank = len(teachers[0].input_shape or [None]) - 1
     shape = known if len(known) == teacher_rank else list(transfer.sample_shape or [])
@@ -326,4 +385,21 @@ def job_view(job: Job | Row[Any]) -> dict[str, Any]:
         "report": job.report if job.status == JobStatus.SUCCEEDED else None,
         "attempt": job.attempt,
         "student_formats": student_formats(job.artifacts),
+    }
+
+
+def tokenizer_file(uow: UnitOfWork, *, tenant_id: str, job: Job) -> dict[str, Any] | None:
+    """The tokenizer.json the job's (first) teacher came with, as a downloadable file."""
+    teacher_id = (job.spec or {}).get("teacher_ids", [None])[0]
+    teacher = TeacherRepository(uow.session).get_for_tenant(tenant_id, str(teacher_id))
+    if teacher is None or teacher.tokenizer_file_id is None:
+        return None
+    stored = StoredFileRepository(uow.session).get(teacher.tokenizer_file_id)
+    if stored is None:
+        return None
+    return {
+        "key": stored.key,
+        "size_bytes": stored.size_bytes,
+        "sha256": stored.sha256,
+        "filename": "tokenizer.json",
     }

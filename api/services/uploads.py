@@ -24,9 +24,10 @@ from models import Dataset, StoredFile, Teacher, new_id
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 
 Kind = Literal["teacher", "dataset"]
+TOKENIZER_PART = "tokenizer"  # a teacher's optional tokenizer.json, beside its file
 
 TEACHER_FORMATS = "ONNX or a torch.export .pt2 archive"
-DATASET_FORMATS = ".npy, .npz, CSV, Parquet or a ZIP of PNG/JPEG images"
+DATASET_FORMATS = ".npy, .npz, CSV, Parquet, JSON Lines of text or a ZIP of PNG/JPEG images"
 
 
 async def receive_upload(
@@ -47,14 +48,26 @@ async def receive_upload(
     framing = 64 * 1024  # the multipart framing around the file
     await run_in_threadpool(_check_quota, uow, tenant_id, max(0, (content_length or 0) - framing))
     key = new_key(f"{kind}s")
-    limits = FormLimits(limit, settings.max_form_parts, settings.max_form_bytes)
+    limits = FormLimits(
+        limit,
+        settings.max_form_parts,
+        settings.max_form_bytes,
+        blob_names=(TOKENIZER_PART,) if kind == "teacher" else (),
+        max_blob_bytes=settings.max_form_tokenizer_bytes,
+    )
     parsed = await stream_upload(content_type, body, storage=storage, key=key, limits=limits)
     assert parsed.result is not None
     fmt = await run_in_threadpool(_recognise, kind, storage, key)
     filename = parsed.filename or "upload"
     name = (parsed.fields.get("name") or "").strip()[:200] or filename
     uow.after_rollback(lambda: storage.delete(key))  # no row, no bytes
-    extra = _teacher_fields(parsed.fields) if kind == "teacher" else {}
+    extra: dict[str, Any] = _teacher_fields(parsed.fields) if kind == "teacher" else {}
+    tokenizer = parsed.blobs.get(TOKENIZER_PART)
+    if tokenizer is not None:
+        tokenizer_key = new_key("tokenizers")
+        put = await run_in_threadpool(storage.put_stream, tokenizer_key, [tokenizer])
+        uow.after_rollback(lambda: storage.delete(tokenizer_key))
+        extra["tokenizer_put"] = put
     row = await run_in_threadpool(
         _record, uow, kind, tenant_id, fmt, filename, name, parsed.result, extra
     )
@@ -78,6 +91,20 @@ def _teacher_fields(fields: dict[str, str]) -> dict[str, str | None]:
             errors=[{"loc": ["body", "output_name"], "msg": "too long"}],
         )
     return {"output_name": output_name, "output_kind": output_kind}
+
+
+def _store(uow: UnitOfWork, tenant_id: str, put: Any, kind: str, filename: str) -> StoredFile:
+    return StoredFileRepository(uow.session).add(
+        StoredFile(
+            id=new_id("file"),
+            tenant_id=tenant_id,
+            key=put.key,
+            kind=kind,
+            filename=filename,
+            size_bytes=put.size_bytes,
+            sha256=put.sha256,
+        )
+    )
 
 
 def _check_quota(uow: UnitOfWork, tenant_id: str, incoming: int) -> None:
@@ -119,7 +146,14 @@ def _record(
 
     assert isinstance(put, PutResult)
     session = uow.session
-    check_stored_bytes(session, tenant_id, put.size_bytes)
+    tokenizer = extra.pop("tokenizer_put", None)
+    check_stored_bytes(
+        session, tenant_id, put.size_bytes + (0 if tokenizer is None else tokenizer.size_bytes)
+    )
+    if tokenizer is not None:
+        extra["tokenizer_file_id"] = _store(
+            uow, tenant_id, tokenizer, "tokenizer", "tokenizer.json"
+        ).id
     stored = StoredFileRepository(session).add(
         StoredFile(
             id=new_id("file"),

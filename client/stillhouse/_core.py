@@ -149,6 +149,11 @@ class ProgressFile:
         return self._fh.fileno()
 
 
+def attachment_parts(attachments: dict[str, Path] | None) -> dict[str, tuple[str, bytes]]:
+    """Small files sent beside the upload's file (a teacher's ``tokenizer``), read whole."""
+    return {part: (path.name, path.read_bytes()) for part, path in (attachments or {}).items()}
+
+
 def upload_form(name: str | None, extra: dict[str, str | None]) -> dict[str, str]:
     fields = {"name": name, **extra}
     return {k: v for k, v in fields.items() if v is not None}

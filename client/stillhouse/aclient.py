@@ -22,6 +22,7 @@ from stillhouse._core import (
     ProgressFile,
     RetryPolicy,
     SseParser,
+    attachment_parts,
     download_name,
     student_params,
     upload_form,
@@ -111,11 +112,13 @@ class AsyncClient:
         name: str | None,
         extra: dict[str, str | None],
         progress: ProgressCallback | None,
+        attachments: dict[str, Path] | None = None,
     ) -> Any:
         with open(file, "rb") as fh:
             body = ProgressFile(fh, os.fstat(fh.fileno()).st_size, progress)
             form = upload_form(name, extra)
-            return await self._json("POST", path, files={"file": (file.name, body)}, data=form)
+            files = {"file": (file.name, body), **attachment_parts(attachments)}
+            return await self._json("POST", path, files=files, data=form)
 
     async def upload_teacher(
         self,
@@ -125,9 +128,11 @@ class AsyncClient:
         output_name: str | None = None,
         output_kind: str | None = None,
         progress: ProgressCallback | None = None,
+        tokenizer: str | Path | None = None,
     ) -> Teacher:
         extra = {"output_name": output_name, "output_kind": output_kind}
-        body = await self._upload("/v1/teachers", Path(file), name, extra, progress)
+        attachments = None if tokenizer is None else {"tokenizer": Path(tokenizer)}
+        body = await self._upload("/v1/teachers", Path(file), name, extra, progress, attachments)
         return Teacher.model_validate(body)
 
     async def upload_dataset(

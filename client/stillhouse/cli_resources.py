@@ -179,9 +179,13 @@ def teachers_upload(
     output_kind: Annotated[
         str | None, typer.Option(help="logits, probabilities or log_probabilities (default: auto).")
     ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="The teacher's Hugging Face tokenizer.json (text teachers)."),
+    ] = None,
 ) -> None:
     """Upload a teacher (progress in bytes), wait for its validation, print it."""
-    extra = {"output_name": output_name, "output_kind": output_kind}
+    extra = {"output_name": output_name, "output_kind": output_kind, "tokenizer": tokenizer}
     upload_command(Ctx(url, key, output, quiet), "teachers", file, name, wait, **extra)
 
 

@@ -27,6 +27,7 @@ from stillhouse._core import (
     ProgressFile,
     RetryPolicy,
     SseParser,
+    attachment_parts,
     download_name,
     student_params,
     upload_form,
@@ -118,12 +119,12 @@ class Client:
         name: str | None,
         extra: dict[str, str | None],
         progress: ProgressCallback | None,
+        attachments: dict[str, Path] | None = None,
     ) -> Any:
         with open(file, "rb") as fh:
             body = ProgressFile(fh, os.fstat(fh.fileno()).st_size, progress)
-            return self._json(
-                "POST", path, files={"file": (file.name, body)}, data=upload_form(name, extra)
-            )
+            files = {"file": (file.name, body), **attachment_parts(attachments)}
+            return self._json("POST", path, files=files, data=upload_form(name, extra))
 
     def upload_teacher(
         self,
@@ -133,11 +134,13 @@ class Client:
         output_name: str | None = None,
         output_kind: str | None = None,
         progress: ProgressCallback | None = None,
+        tokenizer: str | Path | None = None,
     ) -> Teacher:
         """Upload a teacher (``.pt2`` or ONNX). It comes back ``validating``: see ``wait_ready``."""
         extra = {"output_name": output_name, "output_kind": output_kind}
+        attachments = None if tokenizer is None else {"tokenizer": Path(tokenizer)}
         return Teacher.model_validate(
-            self._upload("/v1/teachers", Path(file), name, extra, progress)
+            self._upload("/v1/teachers", Path(file), name, extra, progress, attachments)
         )
 
     def upload_dataset(

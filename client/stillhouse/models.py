@@ -67,6 +67,10 @@ class Teacher(ApiModel):
     input_dtype: str | None = None
     num_classes: int | None = None
     parameters: int | None = None
+    inputs: list[dict[str, Any]] | None = None
+    input_kind: str | None = None
+    task: str | None = None
+    tokenizer: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     created_at: datetime
 

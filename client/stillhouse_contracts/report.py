@@ -140,6 +140,11 @@ class Report(_Open):
         default=None, description="the augmentation applied (None: none)"
     )
     timings_s: dict[str, float]
+    sequence_length: int | None = Field(
+        default=None,
+        description="token teachers: the tokens a sample the latency and throughput were "
+        "measured at (the dataset's padded length)",
+    )
     metrics_source: ExportFormat | None = None
     student_files: dict[str, str] | None = Field(default=None, description="format → sha256")
     variants: list[Variant] | None = Field(

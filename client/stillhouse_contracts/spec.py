@@ -33,8 +33,19 @@ MAX_SWEEP_CANDIDATES = 27
 STD_MIN = 1e-6
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = tuple(ExportFormat)
-ARCHITECTURES: tuple[str, ...] = ("auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2")
-Architecture = Literal["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
+ARCHITECTURES: tuple[str, ...] = (
+    "auto",
+    "mlp",
+    "cnn",
+    "cnn1d",
+    "resnet",
+    "mobilenetv2",
+    "text_cnn",
+    "transformer",
+)
+Architecture = Literal[
+    "auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2", "text_cnn", "transformer"
+]
 SoftLabelMode = Literal["cached", "online"]
 LossName = Literal["kd", "kd_jacobian"]
 

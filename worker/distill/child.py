@@ -87,6 +87,16 @@ def _inspect(request: InspectTeacherRequest | InspectDatasetRequest) -> AnyEvent
             output_name=request.output_name,
             output_kind=request.output_kind,
         )
+        if request.tokenizer_path is not None:
+            from worker.distill.tokenizer import inspect_tokenizer
+
+            if info.get("input_kind") != "tokens":
+                raise UserError(
+                    ErrorCode.BAD_TOKENIZER,
+                    "A tokenizer goes with a teacher that takes token inputs (input_ids); "
+                    "this one takes a float tensor.",
+                )
+            info["tokenizer"] = inspect_tokenizer(request.tokenizer_path, info.get("vocab_size"))
         return TeacherInfo.model_validate(info)
     from worker.distill.data import inspect_dataset
 

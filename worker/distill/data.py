@@ -35,8 +35,14 @@ from worker.distill.guard import ArchiveLimits, check_zip
 from worker.distill.images import ImageZipRows, scan_images
 from worker.distill.rows import ArrayRows, Rows, read_all
 from worker.distill.tables import check_labels, map_table, scan_table
+from worker.distill.token_data import (
+    TOKEN_IDS_MEMBER,
+    TokenRows,
+    check_token_headers,
+    token_members,
+)
 
-DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip")
+DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip", "jsonl")
 LABEL_CHUNK = 1 << 20  # labels checked this many at a time
 NPZ_MEMBERS = ("x", "y")
 
@@ -104,6 +110,10 @@ def inspect_dataset(
             has_labels,
             len(scan.classes) if has_labels else None,
         )
+    if fmt == "jsonl":
+        from worker.distill.text_data import describe_jsonl
+
+        return describe_jsonl(path)
     if fmt in ("csv", "parquet"):
         table = scan_table(path, fmt)
         classes = None if table.label_max is None else table.label_max + 1
@@ -113,6 +123,11 @@ def inspect_dataset(
         return _description(len(x), list(x.shape[1:]), x.dtype.name, False, None)
     if fmt == "npz":
         headers = _npz_headers(path, limits)
+        if "input_ids" in headers:
+            (shape, dtype), has_labels = headers["input_ids"], "label" in headers
+            classes = _npz_num_classes(path, headers["label"], "label.npy") if has_labels else None
+            info = _description(shape[0], list(shape[1:]), dtype.name, has_labels, classes)
+            return {**info, "kind": "tokens", "inputs": sorted(set(headers) - {"label"})}
         (shape, dtype), has_labels = headers["x"], "y" in headers
         classes = _npz_num_classes(path, headers["y"]) if has_labels else None
         return _description(shape[0], list(shape[1:]), dtype.name, has_labels, classes)
@@ -140,16 +155,27 @@ def open_dataset(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     limits: DataLimits | None = None,
+    token_inputs: Sequence[str] | None = None,
 ) -> Rows:
     """The dataset as rows: float32 batches in ``sample_shape`` (when it holds as many
     numbers per sample), normalised by ``mean``/``std`` per channel. ``scratch`` is a
-    folder of this job where archives and tables are unpacked once (reused on resume)."""
+    folder of this job where archives and tables are unpacked once (reused on resume).
+    ``token_inputs``: the teacher's token input names, for token datasets (``tokens.py``)."""
     limits, path = limits or DataLimits.from_settings(), Path(path)
     prep: dict[str, Any] = {"sample_shape": sample_shape, "mean": mean, "std": std}
     if fmt == "image_zip":
         return ImageZipRows(path, limits, **prep)
     if fmt == "npy":
         return ArrayRows(map_npy(path, "The .npy file"), None, **prep)
+    if fmt == "npz" and token_inputs is not None:
+        headers = _npz_headers(path, limits)
+        if "input_ids" not in headers:
+            raise UserError(
+                ErrorCode.MISSING_INPUT,
+                "The teacher takes token inputs: the .npz dataset needs an 'input_ids' array.",
+            )
+        arrays = _extract_members(path, scratch, headers)
+        return TokenRows.build(arrays, token_inputs)
     if fmt == "npz":
         x, y = _extract_npz(path, scratch, limits)
         return ArrayRows(x, y, **prep)
@@ -238,11 +264,14 @@ def map_npy(path: Path, what: str) -> np.ndarray:
 
 def _npz_members(archive: zipfile.ZipFile, limits: DataLimits) -> dict[str, zipfile.ZipInfo]:
     members = {m.filename: m for m in check_zip(archive, limits.archive(), what="The .npz")}
+    if TOKEN_IDS_MEMBER in members:
+        return token_members(members)
     unexpected = set(members) - {f"{name}.npy" for name in NPZ_MEMBERS}
     if "x.npy" not in members or unexpected:
         raise UserError(
             ErrorCode.NPZ_MEMBERS,
-            "An .npz dataset holds an array 'x' and optionally labels 'y', nothing else"
+            "An .npz dataset holds an array 'x' and optionally labels 'y', nothing else, "
+            "or token arrays named like the teacher's inputs ('input_ids' required)"
             + (f" (found {sorted(unexpected)[:5]})." if unexpected else "."),
         )
     return {name: members[f"{name}.npy"] for name in NPZ_MEMBERS if f"{name}.npy" in members}
@@ -259,22 +288,28 @@ def _npz_headers(path: Path, limits: DataLimits) -> dict[str, tuple[tuple[int, .
                     headers[name] = read_npy_header(file, member.file_size, what)
     except zipfile.BadZipFile as exc:
         raise UserError(ErrorCode.BAD_ARCHIVE, "The .npz file is not a valid zip archive.") from exc
-    if "y" in headers:
-        shape, dtype = headers["y"]
+    first = "input_ids" if "input_ids" in headers else "x"
+    label = "label" if first == "input_ids" else "y"
+    if label in headers:
+        shape, dtype = headers[label]
         if dtype.kind not in "iu" or len(shape) != 1:
             raise UserError(ErrorCode.BAD_LABELS, "Labels must be a 1-D array of integers.")
-        if shape[0] != headers["x"][0][0]:
+        if shape[0] != headers[first][0][0]:
             raise UserError(
-                ErrorCode.BAD_LABELS, f"{shape[0]} labels for {headers['x'][0][0]} samples."
+                ErrorCode.BAD_LABELS, f"{shape[0]} labels for {headers[first][0][0]} samples."
             )
+    if first == "input_ids":
+        check_token_headers(headers)
     return headers
 
 
-def _npz_num_classes(path: Path, header: tuple[tuple[int, ...], np.dtype]) -> int | None:
+def _npz_num_classes(
+    path: Path, header: tuple[tuple[int, ...], np.dtype], member: str = "y.npy"
+) -> int | None:
     """max + 1 of the labels member, read from the archive in chunks; negatives refused."""
     (count,), dtype = header
     top = -1
-    with zipfile.ZipFile(path) as archive, archive.open("y.npy") as file:
+    with zipfile.ZipFile(path) as archive, archive.open(member) as file:
         _skip_header(file)
         for start in range(0, count, LABEL_CHUNK):
             rows = min(count, start + LABEL_CHUNK) - start
@@ -312,6 +347,24 @@ def _extract_npz(
     if y is not None:
         _check_mapped_labels(y, len(x))
     return x, y
+
+
+def _extract_members(
+    path: Path, scratch: Path, headers: dict[str, tuple[tuple[int, ...], np.dtype]]
+) -> dict[str, np.ndarray]:
+    """Extract the members once into ``scratch`` (after their headers pass), then map them."""
+    done = scratch / "npz.json"
+    if not done.exists():
+        scratch.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path) as archive:
+            for name in headers:
+                with archive.open(f"{name}.npy") as src, open(scratch / f"{name}.npy", "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        done.write_text(json.dumps(sorted(headers)))
+    arrays = {name: map_npy(scratch / f"{name}.npy", f"Member '{name}.npy'") for name in headers}
+    if "label" in arrays:
+        _check_mapped_labels(arrays["label"], len(arrays["input_ids"]))
+    return arrays
 
 
 def _check_mapped_labels(y: np.ndarray, num_samples: int) -> None:

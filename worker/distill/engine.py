@@ -20,6 +20,7 @@ student.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,9 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import ErrorCode
 from core.settings import get_settings
 from core.spec import JobSpec
 from worker.distill.device import inference_batch, resolve_device, set_threads
+from worker.distill.errors import UserError
 from worker.distill.progress import Progress, Reporter
 from worker.distill.rows import ArrayRows, Rows
 from worker.distill.soft_labels import TeacherLike
@@ -91,8 +94,10 @@ def run_distillation(
     checkpoint_every_seconds: float | None = None,
     allow_torchscript: bool = False,
     threads: int | None = None,
+    tokenizer: Source | None = None,
 ) -> DistillResult:
     """Distil ``teachers`` into a student; re-calling with the same ``workdir`` resumes.
+    ``tokenizer``: the first teacher's tokenizer.json, for text datasets.
 
     Raises ``UserError`` for a teacher, dataset or spec that cannot work and ``Cancelled``
     when ``should_stop()`` turns true (after a checkpoint).
@@ -116,9 +121,16 @@ def run_distillation(
     dims = loaded[0].input_shape[1:]
     # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
     shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]
+    tokens = loaded[0].token_inputs
     prep = partial(
-        open_dataset, sample_shape=shape, mean=spec.preprocessing.mean, std=spec.preprocessing.std
+        open_dataset,
+        sample_shape=shape,
+        mean=spec.preprocessing.mean,
+        std=spec.preprocessing.std,
+        token_inputs=None if tokens is None else [t.name for t in tokens],
     )
+    if transfer.format == "jsonl" or (eval_set is not None and eval_set.format == "jsonl"):
+        prep = partial(_open_text, prep, loaded[0], tokenizer)
     rows = prep(transfer.path, transfer.format, scratch=workdir / "data/transfer")
     held = None
     if eval_set is not None:
@@ -129,7 +141,10 @@ def run_distillation(
             f"{s.sha256}:{t.output_name}:{t.output_kind}"
             for s, t in zip(teachers, loaded, strict=True)
         ],
-        "dataset": transfer.sha256,
+        # Text is tokenized with the tokenizer: the soft labels depend on both.
+        "dataset": transfer.sha256
+        if transfer.format != "jsonl" or tokenizer is None
+        else f"{transfer.sha256}:{tokenizer.sha256}",
         "eval_dataset": None if eval_set is None else eval_set.sha256,
     }
     return distill(
@@ -149,6 +164,34 @@ def run_distillation(
         checkpoint_every=checkpoint_every,
         checkpoint_every_seconds=checkpoint_every_seconds,
     )
+
+
+def _open_text(
+    prep: Callable[..., Rows],
+    teacher: Any,
+    tokenizer: Source | None,
+    path: Path,
+    fmt: str,
+    *,
+    scratch: Path,
+) -> Rows:
+    """A text dataset, tokenized with the teacher's tokenizer into ``scratch`` once per
+    (dataset, tokenizer, max length); other formats as ``prep`` opens them."""
+    if fmt != "jsonl":
+        return prep(path, fmt, scratch=scratch)
+    from worker.distill.text_data import cache_name, max_length_for, text_rows
+
+    if tokenizer is None or teacher.token_inputs is None:
+        raise UserError(
+            ErrorCode.BAD_SPEC,
+            "dataset_id: a text dataset needs a teacher with token inputs and a tokenizer",
+        )
+    length = max_length_for(tokenizer.path, teacher.token_inputs[0].length)
+    with open(path, "rb") as file:  # streamed: O(1) memory at any size
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    folder = scratch / cache_name(digest, tokenizer.sha256, length)
+    names = [spec.name for spec in teacher.token_inputs]
+    return text_rows(path, tokenizer.path, names=names, max_length=length, folder=folder)
 
 
 def distill(

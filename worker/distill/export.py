@@ -39,6 +39,8 @@ from torch import nn
 from core.atomic import atomic_write
 from worker.distill.evaluate import Predict
 from worker.distill.students import build_student, config_from_dict, config_to_dict
+from worker.distill.students.text import TokenInterface, TokenStudent
+from worker.distill.tokens import TokenInput, split_inputs
 
 # max |exported − PyTorch| / max(1, max |PyTorch logit|): fp32 kernels differ by about
 # 1e-6 of the scale; 1e-4 leaves room for a deep student's accumulated rounding.
@@ -58,6 +60,10 @@ MAX_BATCH = 1 << 20
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
+MAX_SEQUENCE = 1 << 16
+_ORT_INT = {"tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
 class ExportError(RuntimeError):
     """An exported file that does not reproduce the student: a bug, never published."""
 
@@ -67,7 +73,8 @@ def _quiet_exporter() -> Iterator[None]:
     """Silence the known, harmless noise of the ONNX exporter, and only that.
 
     - FutureWarning from torch's own pytree code (``LeafSpec`` deprecation, torch 2.13);
-    - log lines about torchvision ops it skips (we do not use torchvision).
+    - log lines about torchvision ops it skips (we do not use torchvision);
+    - the note that axes sharing one ``Dim`` keep one name (token inputs do, on purpose).
     """
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
@@ -76,6 +83,10 @@ def _quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+            )
+            # Token inputs share their batch and sequence axes: one name for each is the point.
+            warnings.filterwarnings(
+                "ignore", message=r"# The axis name: .* will not be used", category=UserWarning
             )
             yield
     finally:
@@ -112,21 +123,22 @@ def export_student(
         tmp = Path(tmp_dir)
         (tmp / FILE_NAMES["config"]).write_text(config_json)
         staged = {"config": tmp / FILE_NAMES["config"]}
+        graph, args, names, dynamic = _interface(model, example)
         if "torch_export" in formats:
             path = tmp / FILE_NAMES["torch_export"]
-            program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+            program = torch.export.export(graph, args, dynamic_shapes=dynamic)
             torch.export.save(program, path)
             staged["torch_export"] = path
         if any(fmt in formats for fmt in ONNX_FORMATS):
             path = tmp / FILE_NAMES["onnx"]
             with _quiet_exporter():
                 torch.onnx.export(
-                    model,
-                    (example,),
+                    graph,
+                    args,
                     str(path),
-                    input_names=[INPUT_NAME],
+                    input_names=names,
                     output_names=[OUTPUT_NAME],
-                    dynamic_shapes=_dynamic_batch(),
+                    dynamic_shapes=dynamic,
                     dynamo=True,
                     external_data=False,
                     verbose=False,
@@ -134,7 +146,9 @@ def export_student(
             staged["onnx"] = path
         if "onnx_fp16" in formats:
             staged["onnx_fp16"] = to_fp16(staged["onnx"], tmp / FILE_NAMES["onnx_fp16"])
-        if "onnx_int8" in formats:
+        if "onnx_int8" in formats and isinstance(model, TokenStudent):
+            staged["onnx_int8"] = to_int8_dynamic(staged["onnx"], tmp / FILE_NAMES["onnx_int8"])
+        elif "onnx_int8" in formats:
             samples = example if calibration is None else calibration.cpu().float()
             staged["onnx_int8"] = to_int8(staged["onnx"], tmp / FILE_NAMES["onnx_int8"], samples)
         if "safetensors" in formats:
@@ -145,6 +159,40 @@ def export_student(
         for key, path in staged.items():
             files[key] = atomic_write(outdir / path.name, functools.partial(os.replace, path))
     return files
+
+
+def _interface(
+    model: nn.Module, example: torch.Tensor
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], Any]:
+    """What the exported graph takes: one float tensor ``input`` with a dynamic batch, or,
+    for a token student, the teacher's named integer inputs with dynamic batch and
+    sequence axes (a drop-in replacement for the teacher)."""
+    if not isinstance(model, TokenStudent):
+        return model, (example,), [INPUT_NAME], _dynamic_batch()
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    # min 2: torch.export specialises a dimension of size 1; a sequence of one token still
+    # runs (the graph has no length-dependent branch).
+    sequence = torch.export.Dim("sequence", min=2, max=MAX_SEQUENCE)
+    args = tuple(split_inputs(example, _token_specs(model)))
+    dynamic = {"inputs": tuple({0: batch, 1: sequence} for _ in args)}
+    return TokenInterface(model).eval(), args, list(model.names), dynamic
+
+
+def _token_specs(model: TokenStudent) -> list[TokenInput]:
+    return [TokenInput(n, d, None) for n, d in zip(model.names, model.dtypes, strict=True)]
+
+
+def to_int8_dynamic(source: Path, target: Path) -> Path:
+    """Dynamic int8 for token students: int8 weights, activations quantised per batch at run
+    time. Static QDQ calibrates activation ranges on float inputs; a token graph's input is
+    ids, and its embedding lookups and masks do not quantise statically."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # No symbolic-shape pre-processing: it cannot follow the dynamic sequence axis through
+    # the attention's reshapes, and dynamic quantization needs no activation shapes.
+    with _quiet_quantizer():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return target
 
 
 def to_fp16(source: Path, target: Path) -> Path:
@@ -210,6 +258,18 @@ def _quiet_quantizer() -> Iterator[None]:
         root.setLevel(level)
 
 
+def _program_token_specs(program: Any) -> list[TokenInput]:
+    user = set(program.graph_signature.user_inputs)
+    nodes = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
+    values = [n.meta["val"] for n in nodes]
+    return [TokenInput("", str(v.dtype).removeprefix("torch."), None) for v in values]
+
+
+def _is_token_program(program: Any) -> bool:
+    specs = _program_token_specs(program)
+    return all(spec.dtype in ("int64", "int32") for spec in specs)
+
+
 def load_student_safetensors(path: Path, config_path: Path | None = None) -> nn.Module:
     """Rebuild a student from its safetensors file (config from the JSON or the metadata)."""
     if config_path is not None:
@@ -234,13 +294,28 @@ def runtime_for(fmt: str, path: Path, *, threads: int | None = None) -> Predict:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+        inputs = session.get_inputs()
+        if inputs[0].name != INPUT_NAME:  # a token student: the teacher's named inputs
+            specs = [TokenInput(i.name, _ORT_INT[i.type], None) for i in inputs]
+
+            def run_tokens(x: torch.Tensor) -> torch.Tensor:
+                parts = split_inputs(x.detach().cpu(), specs)
+                feed = {s.name: p.numpy() for s, p in zip(specs, parts, strict=True)}
+                return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
+
+            return run_tokens
+
         def run_onnx(x: torch.Tensor) -> torch.Tensor:
             array = np.ascontiguousarray(x.detach().cpu().float().numpy())
             return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
 
         return run_onnx
     if fmt == "torch_export":
-        module = torch.export.load(str(path)).module()  # our own file, just written
+        program = torch.export.load(str(path))  # our own file, just written
+        module = program.module()
+        if _is_token_program(program):
+            specs = _program_token_specs(program)
+            return lambda x: module(*split_inputs(x.cpu(), specs))
         return lambda x: module(x.cpu().float())
     if fmt == "safetensors":
         model = load_student_safetensors(path, path.with_name(FILE_NAMES["config"]))

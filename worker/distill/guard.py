@@ -474,6 +474,11 @@ _OTHER_TARGETS = frozenset(
             for name in ("cond", "while_loop", "map_impl", "scan", "wrap_with_set_grad_enabled")
         ),
         "torch.ops.higher_order.wrap_with_autocast",
+        # Metadata and shape assertions export inserts (a dtype cast of an integer mask).
+        *(
+            f"torch.ops.aten.{name}.default"
+            for name in ("_assert_tensor_metadata", "_assert_scalar", "_assert_async")
+        ),
     }
 )
 

@@ -60,6 +60,7 @@ def run_from_request(
             checkpoint_every=request.checkpoint_every,
             checkpoint_every_seconds=request.checkpoint_every_seconds,
             allow_torchscript=request.allow_torchscript,
+            tokenizer=None if request.tokenizer is None else _source(request.tokenizer),
         )
     except Cancelled as exc:
         raise UserError(ErrorCode.CANCELLED, "the job was cancelled") from exc

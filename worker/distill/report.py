@@ -108,6 +108,7 @@ def measure_pair(
     student_sample: torch.Tensor,
     device: torch.device,
     clock: Clock = "wall",
+    batch: int = THROUGHPUT_BATCH,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """Teacher and student speed measured interleaved; returns (teacher, student, speedup).
 
@@ -121,7 +122,6 @@ def measure_pair(
     thread) times CPU time, so other work on the machine does not change the figures; the
     measurement is then also ``disturbed`` when the calls' wall time ran past their CPU time
     by ``BUSY_WALL_OVER_CPU`` (the figures hold; the flag says the machine was busy)."""
-    batch = THROUGHPUT_BATCH
     inputs = {
         "teacher": (teacher, teacher_sample[:1].contiguous(), _tiled(teacher_sample, batch)),
         "student": (student, student_sample[:1].contiguous(), _tiled(student_sample, batch)),
@@ -151,7 +151,8 @@ def measure_pair(
     speeds = {
         name: {
             "latency_ms_batch1": statistics.median(times["one"]) * 1e3,
-            "throughput_per_s": THROUGHPUT_BATCH / statistics.median(times["big"]),
+            "throughput_per_s": batch / statistics.median(times["big"]),
+            "throughput_batch": batch,
         }
         for name, times in rounds.items()
     }

@@ -47,6 +47,7 @@ from worker.distill.export import (
 from worker.distill.jacobian import JacobianMatching
 from worker.distill.progress import Reporter
 from worker.distill.report import (
+    THROUGHPUT_BATCH,
     build_report,
     measure_pair,
     measure_speed,
@@ -63,6 +64,7 @@ from worker.distill.soft_labels import (
 )
 from worker.distill.split import Split, held_out_split
 from worker.distill.students import (
+    TokenShape,
     config_to_dict,
     count_parameters,
     init_student,
@@ -70,10 +72,13 @@ from worker.distill.students import (
     student_target,
 )
 from worker.distill.targets import SoftTargets
+from worker.distill.tokens import ids_index
 from worker.distill.trainer import TrainConfig, TrainResult, train
 
 METRICS_PREFERENCE = ("onnx", "torch_export", "safetensors")
 VARIANT_BATCH = 32  # the report's variants: throughput at a serving batch, not the 256 above
+# Text models are served in small batches of whole sequences: their throughput at batch 32.
+TOKEN_THROUGHPUT_BATCH = 32
 CPU = torch.device("cpu")
 # The per-epoch "eval_agreement" is a progress signal (the report evaluates every eval row):
 # a strided subset of at most this many rows keeps its cost flat in the eval set's size.
@@ -125,6 +130,11 @@ def check_inputs(teachers: Sequence[TeacherLike], rows: Rows, what: str) -> None
         raise UserError(
             ErrorCode.SHAPE_MISMATCH, f"{what}: samples of shape {got}, teacher expects {expected}"
         )
+    vocab = getattr(teachers[0], "vocab_size", None)
+    if vocab is not None and _ids_outside(rows, teachers[0], vocab):
+        raise UserError(
+            ErrorCode.BAD_INPUTS, f"{what}: token ids outside the teacher's vocabulary [0, {vocab})"
+        )
     bad = 0 if rows.raw_dtype.kind in "biu" else _non_finite_rows(rows)
     if bad:
         raise UserError(
@@ -133,6 +143,16 @@ def check_inputs(teachers: Sequence[TeacherLike], rows: Rows, what: str) -> None
         )
     if rows.has_labels and _labels_outside(rows, classes.pop()):
         raise UserError(ErrorCode.BAD_LABELS, f"{what}: labels outside the teacher's classes")
+
+
+def _ids_outside(rows: Rows, teacher: TeacherLike, vocab: int) -> bool:
+    names = [t.name for t in getattr(teacher, "token_inputs", None) or []]
+    k = ids_index(names)
+    for _, chunk in row_chunks(rows):
+        ids = chunk[:, k]
+        if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
+            return True
+    return False
 
 
 def _non_finite_rows(rows: Rows) -> int:
@@ -254,10 +274,25 @@ def student_stage(ctx: Context, train: Rows) -> Student:
         target=target,
         cap=cap,
         hidden=spec.hidden,
+        tokens=token_shape(ctx.teachers[0], train),
     )
     chunks = (chunk for _, chunk in row_chunks(train))
     module = init_student(name, config, seed=ctx.spec.training.seed, inputs=chunks)
     return Student(name, config, module, target, sizes)
+
+
+def token_shape(teacher: TeacherLike, rows: Rows) -> TokenShape | None:
+    """A token teacher's input names and vocabulary (its embedding's size, else the largest
+    id in the rows + 1)."""
+    inputs = getattr(teacher, "token_inputs", None)
+    if inputs is None:
+        return None
+    names = tuple(t.name for t in inputs)
+    vocab = getattr(teacher, "vocab_size", None)
+    if vocab is None:
+        k = ids_index(names)
+        vocab = 1 + max(int(chunk[:, k].max()) for _, chunk in row_chunks(rows))
+    return TokenShape(names, int(vocab), tuple(t.dtype for t in inputs))
 
 
 # --- the teacher on the eval rows, and training -------------------------------------------
@@ -509,6 +544,7 @@ def evaluate_stage(
             sample if runtime.endswith("cpu") else sample.to(ctx.device),
             ctx.device,
             clock="thread_cpu" if cpu_torch else "wall",
+            batch=TOKEN_THROUGHPUT_BATCH if _sequence_length(ctx, eval_rows) else THROUGHPUT_BATCH,
         )
         speedup["threads"] = torch.get_num_threads() if ctx.device.type == "cpu" else None
     variants = measure_variants(ctx, exported, by_format, sample)
@@ -568,6 +604,12 @@ def _student_runtime(
     return (lambda xb: model(xb.to(dev))), f"torch-{dev.type}"
 
 
+def _sequence_length(ctx: Context, rows: Rows) -> int | None:
+    if getattr(ctx.teachers[0], "token_inputs", None) is None:
+        return None
+    return int(rows.sample_shape[-1])
+
+
 def report_stage(
     ctx: Context,
     student: Student,
@@ -600,6 +642,8 @@ def report_stage(
             # Rebuilds the student from the registry (also in the safetensors metadata).
             "student_architecture": config_to_dict(student.name, student.config),
             "student_target_parameters": round(student.target),
+            # Token teachers: latency and throughput are measured on eval rows of this length.
+            "sequence_length": _sequence_length(ctx, splits.eval),
             "teachers": len(ctx.teachers),
             "teacher_parameters_each": student.teacher_sizes,
             "eval_split": (

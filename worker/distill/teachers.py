@@ -28,6 +28,15 @@ from worker.distill.teacher_outputs import (
     pick_output,
     to_scores,
 )
+from worker.distill.tokens import (
+    TOKEN_DTYPES,
+    TokenInput,
+    dry_run_tokens,
+    onnx_vocab_size,
+    program_vocab_size,
+    role,
+    split_inputs,
+)
 
 TEACHER_FORMATS = ("onnx", "torch_export", "torchscript")
 # Dynamic non-batch dims get this size in the dry run: a guess that fully convolutional
@@ -65,6 +74,8 @@ class Teacher:
         parameters: int | None,
         static_batch: int | None,
         declared_types: dict[str, str] | None = None,
+        token_inputs: list[TokenInput] | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         self._run = run
         self._graph = module
@@ -75,6 +86,12 @@ class Teacher:
         self.parameters = parameters
         self.static_batch = static_batch
         self.declared_types = declared_types or {}
+        # Token teachers: input_shape is the engine's [None, K, L] (K inputs stacked), the
+        # dtype the one every batch is cast to before the runtime splits it (tokens.py).
+        self.token_inputs = token_inputs
+        self.vocab_size = vocab_size
+        self.input_kind = "tensor" if token_inputs is None else "tokens"
+        self.task = "classification"
         # Set by the dry run (_dry_run → choose).
         self.num_classes = 0
         self.outputs: list[OutputInfo] = []
@@ -101,7 +118,16 @@ class Teacher:
         self.outputs, self.output_name, self.output_kind = outputs, name, kind
         self.num_classes, self.output_reason = classes, reason
         if self._graph is not None:
-            self.module = ScoresModule(self._graph, name, kind, getattr(torch, self.input_dtype))
+            graph = self._graph
+            if self.token_inputs is not None:
+                graph = TokenCall(graph, self.token_inputs)
+            self.module = ScoresModule(graph, name, kind, getattr(torch, self.input_dtype))
+
+    def public_inputs(self) -> list[dict[str, Any]]:
+        """Every input (name, dtype, shape with None for dynamic dimensions)."""
+        if self.token_inputs is not None:
+            return [spec.public() for spec in self.token_inputs]
+        return [{"name": "input", "dtype": self.input_dtype, "shape": self.input_shape}]
 
     def to(self, device: str | torch.device) -> "Teacher":
         # ONNX teachers run on onnxruntime's CPU provider; their outputs follow the input.
@@ -130,6 +156,17 @@ class Teacher:
         if not out.is_floating_point():
             raise UserError(ErrorCode.BAD_OUTPUT, "The teacher's output is not floating point.")
         return to_scores(out, self.output_kind).to(x.device)
+
+
+class TokenCall(nn.Module):
+    """A program with K named integer inputs called on one stacked batch ``[N, K, L]``."""
+
+    def __init__(self, graph: nn.Module, inputs: list[TokenInput]) -> None:
+        super().__init__()
+        self.graph, self.inputs = graph, inputs
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.graph(*split_inputs(x, self.inputs))
 
 
 class ScoresModule(nn.Module):
@@ -161,9 +198,15 @@ def inspect_teacher(
         output_name=output_name,
         output_kind=output_kind,
     )
+    inputs = teacher.public_inputs()
     return {
-        "input_shape": teacher.input_shape,
-        "input_dtype": teacher.input_dtype,
+        # input_shape and input_dtype describe the first input; inputs, every one.
+        "input_shape": inputs[0]["shape"],
+        "input_dtype": inputs[0]["dtype"],
+        "inputs": inputs,
+        "input_kind": teacher.input_kind,
+        "task": teacher.task,
+        "vocab_size": teacher.vocab_size,
         "num_classes": teacher.num_classes,
         "parameters": teacher.parameters,
         "outputs": [info.public() for info in teacher.outputs],
@@ -225,12 +268,26 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
         if node.op == "placeholder" and node.name in user_inputs
     ]
     values = [node.meta.get("val") for node in placeholders]
-    if len(values) != 1 or not isinstance(values[0], torch.Tensor):
-        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
-    example = values[0]
-    dims = [dim if isinstance(dim, int) else None for dim in example.shape]
+    if not values or not all(isinstance(value, torch.Tensor) for value in values):
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take tensor inputs.")
     module = program.module()
     parameters = sum(t.numel() for t in program.state_dict.values() if t.is_floating_point())
+    described = [
+        (node.name, _static_dims(value.shape), _dtype_name(value.dtype))
+        for node, value in zip(placeholders, values, strict=True)
+    ]
+    tokens = _token_inputs(described)
+    if tokens is not None:
+        vocab = program_vocab_size(program, [s.name for s in tokens if role(s.name) == "ids"])
+        call = TokenCall(module, tokens)
+        return _token_teacher(_run_module(call), module, "torch_export", tokens, parameters, vocab)
+    if len(values) != 1:
+        raise UserError(
+            ErrorCode.BAD_INPUTS,
+            "A teacher with several inputs must take integer token inputs of shape [N, L].",
+        )
+    example = values[0]
+    dims = _static_dims(example.shape)
     return Teacher(
         run=_run_module(module),
         module=module,
@@ -275,10 +332,67 @@ def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
     )
 
 
+def _static_dims(shape: Any) -> list[int | None]:
+    return [dim if isinstance(dim, int) else None for dim in shape]
+
+
+def _token_inputs(described: list[tuple[str, list[int | None], str]]) -> list[TokenInput] | None:
+    """Token inputs when every input is an integer [N, L] tensor, else None."""
+    if not all(len(dims) == 2 and dtype in TOKEN_DTYPES for _, dims, dtype in described):
+        return None
+    lengths = {dims[1] for _, dims, _ in described}
+    if len(lengths) != 1:
+        raise UserError(
+            ErrorCode.BAD_INPUTS, "The teacher's token inputs must share one sequence length."
+        )
+    return [TokenInput(name, dtype, dims[1]) for name, dims, dtype in described]
+
+
+def _token_teacher(
+    run: RunOutputs,
+    module: nn.Module | None,
+    fmt: str,
+    tokens: list[TokenInput],
+    parameters: int | None,
+    vocab: int | None,
+    declared_types: dict[str, str] | None = None,
+) -> Teacher:
+    if all(role(spec.name) != "ids" for spec in tokens):
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher's integer inputs include no token ids.")
+    return Teacher(
+        run=run,
+        module=module,
+        format=fmt,
+        input_shape=[None, len(tokens), tokens[0].length],
+        input_dtype="int64",
+        parameters=parameters,
+        static_batch=None,
+        declared_types=declared_types,
+        token_inputs=tokens,
+        vocab_size=vocab,
+    )
+
+
 def _load_onnx(path: Path) -> Teacher:
-    session, dims, dtype, parameters = _open_onnx(path)
-    input_name = session.get_inputs()[0].name
+    session, described, parameters, vocab = _open_onnx(path)
     names = [output.name for output in session.get_outputs()]
+    declared = {o.name: _onnx_type_name(o.type) for o in session.get_outputs()}
+    tokens = _token_inputs(described)
+    if tokens is not None:
+
+        def run_tokens(x: torch.Tensor, name: str | None) -> dict[str, Any]:
+            parts = split_inputs(x.detach().cpu(), tokens)
+            feed = {spec.name: part.numpy() for spec, part in zip(tokens, parts, strict=True)}
+            wanted = names if name is None else [name]
+            return dict(zip(wanted, session.run(wanted, feed), strict=True))
+
+        return _token_teacher(run_tokens, None, "onnx", tokens, parameters, vocab, declared)
+    if len(described) != 1:
+        raise UserError(
+            ErrorCode.BAD_INPUTS,
+            "A teacher with several inputs must take integer token inputs of shape [N, L].",
+        )
+    input_name, dims, dtype = described[0]
     numpy_dtype = np.dtype(dtype)
 
     def run(x: torch.Tensor, name: str | None) -> dict[str, Any]:
@@ -294,7 +408,7 @@ def _load_onnx(path: Path) -> Teacher:
         input_dtype=dtype,
         parameters=parameters,
         static_batch=dims[0],
-        declared_types={o.name: _onnx_type_name(o.type) for o in session.get_outputs()},
+        declared_types=declared,
     )
 
 
@@ -305,15 +419,19 @@ def _onnx_type_name(ort_type: str) -> str:
 
 def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> None:
     """Run the teacher once on a small seeded batch, then pick its scores output and kind."""
-    if not teacher.input_dtype.startswith(("float", "bfloat")):
-        raise UserError(
-            ErrorCode.UNSUPPORTED_INPUT,
-            f"The teacher takes {teacher.input_dtype} input; only floating-point inputs work.",
-        )
     rows = teacher.static_batch or _DRY_RUN_BATCH
     shape = [rows, *(dim or _DRY_RUN_DIM for dim in teacher.input_shape[1:])]
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(_DRY_RUN_SEED))
-    x[0] = 0.0
+    if teacher.token_inputs is not None:
+        x = dry_run_tokens(teacher.token_inputs, rows, shape[-1], teacher.vocab_size, _DRY_RUN_SEED)
+    elif not teacher.input_dtype.startswith(("float", "bfloat")):
+        raise UserError(
+            ErrorCode.UNSUPPORTED_INPUT,
+            f"The teacher takes {teacher.input_dtype} input; only floating-point inputs "
+            "or integer token inputs [N, L] work.",
+        )
+    else:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(_DRY_RUN_SEED))
+        x[0] = 0.0
     try:
         raw = teacher.run_outputs(x)
     except UserError:
@@ -347,10 +465,13 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
+def _open_onnx(
+    path: Path,
+) -> tuple[Any, list[tuple[str, list[int | None], str]], int, int | None]:
     """Vet an ONNX file and open an onnxruntime CPU session on its bytes.
 
-    Returns (session, input dims with None for dynamic ones, input dtype, parameter count).
+    Returns (session, every input as (name, dims with None for dynamic ones, dtype),
+    parameter count, the embedding's vocabulary size when the token ids feed one).
     """
     # Imported here: onnx and onnxruntime are only needed for ONNX teachers.
     import onnx
@@ -378,18 +499,23 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
 
     initializer_names = {tensor.name for tensor in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializer_names]
-    if len(inputs) != 1 or not inputs[0].type.HasField("tensor_type"):
-        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take exactly one tensor input.")
-    tensor_type = inputs[0].type.tensor_type
-    dims: list[int | None] = [
-        dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
-        for dim in tensor_type.shape.dim
-    ]
-    if not dims:
-        raise UserError(
-            ErrorCode.BAD_INPUTS, "The teacher's input has no shape (not even a batch)."
-        )
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+    if not inputs or not all(value.type.HasField("tensor_type") for value in inputs):
+        raise UserError(ErrorCode.BAD_INPUTS, "The teacher must take tensor inputs.")
+    described: list[tuple[str, list[int | None], str]] = []
+    for value in inputs:
+        tensor_type = value.type.tensor_type
+        dims: list[int | None] = [
+            dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+            for dim in tensor_type.shape.dim
+        ]
+        if not dims:
+            raise UserError(
+                ErrorCode.BAD_INPUTS, "The teacher's input has no shape (not even a batch)."
+            )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        described.append((value.name, dims, dtype))
+    ids = [name for name, _, _ in described if role(name) == "ids"]
+    vocab = onnx_vocab_size(model, ids)
     parameters = sum(math.prod(tensor.dims) for tensor in model.graph.initializer)
     parameters += _ml_parameters(model)
 
@@ -405,7 +531,7 @@ def _open_onnx(path: Path) -> tuple[Any, list[int | None], str, int]:
         raise UserError(
             ErrorCode.BAD_TEACHER, f"onnxruntime cannot run it: {_first_line(exc)}"
         ) from exc
-    return session, dims, dtype, parameters
+    return session, described, parameters, vocab
 
 
 def _ml_parameters(model: Any) -> int:

@@ -10,6 +10,7 @@ from core.students import catalog
 from worker.distill.errors import UserError
 from worker.distill.students import (
     REGISTRY,
+    TokenShape,
     build_student,
     config_from_dict,
     config_to_dict,
@@ -28,7 +29,10 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+TENSOR_STUDENTS = sorted(n for n, e in REGISTRY.items() if e.token_families is None)
+
+
+@pytest.mark.parametrize("name", TENSOR_STUDENTS)
 @pytest.mark.parametrize("width", [1, 7, 32])
 def test_built_student_has_the_counted_parameters_and_output_shape(name: str, width: int) -> None:
     entry = REGISTRY[name]
@@ -109,3 +113,43 @@ def test_catalog_lists_exactly_the_registry() -> None:
         assert listed[name]["input_ranks"] == list(entry.input_ranks or [])
         assert listed[name]["description"] == entry.description
         assert listed[name].get("min_side") == entry.min_side
+
+
+TOKENS = TokenShape(("input_ids", "attention_mask"), 1000, ("int64", "int64"))
+
+
+@pytest.mark.parametrize("name", ["text_cnn", "transformer"])
+@pytest.mark.parametrize("factorised", [False, True])
+def test_text_students_have_the_counted_parameters_and_ignore_padding(
+    name: str, factorised: bool
+) -> None:
+    entry = REGISTRY[name]
+    assert entry.token_families is not None
+    config = entry.token_families(TOKENS, factorised)[0]((2, 9), 4, 3)
+    model = build_student(name, config).eval()
+    assert count_parameters(model) == entry.parameters(config)
+    ids = torch.randint(1, 1000, (5, 9))
+    mask = torch.ones_like(ids)
+    mask[:, 6:] = 0
+    x = torch.stack([ids, mask], 1).float()
+    out = model(x)
+    assert out.shape == (5, 4)
+    # What the padding holds changes nothing: only unmasked tokens are read.
+    other = x.clone()
+    other[:, 0, 6:] = 7
+    assert torch.allclose(model(other), out, atol=1e-6)
+
+
+def test_auto_picks_a_text_cnn_for_token_teachers_and_factorises_a_dominant_vocabulary() -> None:
+    tokens = TokenShape(("input_ids", "attention_mask"), 30_000)
+    name, config = size_student("auto", (2, 64), 5, target=500_000, cap=5_000_000, tokens=tokens)
+    assert name == "text_cnn" and config.factor > 0
+    assert abs(REGISTRY[name].parameters(config) - 500_000) <= 0.25 * 500_000
+    small = TokenShape(("input_ids",), 100)
+    name, config = size_student("transformer", (1, 64), 5, target=50_000, cap=500_000, tokens=small)
+    assert name == "transformer" and config.factor == 0
+
+
+def test_tensor_students_refuse_token_teachers() -> None:
+    with pytest.raises(UserError, match="does not take token inputs"):
+        size_student("mlp", (2, 64), 5, target=5_000, cap=50_000, tokens=TOKENS)

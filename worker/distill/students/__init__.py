@@ -3,6 +3,7 @@
 from worker.distill.students.registry import (
     REGISTRY,
     StudentEntry,
+    TokenShape,
     build_student,
     config_from_dict,
     config_to_dict,
@@ -16,6 +17,7 @@ from worker.distill.students.registry import (
 __all__ = [
     "REGISTRY",
     "StudentEntry",
+    "TokenShape",
     "build_student",
     "config_from_dict",
     "config_to_dict",

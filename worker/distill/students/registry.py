@@ -43,12 +43,55 @@ from worker.distill.students.resnet import (
     resnet_for_width,
     resnet_parameters,
 )
+from worker.distill.students.text import (
+    TextCNNConfig,
+    TransformerConfig,
+    build_text_cnn,
+    build_transformer,
+    text_cnn_for_width,
+    text_cnn_parameters,
+    transformer_for_width,
+    transformer_parameters,
+)
 
 TOLERANCE = 0.25  # the student lands within ±25 % of its target parameter count
 MAX_WIDTH = 1 << 16
 # auto takes MobileNetV2 only from width multiplier 0.35 up (width 12 of 32), the smallest
 # its paper evaluates; below, the same budget goes to the ResNet.
 MOBILENET_MIN_WIDTH = 12
+
+
+Family = Callable[[tuple[int, ...], int, int], Any]
+# The vocabulary dominates when a plain embedding of this width would take over half the
+# student's budget: then the factorised embedding is tried first.
+DOMINANT_EMBEDDING_WIDTH = 64
+
+
+@dataclass(frozen=True)
+class TokenShape:
+    """What a token student needs beyond the sample shape: the teacher's input names (in
+    its order) and the vocabulary size."""
+
+    names: tuple[str, ...]
+    vocab_size: int
+    dtypes: tuple[str, ...] = ()
+
+
+def _text_cnn_families(tokens: TokenShape, first: bool) -> tuple[Family, ...]:
+    names, dtypes, vocab = tokens.names, tokens.dtypes, tokens.vocab_size
+    return tuple(
+        (lambda s, c, w, f=f: text_cnn_for_width(names, dtypes, vocab, c, w, f))
+        for f in (first, not first)
+    )
+
+
+def _transformer_families(tokens: TokenShape, first: bool) -> tuple[Family, ...]:
+    names, dtypes, vocab = tokens.names, tokens.dtypes, tokens.vocab_size
+    return tuple(
+        (lambda s, c, w, f=f, n=n: transformer_for_width(names, dtypes, vocab, c, w, n, f))
+        for n in (2, 1)
+        for f in (first, not first)
+    )
 
 
 @dataclass(frozen=True)
@@ -63,8 +106,13 @@ class StudentEntry:
     input_ranks: tuple[int, ...] | None  # ranks of one sample that fit; None = any
     description: str
     min_side: int | None = None  # images: the smallest H and W that fit
+    # Token students: their families from the teacher's input names and vocabulary, the
+    # factorised embedding first or last.
+    token_families: Callable[[TokenShape, bool], tuple[Family, ...]] | None = None
 
     def fits(self, sample_shape: Sequence[int]) -> bool:
+        if self.token_families is not None:
+            return False  # token students take token teachers only (size_student)
         if self.input_ranks is not None and len(sample_shape) not in self.input_ranks:
             return False
         return self.min_side is None or min(sample_shape[-2:]) >= self.min_side
@@ -130,7 +178,31 @@ REGISTRY: dict[str, StudentEntry] = {
         "conv3x3, linear 1x1 bottleneck), the paper's 7 stages scaled by a width multiplier.",
         IMAGE_MIN_SIDE,
     ),
+    "text_cnn": StudentEntry(
+        "text_cnn",
+        TextCNNConfig,
+        build_text_cnn,
+        text_cnn_parameters,
+        (),
+        (),
+        "Text CNN for token teachers (Kim 2014): an embedding (factorised when the vocabulary "
+        "dominates), convolutions of widths 3, 4 and 5, masked max-pool over time, linear head.",
+        token_families=_text_cnn_families,
+    ),
+    "transformer": StudentEntry(
+        "transformer",
+        TransformerConfig,
+        build_transformer,
+        transformer_parameters,
+        (),
+        (),
+        "Small transformer encoder for token teachers: an embedding with sinusoidal "
+        "positions, 2 (or 1) pre-norm blocks of 4-head self-attention over the unmasked "
+        "tokens, masked mean pool, linear head.",
+        token_families=_transformer_families,
+    ),
 }
+TOKEN_AUTO = ("text_cnn", "transformer")
 
 
 def build_student(name: str, config: Any) -> nn.Module:
@@ -219,6 +291,7 @@ def size_student(
     target: float,
     cap: int,
     hidden: Sequence[int] | None = None,
+    tokens: TokenShape | None = None,
 ) -> tuple[str, Any]:
     """Pick (for ``auto``) and size a student to ``target`` parameters, at most ``cap``.
 
@@ -230,6 +303,8 @@ def size_student(
     architecture lands within 25 % of the target.
     """
     shape = tuple(int(s) for s in sample_shape)
+    if tokens is not None:
+        return _size_token_student(architecture, shape, num_classes, target, cap, tokens)
     if hidden is not None:
         return "mlp", _explicit_mlp(architecture, shape, num_classes, hidden, cap)
     if architecture == "auto":
@@ -244,16 +319,56 @@ def size_student(
                 f"{list(shape)}",
             )
         candidates = [architecture]
+    families = {name: REGISTRY[name].families for name in candidates}
+    return _solve(families, shape, num_classes, target, cap)
+
+
+def _size_token_student(
+    architecture: str,
+    shape: tuple[int, ...],
+    num_classes: int,
+    target: float,
+    cap: int,
+    tokens: TokenShape,
+) -> tuple[str, Any]:
+    """A token student: auto picks text_cnn, then transformer."""
+    if architecture == "auto":
+        candidates: Sequence[str] = TOKEN_AUTO
+    elif architecture in TOKEN_AUTO:
+        candidates = [architecture]
+    else:
+        raise UserError(
+            ErrorCode.BAD_SPEC,
+            f"student.architecture: {architecture!r} does not take token inputs; use "
+            f"{' or '.join(repr(n) for n in ('auto', *TOKEN_AUTO))}",
+        )
+    dominant = tokens.vocab_size * DOMINANT_EMBEDDING_WIDTH > target / 2
+    families = {}
     for name in candidates:
+        build = REGISTRY[name].token_families
+        assert build is not None
+        families[name] = build(tokens, dominant)
+    return _solve(families, shape, num_classes, target, cap)
+
+
+def _solve(
+    families: dict[str, tuple[Family, ...]],
+    shape: tuple[int, ...],
+    num_classes: int,
+    target: float,
+    cap: int,
+) -> tuple[str, Any]:
+    for name, options in families.items():
         entry = REGISTRY[name]
-        for family in entry.families:
+        for family in options:
             config = _solve_family(entry, family, shape, num_classes, target, cap)
             if config is not None:
                 return name, config
+    candidates = list(families)
     smallest = min(
         REGISTRY[n].parameters(f(shape, num_classes, 1))
-        for n in candidates
-        for f in REGISTRY[n].families
+        for n, options in families.items()
+        for f in options
     )
     raise UserError(
         ErrorCode.STUDENT_SIZE,
