@@ -88,7 +88,9 @@ def _engine_children(root: int) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:  # it ended meanwhile
             continue
-        if b"worker.distill.child" in cmdline and not cmdline[0].endswith(b"bwrap"):
+        # The engine itself: not bwrap, setpriv or the reaper that run it (they name it too).
+        wrapper = cmdline[0].endswith((b"bwrap", b"setpriv")) or b"worker.reaper" in cmdline
+        if b"worker.distill.child" in cmdline and not wrapper:
             found.append(pid)
     return found
 

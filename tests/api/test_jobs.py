@@ -297,7 +297,13 @@ def test_the_openapi_body_of_submit_is_the_full_job_spec(client: TestClient) -> 
         spec["properties"]
     )
     assert components["TrainingSpec"]["properties"]["epochs"]["type"] == "integer"
-    assert components["ExportFormat"]["enum"] == ["torch_export", "onnx", "safetensors"]
+    assert components["ExportFormat"]["enum"] == [
+        "torch_export",
+        "onnx",
+        "safetensors",
+        "onnx_fp16",
+        "onnx_int8",
+    ]
     job = schema["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]["content"]
     read = components[job["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert read["properties"]["report"]["anyOf"][0] == {"$ref": "#/components/schemas/Report"}
