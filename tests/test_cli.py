@@ -28,7 +28,16 @@ def test_keys_create_prints_a_working_key_once(client: TestClient) -> None:
 
 def test_students_lists_the_registry(client: TestClient) -> None:
     items = client.get("/v1/students").json()["items"]
-    assert [s["name"] for s in items] == ["auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2"]
+    assert [s["name"] for s in items] == [
+        "auto",
+        "mlp",
+        "cnn",
+        "cnn1d",
+        "resnet",
+        "mobilenetv2",
+        "text_cnn",
+        "transformer",
+    ]
     images = {s["name"]: s for s in items if s.get("min_side")}
     assert set(images) == {"resnet", "mobilenetv2"}
     assert images["resnet"]["input_ranks"] == [3] and images["resnet"]["min_side"] == 16

@@ -31,7 +31,9 @@ def supervised() -> dict[str, list[str]]:
     for proc in processes(settings):
         argv = list(proc.argv)
         assert argv[1] == "-m", argv  # [python, -m, module, ...]
-        commands[proc.name] = argv[2:]
+        # --quiet drops Celery's start-up banner from make run's one terminal; a container's
+        # log keeps it.
+        commands[proc.name] = [arg for arg in argv[2:] if arg != "--quiet"]
     return commands
 
 

@@ -132,7 +132,10 @@ def test_the_installed_client_talks_to_a_live_api(client_venv: Path, api_url: st
     env = _env(STILLHOUSE_URL=api_url, STILLHOUSE_API_KEY=DEV_KEY)
     out = _run(str(client_venv / "bin" / "python"), "-c", code, cwd=client_venv, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["auto,mlp,cnn,cnn1d,resnet,mobilenetv2", "404"]
+    assert out.stdout.split() == [
+        "auto,mlp,cnn,cnn1d,resnet,mobilenetv2,text_cnn,transformer",
+        "404",
+    ]
     listed = _run(str(client_venv / "bin" / "stillhouse"), "jobs", "list", cwd=client_venv, env=env)
     assert listed.returncode == 0, listed.stderr
 

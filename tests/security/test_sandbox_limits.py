@@ -215,4 +215,7 @@ def test_files_past_the_disk_cap_in_all_stop_the_sandbox(folder: str) -> None:
     done = run(MANY, folder, STILLHOUSE_SANDBOX_DISK_BYTES=str(16 * MiB))
     assert done.returncode != 0 and "all written" not in done.stdout
     assert len(done.stdout.split()) < 20  # stopped within two polls of passing 16 MiB
-    assert "STILLHOUSE_SANDBOX_DISK_BYTES" in done.stderr
+    # Stopped by the watcher; or, for a checkout under /tmp (whose /tmp inside is then an
+    # in-memory folder of the cap's size), the write past the cap itself failed.
+    full = folder == "/tmp" and "No space left on device" in done.stderr
+    assert "STILLHOUSE_SANDBOX_DISK_BYTES" in done.stderr or full, done.stderr
