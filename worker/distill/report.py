@@ -86,10 +86,8 @@ def measure_speed(
     batch: int = THROUGHPUT_BATCH,
 ) -> dict[str, float]:
     """``sample``: real inputs (any number of rows), tiled up to the throughput ``batch``."""
-    reps = -(-batch // len(sample))
-    big = sample.repeat(reps, *([1] * (sample.dim() - 1)))[:batch].contiguous()
     latency = _median_seconds(fn, sample[:1].contiguous(), device)
-    batch_time = _median_seconds(fn, big, device)
+    batch_time = _median_seconds(fn, _tiled(sample, batch), device)
     return {
         "latency_ms_batch1": latency * 1e3,
         "throughput_per_s": batch / batch_time,
@@ -97,6 +95,7 @@ def measure_speed(
 
 
 def _tiled(sample: torch.Tensor, batch: int) -> torch.Tensor:
+    """``sample``'s rows repeated up to ``batch`` rows."""
     reps = -(-batch // len(sample))
     return sample.repeat(reps, *([1] * (sample.dim() - 1)))[:batch].contiguous()
 
