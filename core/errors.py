@@ -450,8 +450,10 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
     ErrorCode.BAD_TEXT: CatalogueEntry(
         "Unreadable text dataset",
         'A JSON Lines text dataset holds one object a line with a string "text", optionally '
-        'a string "text_pair" and an integer "label" (on every line or on none).',
-        "Fix the line the message names and upload the file again.",
+        'a string "text_pair" and an integer "label" (on every line or on none); a CSV or '
+        'Parquet text dataset a string column "text", optionally "text_pair" and an integer '
+        '"label" column with no empty cells.',
+        "Fix the line or row the message names and upload the file again.",
     ),
     ErrorCode.TOKENIZER_MISMATCH: CatalogueEntry(
         "Tokenizer does not fit the teacher",

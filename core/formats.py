@@ -17,6 +17,7 @@ _PARQUET_MAGIC = b"PAR1"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CSV_SAMPLE_BYTES = 64 * 1024
 _CSV_DELIMITERS = (",", ";", "\t")
+_TEXT_COLUMN = "text"  # a CSV of text: tokenized by the worker
 # ModelProto field numbers and their protobuf wire types (0 varint, 2 length-delimited).
 _ONNX_MODEL_FIELDS = {
     1: 0,  # ir_version
@@ -143,9 +144,11 @@ def _looks_like_csv(path: Path) -> bool:
     if not lines:
         return False
     for delimiter in _CSV_DELIMITERS:
-        rows = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
         widths = {len(row) for row in rows}
-        if len(widths) == 1 and widths.pop() >= 2:
+        # A text table may hold its one column, "text", alone.
+        least = 1 if _TEXT_COLUMN in (cell.strip() for cell in rows[0]) else 2
+        if len(widths) == 1 and widths.pop() >= least:
             return True
     return False
 

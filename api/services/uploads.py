@@ -27,7 +27,10 @@ Kind = Literal["teacher", "dataset"]
 TOKENIZER_PART = "tokenizer"  # a teacher's optional tokenizer.json, beside its file
 
 TEACHER_FORMATS = "ONNX or a torch.export .pt2 archive"
-DATASET_FORMATS = ".npy, .npz, CSV, Parquet, JSON Lines of text or a ZIP of PNG/JPEG images"
+DATASET_FORMATS = (
+    ".npy, .npz, CSV, Parquet (numbers, text or token ids), JSON Lines of text or a ZIP of "
+    "PNG/JPEG images"
+)
 
 
 async def receive_upload(
