@@ -38,7 +38,7 @@ _ONNX_MAX_IR_VERSION = 64
 
 
 def sniff_teacher(path: str | os.PathLike[str]) -> str | None:
-    """Return "onnx", "torch_export", "torchscript" or None for anything else."""
+    """Return "onnx", "torch_export", "torchscript", "hf" or None for anything else."""
     head = _read_head(path, 8)
     if head.startswith(_ZIP_MAGICS):
         names = _zip_names(path)
@@ -48,6 +48,8 @@ def sniff_teacher(path: str | os.PathLike[str]) -> str | None:
             return "torch_export"
         if _is_torchscript(names):
             return "torchscript"
+        if _is_hf_folder(names):
+            return "hf"
         return None
     return "onnx" if _looks_like_onnx(Path(path)) else None
 
@@ -120,6 +122,18 @@ def _is_torch_export(names: list[str]) -> bool:
     return "archive_format" in records and any(
         record.startswith("models/") and record.endswith(".json") for record in records
     )
+
+
+def _is_hf_folder(names: list[str]) -> bool:
+    """A zipped Hugging Face model folder: config.json beside a .safetensors file, at the
+    top or in one folder. What else it holds is the worker's to judge (and refuse)."""
+    for prefix in {"", *(name.split("/", 1)[0] + "/" for name in names if "/" in name)}:
+        inside = [name[len(prefix) :] for name in names if name.startswith(prefix)]
+        if "config.json" in inside and any(
+            "/" not in name and name.endswith(".safetensors") for name in inside
+        ):
+            return True
+    return False
 
 
 def _is_torchscript(names: list[str]) -> bool:

@@ -118,6 +118,9 @@ def run_distillation(
         )
         for s in teachers
     ]
+    if tokenizer is None and loaded[0].tokenizer_path is not None:  # a model folder's own
+        path = loaded[0].tokenizer_path
+        tokenizer = Source(path, "tokenizer", hashlib.sha256(path.read_bytes()).hexdigest())
     dims = loaded[0].input_shape[1:]
     # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
     shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]
