@@ -150,3 +150,14 @@ def test_hostile_model_folders_are_rejected_with_their_code(
     assert teacher["error"]["code"] == code, teacher["error"]
     resp = client.get(f"/problems/{code}")
     assert resp.status_code == 200
+
+
+def test_a_tokenizer_part_over_the_cap_is_a_413_before_it_is_read(client: TestClient) -> None:
+    cap = get_settings().max_form_tokenizer_bytes
+    merges = b'{"model": {"type": "BPE", "merges": [' + b'"a b",' * (cap // 6) + b'"a b"]}}'
+    assert len(merges) > cap
+    before = client.get("/v1/teachers").json()["items"]
+    files = {"file": ("t.onnx", b"\x08\x07"), "tokenizer": ("tokenizer.json", merges)}
+    resp = client.post("/v1/teachers", files=files)
+    assert resp.status_code == 413, resp.text
+    assert client.get("/v1/teachers").json()["items"] == before
