@@ -141,6 +141,16 @@ def run_distillation(
     held = None
     if eval_set is not None:
         held = prep(eval_set.path, eval_set.format, scratch=workdir / "data/eval")
+    limit = loaded[0].max_positions
+    for field_name, opened in (("dataset_id", rows), ("eval_dataset_id", held)):
+        if tokens is not None and limit and opened is not None:
+            length = opened.sample_shape[-1]
+            if length > limit:
+                raise UserError(
+                    ErrorCode.BAD_SPEC,
+                    f"{field_name}: sequences of {length} tokens; the teacher's position "
+                    f"embeddings end at {limit}",
+                )
     identity = {
         # The scores depend on the output used and its kind, not only on the file.
         "teachers": [

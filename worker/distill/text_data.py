@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,8 +311,17 @@ def text_rows(
     ``folder`` (named by ``cache_name``) and mapped: a folder with ``done.json`` is reused."""
     done = folder / DONE
     if not done.exists():
-        _tokenize(Path(path), fmt, Path(tokenizer_path), max_length, folder)
-        done.write_text(json.dumps({"max_length": max_length}))
+        # Written under a private name and renamed whole: a job that maps the folder never
+        # sees another one's half-written arrays (with no sandbox, jobs share the folder).
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _tokenize(Path(path), fmt, Path(tokenizer_path), max_length, tmp)
+        (tmp / DONE).write_text(json.dumps({"max_length": max_length}))
+        shutil.rmtree(folder, ignore_errors=True)  # unfinished: no done.json
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another job finished it first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
     arrays = {
         p.stem: np.load(p, mmap_mode="r", allow_pickle=False)  # our own arrays, just written
         for p in folder.glob("*.npy")

@@ -212,3 +212,24 @@ def test_a_causal_language_model_is_described_as_one(tmp_path: Path) -> None:
     assert [i["name"] for i in info["inputs"]] == ["input_ids", "attention_mask"]
     assert info["num_classes"] == VOCAB and info["vocab_size"] == VOCAB
     assert info["output_name"] == "logits" and "tokenizer" not in info
+
+
+def test_token_rows_longer_than_the_position_embeddings_name_the_dataset(
+    folder: Path, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"input_ids": [[2] * 80, [3] * 10]}), path)  # the model takes 64
+    spec = JobSpec.model_validate({"teacher_ids": ["t"], "dataset_id": "d"})
+    with pytest.raises(UserError) as error:
+        run_distillation(
+            [source(folder, "hf")],
+            source(path, "parquet"),
+            None,
+            spec,
+            workdir=tmp_path / "work",
+            cache_dir=tmp_path / "cache",
+        )
+    assert "dataset_id" in error.value.message and "64" in error.value.message
