@@ -184,3 +184,30 @@ def test_cache_names_differ_by_dataset_tokenizer_and_length() -> None:
     sha = hashlib.sha256(b"x").hexdigest()
     names = {cache_name(a, b, n) for a in (sha, "0" * 64) for b in (sha, "1" * 64) for n in (8, 9)}
     assert len(names) == 8
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_text_tables_stream_in_bounded_batches_and_count_rows_across_them(
+    tmp_path: Path, fmt: str
+) -> None:
+    from worker.distill import text_data
+
+    n = 3 * text_data.TOKENIZE_BATCH + 17
+    texts = [f"w{2 + i % 50}" for i in range(n)]
+    texts[n - 5] = ""  # fine: an empty text is text
+    table = pa.table({"text": texts, "label": [i % 3 for i in range(n)]})
+    path = tmp_path / f"big.{fmt}"
+    if fmt == "csv":
+        pacsv.write_csv(table, path)
+    else:
+        pq.write_table(table, path, row_group_size=1000)
+    sizes = [len(batch.texts) for batch in text_data.text_batches(path, fmt)]
+    assert sum(sizes) == n and max(sizes) <= text_data.TOKENIZE_BATCH and len(sizes) >= 4
+    bad = pa.table({"text": texts, "label": [*([0] * (n - 2)), None, 1]})
+    if fmt == "csv":
+        pacsv.write_csv(bad, path)
+    else:
+        pq.write_table(bad, path, row_group_size=1000)
+    with pytest.raises(UserError) as error:
+        inspect_dataset(path, fmt)
+    assert error.value.code == ErrorCode.BAD_LABELS and f"row {n - 1}" in error.value.message
