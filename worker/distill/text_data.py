@@ -329,6 +329,26 @@ def text_rows(
     return TokenRows.build(arrays, names)
 
 
+class _NpyWriter:
+    """An int64 ``.npy`` of a known shape written front to back, a batch at a time: plain
+    writes, so memory holds one batch (a writable map would keep its dirty pages)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+            "fortran_order": False,
+            "shape": shape,
+        }
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, rows: Any) -> None:
+        self.file.write(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def _tokenize(path: Path, fmt: str, tokenizer_path: Path, max_length: int, folder: Path) -> None:
     scan = scan_text(path, fmt)
     tokenizer = load_tokenizer(tokenizer_path)
@@ -337,25 +357,20 @@ def _tokenize(path: Path, fmt: str, tokenizer_path: Path, max_length: int, folde
     folder.mkdir(parents=True, exist_ok=True)
     shape = (scan.num_rows, max_length)
     out = {
-        name: np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.int64, shape)
+        name: _NpyWriter(folder / f"{name}.npy", shape)
         for name in ("input_ids", "attention_mask", "token_type_ids")
     }
-    labels = (
-        np.lib.format.open_memmap(folder / "label.npy", "w+", np.int64, (scan.num_rows,))
-        if scan.has_labels
-        else None
-    )
-    start = 0
-    for batch in text_batches(path, fmt):
-        pairs = batch.pairs or [None] * len(batch.texts)
-        texts = [t if p is None else (t, p) for t, p in zip(batch.texts, pairs, strict=True)]
-        encoded = tokenizer.encode_batch(texts)
-        stop = start + len(texts)
-        out["input_ids"][start:stop] = [e.ids for e in encoded]
-        out["attention_mask"][start:stop] = [e.attention_mask for e in encoded]
-        out["token_type_ids"][start:stop] = [e.type_ids for e in encoded]
-        if labels is not None:
-            labels[start:stop] = batch.labels
-        start = stop
-    for array in (*out.values(), *([] if labels is None else [labels])):
-        array.flush()
+    labels = _NpyWriter(folder / "label.npy", (scan.num_rows,)) if scan.has_labels else None
+    try:
+        for batch in text_batches(path, fmt):
+            pairs = batch.pairs or [None] * len(batch.texts)
+            texts = [t if p is None else (t, p) for t, p in zip(batch.texts, pairs, strict=True)]
+            encoded = tokenizer.encode_batch(texts)
+            out["input_ids"].write([e.ids for e in encoded])
+            out["attention_mask"].write([e.attention_mask for e in encoded])
+            out["token_type_ids"].write([e.type_ids for e in encoded])
+            if labels is not None:
+                labels.write(batch.labels)
+    finally:
+        for writer in (*out.values(), *([] if labels is None else [labels])):
+            writer.close()

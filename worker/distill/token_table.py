@@ -195,31 +195,26 @@ def token_table_rows(path: str | Path, names: Sequence[str], scratch: Path) -> T
 
 
 def _write(path: Path, scan: TokenTableScan, scratch: Path) -> None:
+    from worker.distill.text_data import _NpyWriter
+
     scratch.mkdir(parents=True, exist_ok=True)
     shape = (scan.num_rows, scan.length)
-    out = {
-        name: np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", np.int64, shape)
-        for name in scan.inputs
-    }
-    labels = None
-    if scan.has_labels:
-        labels = np.lib.format.open_memmap(
-            scratch / f"{LABEL}.npy", "w+", np.int64, (scan.num_rows,)
-        )
-    start = 0
-    for first, lengths, columns, batch in _blocks(path):
-        rows = batch.num_rows
-        count = lengths[IDS]
-        # Row r's k-th token goes to [start + r, k]: one scatter per column, no Python loop.
-        row_index = np.repeat(np.arange(rows), count)
-        offsets = np.repeat(np.cumsum(count) - count, count)
-        col_index = np.arange(int(count.sum())) - offsets
-        for name, column in columns.items():
-            block = np.zeros((rows, scan.length), dtype=np.int64)
-            block[row_index, col_index] = _values(column, name)
-            out[name][start : start + rows] = block
-        if labels is not None:
-            labels[start : start + rows] = _labels(batch, first)
-        start += rows
-    for array in (*out.values(), *([] if labels is None else [labels])):
-        array.flush()
+    out = {name: _NpyWriter(scratch / f"{name}.npy", shape) for name in scan.inputs}
+    labels = _NpyWriter(scratch / f"{LABEL}.npy", (scan.num_rows,)) if scan.has_labels else None
+    try:
+        for first, lengths, columns, batch in _blocks(path):
+            rows = batch.num_rows
+            count = lengths[IDS]
+            # Row r's k-th token goes to [r, k]: one scatter per column, no Python loop.
+            row_index = np.repeat(np.arange(rows), count)
+            offsets = np.repeat(np.cumsum(count) - count, count)
+            col_index = np.arange(int(count.sum())) - offsets
+            for name, column in columns.items():
+                block = np.zeros((rows, scan.length), dtype=np.int64)
+                block[row_index, col_index] = _values(column, name)
+                out[name].write(block)
+            if labels is not None:
+                labels.write(_labels(batch, first))
+    finally:
+        for writer in (*out.values(), *([] if labels is None else [labels])):
+            writer.close()
