@@ -84,9 +84,9 @@ def _validate(
         else:
             assert info is not None
             fields = metadata(info)
-            if keep is not None:
-                fields.update(keep(session, info, asked))
-            repo.finish(row_id, attempt, status=UploadStatus.READY, **fields)
+            kept = {} if keep is None else keep(session, info, asked)
+            if not repo.finish(row_id, attempt, status=UploadStatus.READY, **fields, **kept):
+                _drop_kept(session, kept)  # another attempt took over: its own copy counts
 
 
 class _Renewing:
@@ -157,6 +157,16 @@ def validate_teacher(teacher_id: str) -> None:
         },
         _keep_folder_tokenizer,
     )
+
+
+def _drop_kept(session: Any, kept: dict[str, Any]) -> None:
+    file_id = kept.get("tokenizer_file_id")
+    files = StoredFileRepository(session)
+    stored = None if file_id is None else files.get(file_id)
+    if stored is not None:
+        key = stored.key
+        files.delete(stored)
+        get_storage().delete(key)
 
 
 def _keep_folder_tokenizer(
