@@ -94,7 +94,10 @@ class DistillRequest(_Closed):
     )
     workdir: str
     cache_dir: str
-    stop_file: str
+    stop_file: str = Field(
+        description="the worker writes the stop's reason here (cancel | shutdown); the engine "
+        "checkpoints and stops when it appears"
+    )
     checkpoint_every: int = Field(ge=0)
     checkpoint_every_seconds: float = Field(ge=0)
     allow_torchscript: bool = False
@@ -177,6 +180,18 @@ class DatasetInfo(_Open):
     num_classes: int | None = None
 
 
+StopReason: TypeAlias = Literal["cancel", "shutdown"]
+
+
+class StoppedEvent(_Closed):
+    """The engine stopped where the worker asked it to, after a checkpoint. ``reason``: the
+    user cancelled the job, or the worker is shutting down (the job goes back to the queue
+    and resumes from that checkpoint)."""
+
+    event: Literal["stopped"] = "stopped"
+    reason: StopReason
+
+
 class ErrorEvent(_Closed):
     event: Literal["error"] = "error"
     code: str
@@ -192,6 +207,7 @@ AnyEvent: TypeAlias = (
     | Outcome
     | TeacherInfo
     | DatasetInfo
+    | StoppedEvent
     | ErrorEvent
 )
 _EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Annotated[AnyEvent, Field(discriminator="event")])

@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.artifacts import CANDIDATES, every_artifact
+from core.atomic import atomic_write
 from core.contracts import (
     AnyEvent,
     CheckpointEvent,
@@ -36,6 +37,8 @@ from core.contracts import (
     ProgressEvent,
     ResumedEvent,
     SoftLabelsEvent,
+    StoppedEvent,
+    StopReason,
 )
 from core.db import session_scope
 from core.enums import EXTENSIONS, JobEventKind
@@ -62,11 +65,16 @@ PROGRESS_EVERY_S = 0.5
 STOP_POLL_S = 0.5
 
 
-class ChildLost(OSError):
+class RetryLater(Exception):
+    """Raised to have the task run again later (with backoff): the job is not done, and
+    nothing about it is wrong."""
+
+
+class ChildLost(RetryLater):
     """The sandboxed child ended without an answer: retried like a lost worker."""
 
 
-class HandedBack(OSError):
+class HandedBack(RetryLater):
     """This worker is stopping: the job checkpointed and went back to the queue."""
 
 
@@ -78,9 +86,9 @@ class PastTimeLimit(Exception):
     failures), comes ``core.queue.SOFT_LIMIT_MARGIN_S`` later, as the backstop only."""
 
 
-# Faults worth a retry: the database, the broker or storage going away for a while (and the
-# two above: the retry of a job that went back to the queue).
-TRANSIENT = (OperationalError, OSError)
+# Faults worth a retry: the database, the broker or storage going away for a while, and the
+# explicit ``RetryLater`` of a job that went back to the queue.
+TRANSIENT = (OperationalError, OSError, RetryLater)
 
 
 @dataclass
@@ -359,11 +367,11 @@ class Run:
             self.soft_labels.wait()
             self._publish(event)
             return True
+        elif isinstance(event, StoppedEvent):
+            self._stopped(event.reason)
+            return True
         elif isinstance(event, ErrorEvent):
-            if event.code == ErrorCode.CANCELLED:
-                self._stopped()
-            else:
-                self._fail(event.code, event.message)
+            self._fail(event.code, event.message)
             return True
         else:  # an inspect answer to a distill request
             self._fail(
@@ -382,8 +390,8 @@ class Run:
             self.last_poll = now
             with session_scope() as session:
                 cancel = JobRepository(session).cancel_requested(self.c.job_id)
-            if cancel or stopping(self.settings):
-                (workdir / "STOP").touch()  # the engine checkpoints and stops
+            if cancel or stopping(self.settings):  # the engine checkpoints and stops
+                atomic_write(workdir / "STOP", b"cancel" if cancel else b"shutdown")
         if now - self.last_beat < self.settings.heartbeat_seconds:
             return True
         self.last_beat = now
@@ -392,15 +400,15 @@ class Run:
                 self.c.job_id, self.c.attempt, _lease(self.settings)
             )
 
-    def _stopped(self) -> None:
+    def _stopped(self, reason: StopReason) -> None:
         """The engine stopped at the stop file, after a checkpoint. A cancel ends the job; a
-        worker stopping gives it back to the queue (``HandedBack``: the task's retry publishes
-        it, and the next worker resumes from the checkpoint) unless a cancel came too or this
-        was its last attempt, which ends it as a lost worker's would."""
+        shutdown gives it back to the queue (``HandedBack``: the task's retry publishes it,
+        and the next worker resumes from the checkpoint) unless a cancel came meanwhile or
+        this was its last attempt, which ends it as a lost worker's would."""
         handed_back = False
         with session_scope() as session:
             jobs = JobRepository(session)
-            if jobs.cancel_requested(self.c.job_id) or not stopping(self.settings):
+            if reason == "cancel" or jobs.cancel_requested(self.c.job_id):
                 jobs.cancel_running(self.c.job_id, self.c.attempt)
             elif self.c.attempt < self.settings.max_attempts:
                 # False when a cancel came just now: the sweep ends it at the lease's end.
