@@ -33,6 +33,8 @@ CLIENT = {"stillhouse"}
 
 RULES = {
     "api": {"worker", "torch"},
+    # Routes speak HTTP and call the services, which own the reads and writes.
+    "api/routes": {"models"},
     "core": {"api", "migrations", "models", "worker", *CLIENT, "torch", "celery"},
     "models": {"api", "migrations", "worker", *CLIENT, "torch", "celery"},
     "worker": {"api"},

@@ -25,7 +25,6 @@ from core.enums import TERMINAL, ExportFormat, JobStatus
 from core.errors import ErrorCode
 from core.spec import JobSpec
 from core.storage import get_storage
-from models.job_repository import JobRepository
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=CheckedJsonRoute)
 
@@ -75,8 +74,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Any:
-    items, nxt = JobRepository(uow.session).list_for_tenant(
-        tenant_id, status=status, limit=limit, cursor=cursor
+    items, nxt = service.list_jobs(
+        uow, tenant_id=tenant_id, status=status, limit=limit, cursor=cursor
     )
     return {"items": [service.job_view(j) for j in items], "next_cursor": nxt}
 

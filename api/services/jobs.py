@@ -403,3 +403,17 @@ def tokenizer_file(uow: UnitOfWork, *, tenant_id: str, job: Job) -> dict[str, An
         "sha256": stored.sha256,
         "filename": "tokenizer.json",
     }
+
+
+def list_jobs(
+    uow: UnitOfWork,
+    *,
+    tenant_id: str,
+    limit: int,
+    cursor: str | None,
+    status: JobStatus | None = None,
+) -> tuple[list[Job], str | None]:
+    """One page of the tenant's jobs, newest first, and the cursor of the next."""
+    return JobRepository(uow.session).list_for_tenant(
+        tenant_id, limit=limit, cursor=cursor, status=status
+    )
