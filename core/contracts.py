@@ -10,6 +10,7 @@ of these events is a protocol error, never a ``KeyError`` later. The ``Report`` 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -142,6 +143,12 @@ class ResumedEvent(_Closed):
     epoch: int
     step: int
     records: list[EpochRecord] = Field(default_factory=list)
+
+
+def soft_labels_file(cache_dir: Path, key: str) -> Path:
+    """Where the engine keeps the soft labels of ``key`` in a cache folder, and where the
+    worker finds them to copy to the store (and puts them back for a resumed job)."""
+    return cache_dir / f"soft-labels-{key}.safetensors"
 
 
 class SoftLabelsEvent(_Closed):

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.contracts import soft_labels_file
 from core.errors import ErrorCode
 from core.spec import JobSpec, TrainingSpec
-from worker.checkpoint_sync import soft_labels_file
 from worker.distill import evaluate as ev
 from worker.distill.augment import make_augment
 from worker.distill.device import exact_fp32
