@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.artifacts import CANDIDATES, every_artifact
+from core.artifacts import Artifact, Artifacts
 from core.atomic import atomic_write
 from core.contracts import (
     AnyEvent,
@@ -493,11 +493,11 @@ class Run:
 
     def _store_files(
         self, files: dict[Any, str], tag: str, rows: list[StoredFile]
-    ) -> dict[str, Any]:
+    ) -> dict[str, Artifact]:
         """Store one student's files (a candidate's: in a folder named ``tag``); their
         artifacts. The rows to add go to ``rows``."""
         storage = get_storage()
-        artifacts: dict[str, Any] = {}
+        artifacts: dict[str, Artifact] = {}
         for fmt, path in files.items():
             ext = EXTENSIONS[fmt]
             folder = f"students/{self.c.job_id}/attempt-{self.c.attempt}/{tag + '/' if tag else ''}"
@@ -517,13 +517,13 @@ class Run:
                     created_at=utcnow(),
                 )
             )
-            artifacts[fmt] = {
-                "file_id": file_id,
-                "key": key,
-                "sha256": put.sha256,
-                "size_bytes": put.size_bytes,
-                "filename": filename,
-            }
+            artifacts[fmt] = Artifact(
+                file_id=file_id,
+                key=key,
+                sha256=put.sha256,
+                size_bytes=put.size_bytes,
+                filename=filename,
+            )
         return artifacts
 
     def _publish(self, result: Outcome) -> None:
@@ -536,28 +536,26 @@ class Run:
                 self._store_files(files, f"candidate-{i}", rows)
                 for i, files in enumerate(result.candidates)
             ]
-            artifacts: dict[str, Any] = dict(listed[result.report.chosen or 0])
-            artifacts[CANDIDATES] = listed
+            artifacts = Artifacts(student=listed[result.report.chosen or 0], candidates=listed)
         else:
-            artifacts = self._store_files(result.files, "", rows)
-        published = {f: a for f, a in artifacts.items() if f != CANDIDATES}
+            artifacts = Artifacts(student=self._store_files(result.files, "", rows))
         report = result.report.model_copy(
-            update={"student_files": {f: a["sha256"] for f, a in published.items()}}
+            update={"student_files": {f: a.sha256 for f, a in artifacts.student.items()}}
         ).model_dump(mode="json")
         with session_scope() as session:
             finished = JobRepository(session).finish(
                 self.c.job_id,
                 self.c.attempt,
                 report=report,
-                artifacts=artifacts,
+                artifacts=artifacts.model_dump(mode="json"),
                 metrics=result.metrics,
             )
             if finished:
                 for row in rows:
                     StoredFileRepository(session).add(row)
         if not finished:
-            for art in every_artifact(artifacts):
-                storage.delete(art["key"])
+            for art in artifacts.every():
+                storage.delete(art.key)
             return
         observe_stages(report)
         self._mirror(self.mirror.drop)

@@ -18,7 +18,7 @@ from api.jsonbody import CheckedJsonRoute
 from api.openapi import problems
 from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
-from core.artifacts import student_artifact
+from core.artifacts import Artifacts
 from core.contracts import Report
 from core.db import UnitOfWork
 from core.enums import TERMINAL, ExportFormat, JobStatus
@@ -161,7 +161,7 @@ def download_student(
             raise NotFound(f"job {job_id!r} has no tokenizer (its teacher came without one)")
         return file_response(request, tokenizer)
     succeeded = job.status == JobStatus.SUCCEEDED
-    artifact = student_artifact(job.artifacts, format, candidate) if succeeded else None
+    artifact = Artifacts.of(job.artifacts).find(format, candidate) if succeeded else None
     if artifact is None:
         which = "" if candidate is None else f" candidate {candidate}"
         raise NotFound(f"job {job_id!r} has no {format} student{which} ({job.status})")
