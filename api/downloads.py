@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.errors import RangeNotSatisfiable
+from core.artifacts import Artifact
 from core.storage import get_storage
 
 RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -48,14 +48,14 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def file_response(request: Request, artifact: dict[str, Any]) -> Response:
+def file_response(request: Request, artifact: Artifact) -> Response:
     storage = get_storage()
-    key, size = artifact["key"], int(artifact["size_bytes"])
-    etag = f'"{artifact["sha256"]}"'
+    key, size = artifact.key, artifact.size_bytes
+    etag = f'"{artifact.sha256}"'
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{artifact["filename"]}"',
+        "Content-Disposition": f'attachment; filename="{artifact.filename}"',
     }
     inm = request.headers.get("if-none-match")
     if inm and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):

@@ -250,7 +250,7 @@ async def _stream(
     except FormParserError as exc:
         state.abort()
         raise BadRequest(f"malformed multipart body: {exc}") from exc
-    except st.TooLarge as exc:
+    except st.OverLimit as exc:
         state.abort()
         raise TooLarge(f"the file is larger than the limit of {exc.limit} bytes") from exc
     except BaseException as exc:

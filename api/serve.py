@@ -26,7 +26,7 @@ PROTOCOL = "api.serve:HeadLimitedProtocol"
 GRACEFUL_SHUTDOWN_S = 10
 
 
-class _TooLarge(Exception):
+class _HeadRefused(Exception):
     """Stops the parser; ``send_400_response`` then answers 431 instead."""
 
 
@@ -62,7 +62,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._header_count += 1
         if self._header_count > self.max_header_count:
             self._refusal = f"the request has more than {self.max_header_count} header fields"
-            raise _TooLarge
+            raise _HeadRefused
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -71,7 +71,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.max_head_bytes:
             self._refusal = f"the request's head is larger than {self.max_head_bytes} bytes"
-            raise _TooLarge
+            raise _HeadRefused
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

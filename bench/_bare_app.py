@@ -1,8 +1,11 @@
-"""The yardstick of bench/api_load.py: a bare Starlette endpoint doing the same single-row
-read as ``GET /v1/jobs/{id}`` (``SELECT`` of the job by id) through core.db's engine, pool
-and settings, in the same threadpool, without auth, tenancy or response schemas.
+"""The yardsticks of bench/api_load.py, served exactly like the API (``api.serve``'s uvicorn
+configuration and protocol): ``python -m bench._bare_app --port N``.
 
-Served by uvicorn exactly like the API: ``uvicorn bench._bare_app:app``. No ``main``.
+- ``GET /bare/jobs/{id}``: the same single-row read as ``GET /v1/jobs/{id}`` (``SELECT`` of
+  the job by id) through core.db's engine, pool and settings, in the same threadpool,
+  without auth, tenancy or response schemas.
+- ``POST /bare/drain``: reads the request's body to its end and drops it: what receiving an
+  upload costs the server before any parsing, hashing or writing.
 """
 
 from __future__ import annotations
@@ -35,4 +38,36 @@ async def read_job(request: Request) -> Response:
     return Response(json.dumps(row, default=str), media_type="application/json")
 
 
-app = Starlette(routes=[Route("/bare/jobs/{job_id}", read_job)])
+async def drain(request: Request) -> Response:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return Response(json.dumps({"bytes": size}), status_code=201, media_type="application/json")
+
+
+app = Starlette(
+    routes=[
+        Route("/bare/jobs/{job_id}", read_job),
+        Route("/bare/drain", drain, methods=["POST"]),
+    ]
+)
+
+
+def main() -> None:
+    import argparse
+
+    import uvicorn
+
+    from api.serve import uvicorn_config
+
+    parser = argparse.ArgumentParser(prog="python -m bench._bare_app")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    config = uvicorn_config(
+        "bench._bare_app:app", factory=False, host="127.0.0.1", port=args.port, log_level="warning"
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

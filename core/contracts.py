@@ -10,6 +10,7 @@ of these events is a protocol error, never a ``KeyError`` later. The ``Report`` 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -94,7 +95,10 @@ class DistillRequest(_Closed):
     )
     workdir: str
     cache_dir: str
-    stop_file: str
+    stop_file: str = Field(
+        description="the worker writes the stop's reason here (cancel | shutdown); the engine "
+        "checkpoints and stops when it appears"
+    )
     checkpoint_every: int = Field(ge=0)
     checkpoint_every_seconds: float = Field(ge=0)
     allow_torchscript: bool = False
@@ -141,6 +145,12 @@ class ResumedEvent(_Closed):
     records: list[EpochRecord] = Field(default_factory=list)
 
 
+def soft_labels_file(cache_dir: Path, key: str) -> Path:
+    """Where the engine keeps the soft labels of ``key`` in a cache folder, and where the
+    worker finds them to copy to the store (and puts them back for a resumed job)."""
+    return cache_dir / f"soft-labels-{key}.safetensors"
+
+
 class SoftLabelsEvent(_Closed):
     """The teachers' soft labels are stored under ``key`` in the worker's cache folder."""
 
@@ -177,6 +187,18 @@ class DatasetInfo(_Open):
     num_classes: int | None = None
 
 
+StopReason: TypeAlias = Literal["cancel", "shutdown"]
+
+
+class StoppedEvent(_Closed):
+    """The engine stopped where the worker asked it to, after a checkpoint. ``reason``: the
+    user cancelled the job, or the worker is shutting down (the job goes back to the queue
+    and resumes from that checkpoint)."""
+
+    event: Literal["stopped"] = "stopped"
+    reason: StopReason
+
+
 class ErrorEvent(_Closed):
     event: Literal["error"] = "error"
     code: str
@@ -192,6 +214,7 @@ AnyEvent: TypeAlias = (
     | Outcome
     | TeacherInfo
     | DatasetInfo
+    | StoppedEvent
     | ErrorEvent
 )
 _EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Annotated[AnyEvent, Field(discriminator="event")])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from core.storage import CHUNK, PutResult, TooLarge
+from core.storage import CHUNK, OverLimit, PutResult
 
 # S3's minimum part size is 5 MiB (all parts but the last); 8 MiB is boto3's own default.
 PART_BYTES = 8 * 1024 * 1024
@@ -66,7 +66,7 @@ class _S3Writer:
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
-            raise TooLarge(self.max_bytes)
+            raise OverLimit(self.max_bytes)
         self.digest.update(chunk)
         self.buffer += chunk
         while len(self.buffer) >= PART_BYTES:

@@ -28,7 +28,10 @@ PARTIAL_SUFFIX = ".part"
 PARTIAL_MIN_AGE_S = 2.0
 
 
-class TooLarge(Exception):
+class OverLimit(Exception):
+    """A stream passed the store's ``max_bytes``; the API answers it as ``TooLarge`` (413),
+    the one exception of that name (``api/errors.py``)."""
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"upload exceeds {limit} bytes")
         self.limit = limit
@@ -114,7 +117,7 @@ class _Writer:
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
-            raise TooLarge(self.max_bytes)
+            raise OverLimit(self.max_bytes)
         if len(chunk) >= PARALLEL_HASH_BYTES:  # both release the GIL: hash while writing
             hashing = _hasher().submit(self.digest.update, chunk)
             try:

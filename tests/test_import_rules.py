@@ -33,9 +33,12 @@ CLIENT = {"stillhouse"}
 
 RULES = {
     "api": {"worker", "torch"},
+    # Routes speak HTTP and call the services, which own the reads and writes.
+    "api/routes": {"models"},
     "core": {"api", "migrations", "models", "worker", *CLIENT, "torch", "celery"},
     "models": {"api", "migrations", "worker", *CLIENT, "torch", "celery"},
     "worker": {"api"},
+    # The sandboxed engine: nothing of the host's side (its contracts with the host are core's).
     "worker/distill": {"models", "sqlalchemy", "celery", "api"},
     "stillhouse": SERVER | SERVER_LIBRARIES,
     "stillhouse_contracts": SERVER | CLIENT | SERVER_LIBRARIES,
@@ -107,3 +110,28 @@ def test_api_app_imports_without_torch() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def _worker_modules(path: Path) -> set[str]:
+    """The ``worker.<module>`` names a module imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module == "worker" and node.level == 0:
+            names = [f"worker.{alias.name}" for alias in node.names]  # from worker import x
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        found.update(n.split(".")[1] for n in names if n.startswith("worker.") and "." in n)
+    return found
+
+
+def test_the_engine_imports_nothing_of_the_host_side_of_the_worker() -> None:
+    """The sandboxed engine (worker/distill) runs without the worker's host modules (the
+    sandbox, the pipeline, the store copies): what both sides share lives in core."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_worker_modules(path) - {"distill"})
+        for path in sorted((ROOT / "worker" / "distill").rglob("*.py"))
+        if _worker_modules(path) - {"distill"}
+    }
+    assert offenders == {}

@@ -23,6 +23,7 @@ import os
 import threading
 from pathlib import Path
 
+from core.contracts import soft_labels_file
 from core.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,6 @@ class CheckpointMirror:
             return
         # The whole prefix: also what a killed host left half-copied.
         self.storage.delete_prefix(_prefix(self.job_id))
-
-
-def soft_labels_file(cache_dir: Path, key: str) -> Path:
-    """Where the engine keeps the labels of ``key`` (``worker.distill.soft_labels``' name)."""
-    return cache_dir / f"soft-labels-{key}.safetensors"
 
 
 class SoftLabelMirror:

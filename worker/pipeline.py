@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import queue
-import secrets
 import shutil
 import socket
 import threading
@@ -20,11 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
-from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.artifacts import CANDIDATES, every_artifact
+from core.atomic import atomic_write
 from core.contracts import (
     AnyEvent,
     CheckpointEvent,
@@ -36,37 +34,44 @@ from core.contracts import (
     ProgressEvent,
     ResumedEvent,
     SoftLabelsEvent,
+    StoppedEvent,
+    StopReason,
 )
 from core.db import session_scope
-from core.enums import EXTENSIONS, JobEventKind
 from core.errors import ErrorCode, is_disk_full
 from core.logs import log_context, set_log_context
 from core.settings import Settings, get_settings
 from core.spec import JobSpec
 from core.storage import get_storage
-from models import Dataset, Job, StoredFile, Teacher, new_id, utcnow
-from models.history_repository import HistoryRepository
+from models import Dataset, Job, Teacher, utcnow
 from models.job_repository import JobRepository
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from worker.bwrap import job_memory_bytes
 from worker.checkpoint_sync import CheckpointMirror, SoftLabelMirror
 from worker.metrics import observe_stages
+from worker.publishing import publish
+from worker.recording import Recorder
 from worker.sandbox import Child, SandboxError, job_threads
 from worker.shutdown import pid_alive, stopping
+from worker.spare import Spare, drop
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY_S = 0.5
 # How often a running job's worker asks whether it was cancelled (one query on the job's row)
 # or is stopping; the training loop sees the stop file within trainer.STOP_CHECK_EVERY_S more.
 STOP_POLL_S = 0.5
 
 
-class ChildLost(OSError):
+class RetryLater(Exception):
+    """Raised to have the task run again later (with backoff): the job is not done, and
+    nothing about it is wrong."""
+
+
+class ChildLost(RetryLater):
     """The sandboxed child ended without an answer: retried like a lost worker."""
 
 
-class HandedBack(OSError):
+class HandedBack(RetryLater):
     """This worker is stopping: the job checkpointed and went back to the queue."""
 
 
@@ -78,9 +83,9 @@ class PastTimeLimit(Exception):
     failures), comes ``core.queue.SOFT_LIMIT_MARGIN_S`` later, as the backstop only."""
 
 
-# Faults worth a retry: the database, the broker or storage going away for a while (and the
-# two above: the retry of a job that went back to the queue).
-TRANSIENT = (OperationalError, OSError)
+# Faults worth a retry: the database, the broker or storage going away for a while, and the
+# explicit ``RetryLater`` of a job that went back to the queue.
+TRANSIENT = (OperationalError, OSError, RetryLater)
 
 
 @dataclass
@@ -181,94 +186,29 @@ def claim(job_id: str, settings: Settings) -> Claimed | None:
         return Claimed(job_id, attempt, job.tenant_id, _request(session, job, settings))
 
 
-# The spare sandbox child of this worker process (worker/sandbox.py): at most one.
-_spare: Child | None = None
-
-
 def _child_limits(settings: Settings) -> tuple[int, int, int]:
     return job_threads(settings), settings.sandbox_cpu_seconds, job_memory_bytes(settings)
 
 
-def _drop(child: Child) -> None:
-    child.close()
-    shutil.rmtree(child.workdir, ignore_errors=True)
-
-
-def start_spare(settings: Settings | None = None) -> None:
-    """Start this process's spare child unless it has a live one (or spares are off).
-
-    Never raises: a spare only saves time, so failing to start one is logged, not fatal (it
-    runs after a job and at pool start, where an exception would replace the real outcome).
-    """
-    global _spare
-    try:
-        settings = settings or get_settings()
-        if not settings.spare_child or (_spare is not None and _spare.alive()):
-            return
-        if stopping(settings):  # no job will come
-            return
-        if _spare is not None:  # died while waiting
-            _drop(_spare)
-            _spare = None
-        work = (settings.data_dir / "work").resolve()
-        host = socket.gethostname()
-        # Left by spares of this host's processes that are gone (the folder may be shared by
-        # several hosts or containers, whose process ids mean nothing here).
-        for old in work.glob(f".spare-{host}-*"):
-            pid = old.name[len(f".spare-{host}-") :].split("-")[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
-        threads, cpu_seconds, memory_bytes = _child_limits(settings)
-        _spare = Child(
-            None,
-            workdir=work / f".spare-{host}-{os.getpid()}-{secrets.token_hex(4)}",
-            threads=threads,
-            memory_bytes=memory_bytes,
-            cpu_seconds=cpu_seconds,
-            preload=True,
-            settings=settings,
-        )
-    except Exception:
-        log.exception("could not start a spare sandbox child; jobs start cold")
-
-
-def _take_spare(settings: Settings, request: BaseModel, jobdir: Path) -> Child | None:
-    """The spare, in ``jobdir`` (its sandbox's folder) and handed ``request``; None when
-    there is no live spare with these limits."""
-    global _spare
-    child, _spare = _spare, None
-    if child is None:
-        return None
-    limits = (child.threads, child.cpu_seconds, child.memory_bytes)
-    if child.alive() and limits == _child_limits(settings):
-        try:
-            child.adopt(jobdir)
-            child.send(request)
-            return child
-        except BrokenPipeError:  # it died just now: start cold instead
-            pass
-    if child.workdir == jobdir:  # adopted: the folder (and its checkpoints) is the job's now
-        child.close()
-    else:
-        _drop(child)
-    return None
+# This worker process's spare child, for its next job (worker/spare.py).
+SPARE = Spare(_child_limits)
 
 
 class Run:
-    """Drive one claimed job's child process until it ends or we lose the lease."""
+    """Drive one claimed job's child process until it ends or the lease is lost: the event
+    loop. What it writes about the job is the ``Recorder``'s, the students the publisher's
+    (worker/publishing.py), the store copies of its checkpoints and soft labels the
+    mirrors' (worker/checkpoint_sync.py)."""
 
     def __init__(self, claimed: Claimed, settings: Settings) -> None:
         self.c = claimed
         self.settings = settings
         self.events: queue.Queue[AnyEvent | None] = queue.Queue()
-        self.last_write = 0.0
         self.last_beat = time.monotonic()
         self.last_poll = 0.0
         self.deadline = self.last_beat + settings.job_soft_time_limit_s
-        self.pending: ProgressEvent | None = None
-        self.written_key: tuple[Any, ...] = ()
-        self.stage: str | None = None
         self.spare_asked = False
+        self.record = Recorder(claimed.job_id, claimed.attempt)
         checkpoints = Path(claimed.request.workdir) / "checkpoints"
         self.mirror = CheckpointMirror(get_storage(), claimed.job_id, checkpoints)
         self.soft_labels = SoftLabelMirror(get_storage(), Path(claimed.request.cache_dir))
@@ -299,12 +239,12 @@ class Run:
             if child.workdir == workdir:
                 child.close()
             else:
-                _drop(child)  # a spare: its private folder goes with it
+                drop(child)  # a spare: its private folder goes with it
 
     def _start_child(self, workdir: Path) -> Child:
         """The spare (its folder becomes the job's), else a new child in the job's folder."""
         threads, cpu_seconds, memory_bytes = _child_limits(self.settings)
-        return _take_spare(self.settings, self.c.request, workdir) or Child(
+        return SPARE.take(self.settings, self.c.request, workdir) or Child(
             self.c.request,
             workdir=workdir,
             threads=threads,
@@ -333,37 +273,34 @@ class Run:
                 # This job's child is up and talking: the next job's child imports torch now,
                 # while this one runs, instead of after it (back-to-back jobs start warm).
                 self.spare_asked = True
-                start_spare(self.settings)
+                SPARE.start(self.settings)
             if self._handle(event):
                 return
 
     def _handle(self, event: AnyEvent) -> bool:
         """Relay one event of the child; True when it ends the run."""
         if isinstance(event, ProgressEvent):
-            self.pending = event
-            self._flush_progress()
+            self.record.progress(event)
         elif isinstance(event, EpochEvent):
-            with session_scope() as session:
-                record = event.record.model_dump()
-                HistoryRepository(session).add_epoch(self.c.job_id, self.c.attempt, record)
+            self.record.epoch(event)
         elif isinstance(event, CheckpointEvent | ResumedEvent | SoftLabelsEvent):
             # Copies only while this attempt holds the job: a zombie worker must not overwrite
             # the checkpoint that the attempt which took over resumes from.
-            held = self._record(event)
+            held = self.record.fenced(event)
             if held and isinstance(event, CheckpointEvent):
                 self._mirror(self.mirror.push)
             elif held and isinstance(event, SoftLabelsEvent):
                 self._mirror(lambda: self.soft_labels.push(event.key))
         elif isinstance(event, Outcome):
-            self._flush_progress(force=True)
+            self.record.progress(force=True)
             self.soft_labels.wait()
             self._publish(event)
             return True
+        elif isinstance(event, StoppedEvent):
+            self._stopped(event.reason)
+            return True
         elif isinstance(event, ErrorEvent):
-            if event.code == ErrorCode.CANCELLED:
-                self._stopped()
-            else:
-                self._fail(event.code, event.message)
+            self._fail(event.code, event.message)
             return True
         else:  # an inspect answer to a distill request
             self._fail(
@@ -380,37 +317,18 @@ class Run:
             raise PastTimeLimit()
         if now - self.last_poll >= STOP_POLL_S:
             self.last_poll = now
-            with session_scope() as session:
-                cancel = JobRepository(session).cancel_requested(self.c.job_id)
-            if cancel or stopping(self.settings):
-                (workdir / "STOP").touch()  # the engine checkpoints and stops
+            cancel = self.record.cancel_requested()
+            if cancel or stopping(self.settings):  # the engine checkpoints and stops
+                atomic_write(workdir / "STOP", b"cancel" if cancel else b"shutdown")
         if now - self.last_beat < self.settings.heartbeat_seconds:
             return True
         self.last_beat = now
-        with session_scope() as session:
-            return JobRepository(session).heartbeat(
-                self.c.job_id, self.c.attempt, _lease(self.settings)
-            )
+        return self.record.heartbeat(_lease(self.settings))
 
-    def _stopped(self) -> None:
-        """The engine stopped at the stop file, after a checkpoint. A cancel ends the job; a
-        worker stopping gives it back to the queue (``HandedBack``: the task's retry publishes
-        it, and the next worker resumes from the checkpoint) unless a cancel came too or this
-        was its last attempt, which ends it as a lost worker's would."""
-        handed_back = False
-        with session_scope() as session:
-            jobs = JobRepository(session)
-            if jobs.cancel_requested(self.c.job_id) or not stopping(self.settings):
-                jobs.cancel_running(self.c.job_id, self.c.attempt)
-            elif self.c.attempt < self.settings.max_attempts:
-                # False when a cancel came just now: the sweep ends it at the lease's end.
-                handed_back = jobs.release(self.c.job_id, self.c.attempt, reason="worker_stopped")
-            else:
-                message = f"the worker stopped during the job's last attempt ({self.c.attempt})"
-                jobs.fail(
-                    self.c.job_id, self.c.attempt, code=ErrorCode.WORKER_LOST, message=message
-                )
-        if handed_back:
+    def _stopped(self, reason: StopReason) -> None:
+        """A cancel ends the job; a shutdown hands it back (``HandedBack``: the task's retry
+        publishes it, and the next worker resumes from the checkpoint): ``Recorder.stopped``."""
+        if self.record.stopped(reason, self.settings.max_attempts):
             raise HandedBack("the worker is stopping; the job went back to the queue")
         self._mirror(self.mirror.drop)
 
@@ -426,52 +344,14 @@ class Run:
         log.warning("job %s: the sandbox child was lost: %s", self.c.job_id, message)
         raise ChildLost(message)
 
-    def _flush_progress(self, force: bool = False) -> None:
-        event = self.pending
-        if event is None:
-            return
-        key = (event.stage, event.epoch)
-        now = time.monotonic()
-        if not force and key == self.written_key and now - self.last_write < PROGRESS_EVERY_S:
-            return
-        values: dict[str, Any] = {
-            "stage": event.stage,
-            "progress": event.progress,
-            "epoch": event.epoch or 0,
-        }
-        if event.metrics:
-            values["metrics"] = event.metrics
-        with session_scope() as session:
-            jobs = JobRepository(session)
-            if jobs.progress(self.c.job_id, self.c.attempt, **values) and event.stage != self.stage:
-                jobs.event(self.c.job_id, JobEventKind.STAGE, self.c.attempt, stage=event.stage)
-                self.stage = event.stage
-        self.pending, self.written_key, self.last_write = None, key, now
-
     def _fail(self, code: str, message: str) -> None:
-        with session_scope() as session:
-            JobRepository(session).fail(self.c.job_id, self.c.attempt, code=code, message=message)
+        self.record.fail(code, message)
         self._mirror(self.mirror.drop)
-
-    def _record(self, event: CheckpointEvent | ResumedEvent | SoftLabelsEvent) -> bool:
-        """Store the event in the job's history (a resumed run's also the epochs its
-        checkpoint had finished that no attempt stored); False once the lease was lost."""
-        data = event.model_dump(mode="json", exclude={"event", "records"})
-        with session_scope() as session:
-            if isinstance(event, ResumedEvent):
-                records = [r.model_dump() for r in event.records]
-                HistoryRepository(session).add_missing_epochs(
-                    self.c.job_id, self.c.attempt, records
-                )
-            kind = JobEventKind(event.event)
-            return JobRepository(session).fenced_event(self.c.job_id, self.c.attempt, kind, **data)
 
     def _pull_soft_labels(self) -> None:
         """The soft labels an earlier attempt computed, fetched when this host lacks them."""
-        with session_scope() as session:
-            stored = HistoryRepository(session).last_event(self.c.job_id, JobEventKind.SOFT_LABELS)
-            key = None if stored is None else (stored.data or {}).get("key")
-        if isinstance(key, str):
+        key = self.record.soft_labels_key()
+        if key is not None:
             self.soft_labels.pull(key)
 
     def _mirror(self, action: Callable[[], object]) -> None:
@@ -483,73 +363,9 @@ class Run:
         except Exception as exc:
             log.warning("job %s: checkpoint copy in storage failed: %s", self.c.job_id, exc)
 
-    def _store_files(
-        self, files: dict[Any, str], tag: str, rows: list[StoredFile]
-    ) -> dict[str, Any]:
-        """Store one student's files (a candidate's: in a folder named ``tag``); their
-        artifacts. The rows to add go to ``rows``."""
-        storage = get_storage()
-        artifacts: dict[str, Any] = {}
-        for fmt, path in files.items():
-            ext = EXTENSIONS[fmt]
-            folder = f"students/{self.c.job_id}/attempt-{self.c.attempt}/{tag + '/' if tag else ''}"
-            key = f"{folder}student.{ext}"
-            put = storage.put_file(key, Path(path))
-            file_id = new_id("file")
-            filename = f"student-{self.c.job_id}{'-' + tag if tag else ''}.{ext}"
-            rows.append(
-                StoredFile(
-                    id=file_id,
-                    tenant_id=self.c.tenant_id,
-                    key=key,
-                    kind="student",
-                    filename=filename,
-                    size_bytes=put.size_bytes,
-                    sha256=put.sha256,
-                    created_at=utcnow(),
-                )
-            )
-            artifacts[fmt] = {
-                "file_id": file_id,
-                "key": key,
-                "sha256": put.sha256,
-                "size_bytes": put.size_bytes,
-                "filename": filename,
-            }
-        return artifacts
-
     def _publish(self, result: Outcome) -> None:
-        """Store the students under keys derived from the job, then finish in one transaction.
-        A sweep's candidates each get a folder; the chosen one's files are also the job's."""
-        storage = get_storage()
-        rows: list[StoredFile] = []
-        if result.candidates:
-            listed = [
-                self._store_files(files, f"candidate-{i}", rows)
-                for i, files in enumerate(result.candidates)
-            ]
-            artifacts: dict[str, Any] = dict(listed[result.report.chosen or 0])
-            artifacts[CANDIDATES] = listed
-        else:
-            artifacts = self._store_files(result.files, "", rows)
-        published = {f: a for f, a in artifacts.items() if f != CANDIDATES}
-        report = result.report.model_copy(
-            update={"student_files": {f: a["sha256"] for f, a in published.items()}}
-        ).model_dump(mode="json")
-        with session_scope() as session:
-            finished = JobRepository(session).finish(
-                self.c.job_id,
-                self.c.attempt,
-                report=report,
-                artifacts=artifacts,
-                metrics=result.metrics,
-            )
-            if finished:
-                for row in rows:
-                    StoredFileRepository(session).add(row)
-        if not finished:
-            for art in every_artifact(artifacts):
-                storage.delete(art["key"])
+        report = publish(self.c.job_id, self.c.attempt, self.c.tenant_id, result)
+        if report is None:  # the lease was lost meanwhile: the job is another attempt's
             return
         observe_stages(report)
         self._mirror(self.mirror.drop)
@@ -573,7 +389,7 @@ def _run_job(job_id: str) -> None:
         try:
             Run(claimed, settings).execute()
         finally:
-            start_spare(settings)  # unless the run started it: for the next job
+            SPARE.start(settings)  # unless the run started it: for the next job
     except (SoftTimeLimitExceeded, PastTimeLimit):
         _fail_past_limit(job_id, claimed.attempt, settings)
     except HandedBack:

@@ -84,7 +84,7 @@ def _die_with_the_worker(**_: object) -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     shutdown.pool_process_started()
     if _consumes(GPU_QUEUE):
-        pipeline.start_spare()
+        pipeline.SPARE.start()
 
 
 def _consumes(queue: str) -> bool:

@@ -18,14 +18,13 @@ from api.jsonbody import CheckedJsonRoute
 from api.openapi import problems
 from api.schemas import JobEventRead, JobRead, Metrics, Page
 from api.services import jobs as service
-from core.artifacts import student_artifact
+from core.artifacts import Artifacts
 from core.contracts import Report
 from core.db import UnitOfWork
 from core.enums import TERMINAL, ExportFormat, JobStatus
 from core.errors import ErrorCode
 from core.spec import JobSpec
 from core.storage import get_storage
-from models.job_repository import JobRepository
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=CheckedJsonRoute)
 
@@ -75,8 +74,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Any:
-    items, nxt = JobRepository(uow.session).list_for_tenant(
-        tenant_id, status=status, limit=limit, cursor=cursor
+    items, nxt = service.list_jobs(
+        uow, tenant_id=tenant_id, status=status, limit=limit, cursor=cursor
     )
     return {"items": [service.job_view(j) for j in items], "next_cursor": nxt}
 
@@ -162,7 +161,7 @@ def download_student(
             raise NotFound(f"job {job_id!r} has no tokenizer (its teacher came without one)")
         return file_response(request, tokenizer)
     succeeded = job.status == JobStatus.SUCCEEDED
-    artifact = student_artifact(job.artifacts, format, candidate) if succeeded else None
+    artifact = Artifacts.of(job.artifacts).find(format, candidate) if succeeded else None
     if artifact is None:
         which = "" if candidate is None else f" candidate {candidate}"
         raise NotFound(f"job {job_id!r} has no {format} student{which} ({job.status})")

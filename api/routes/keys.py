@@ -10,7 +10,6 @@ from api.deps import AdminKey, KeyCache, UoW
 from api.jsonbody import CheckedJsonRoute
 from api.schemas import KeyCreate, KeyCreated, KeyRead, Page
 from api.services import keys as service
-from models.repositories import ApiKeyRepository
 
 router = APIRouter(prefix="/v1", tags=["keys"], route_class=CheckedJsonRoute)
 
@@ -30,9 +29,7 @@ def list_keys(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Any:
-    items, nxt = ApiKeyRepository(uow.session).list_for_tenant(
-        principal.tenant_id, limit=limit, cursor=cursor
-    )
+    items, nxt = service.list_keys(uow, tenant_id=principal.tenant_id, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": nxt}
 
 

@@ -15,7 +15,6 @@ from api.services import uploads
 from core.errors import ErrorCode
 from core.outputs import REQUESTED_OUTPUT_KINDS
 from core.storage import get_storage
-from models.repositories import DatasetRepository, TeacherRepository
 
 router = APIRouter(prefix="/v1", tags=["uploads"], route_class=CheckedJsonRoute)
 
@@ -102,9 +101,7 @@ async def upload_teacher(request: Request, uow: UoW, tenant_id: TenantId) -> Any
 def list_teachers(
     uow: UoW, tenant_id: TenantId, limit: Limit = 50, cursor: str | None = None
 ) -> Any:
-    items, nxt = TeacherRepository(uow.session).list_for_tenant(
-        tenant_id, limit=limit, cursor=cursor
-    )
+    items, nxt = uploads.list_teachers(uow, tenant_id=tenant_id, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": nxt}
 
 
@@ -148,9 +145,7 @@ async def upload_dataset(request: Request, uow: UoW, tenant_id: TenantId) -> Any
 def list_datasets(
     uow: UoW, tenant_id: TenantId, limit: Limit = 50, cursor: str | None = None
 ) -> Any:
-    items, nxt = DatasetRepository(uow.session).list_for_tenant(
-        tenant_id, limit=limit, cursor=cursor
-    )
+    items, nxt = uploads.list_datasets(uow, tenant_id=tenant_id, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": nxt}
 
 

@@ -11,7 +11,6 @@ from api.deps import AdminKey, UoW
 from api.jsonbody import CheckedJsonRoute
 from api.schemas import DeliveryRead, Page, WebhookCreate, WebhookCreated, WebhookRead
 from api.services import webhooks as service
-from models.webhook_repository import WebhookRepository
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=CheckedJsonRoute)
 
@@ -34,8 +33,8 @@ def create_webhook(body: WebhookCreate, uow: UoW, principal: AdminKey) -> Any:
 def list_webhooks(
     uow: UoW, principal: AdminKey, limit: Limit = 50, cursor: str | None = None
 ) -> Any:
-    items, nxt = WebhookRepository(uow.session).list_for_tenant(
-        principal.tenant_id, limit=limit, cursor=cursor
+    items, nxt = service.list_webhooks(
+        uow, tenant_id=principal.tenant_id, limit=limit, cursor=cursor
     )
     return {"items": items, "next_cursor": nxt}
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from api.errors import Conflict, Invalid, NotFound
 from api.publisher import enqueue
 from api.services.quotas import check_active_jobs, hold_tenant
-from core.artifacts import every_artifact, student_formats
+from core.artifacts import Artifact, Artifacts
 from core.db import UnitOfWork, get_engine
 from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
@@ -334,11 +334,11 @@ def delete(uow: UnitOfWork, storage: Storage, *, tenant_id: str, job_id: str) ->
         raise Conflict(f"the job is {job.status}: cancel it first, or wait until it ends")
     files = StoredFileRepository(uow.session)
     keys = []
-    for artifact in every_artifact(job.artifacts):
-        stored = files.get(artifact["file_id"])
+    for artifact in Artifacts.of(job.artifacts).every():
+        stored = None if artifact.file_id is None else files.get(artifact.file_id)
         if stored is not None:
             files.delete(stored)
-        keys.append(artifact["key"])
+        keys.append(artifact.key)
     JobRepository(uow.session).delete(job)
 
     def remove_files() -> None:
@@ -384,11 +384,11 @@ def job_view(job: Job | Row[Any]) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "report": job.report if job.status == JobStatus.SUCCEEDED else None,
         "attempt": job.attempt,
-        "student_formats": student_formats(job.artifacts),
+        "student_formats": Artifacts.of(job.artifacts).formats(),
     }
 
 
-def tokenizer_file(uow: UnitOfWork, *, tenant_id: str, job: Job) -> dict[str, Any] | None:
+def tokenizer_file(uow: UnitOfWork, *, tenant_id: str, job: Job) -> Artifact | None:
     """The tokenizer.json the job's (first) teacher came with, as a downloadable file."""
     teacher_id = (job.spec or {}).get("teacher_ids", [None])[0]
     teacher = TeacherRepository(uow.session).get_for_tenant(tenant_id, str(teacher_id))
@@ -397,9 +397,24 @@ def tokenizer_file(uow: UnitOfWork, *, tenant_id: str, job: Job) -> dict[str, An
     stored = StoredFileRepository(uow.session).get(teacher.tokenizer_file_id)
     if stored is None:
         return None
-    return {
-        "key": stored.key,
-        "size_bytes": stored.size_bytes,
-        "sha256": stored.sha256,
-        "filename": "tokenizer.json",
-    }
+    return Artifact(
+        file_id=stored.id,
+        key=stored.key,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        filename="tokenizer.json",
+    )
+
+
+def list_jobs(
+    uow: UnitOfWork,
+    *,
+    tenant_id: str,
+    limit: int,
+    cursor: str | None,
+    status: JobStatus | None = None,
+) -> tuple[list[Job], str | None]:
+    """One page of the tenant's jobs, newest first, and the cursor of the next."""
+    return JobRepository(uow.session).list_for_tenant(
+        tenant_id, limit=limit, cursor=cursor, status=status
+    )

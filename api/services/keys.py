@@ -25,3 +25,10 @@ def revoke(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> str:
     keys.revoke(row, utcnow())
     uow.session.flush()
     return row.key_hash
+
+
+def list_keys(
+    uow: UnitOfWork, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[ApiKey], str | None]:
+    """One page of the tenant's live keys, newest first, and the cursor of the next."""
+    return ApiKeyRepository(uow.session).list_for_tenant(tenant_id, limit=limit, cursor=cursor)

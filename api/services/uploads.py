@@ -235,3 +235,17 @@ def _delete_upload(
         files.delete(stored)
         key = stored.key
         uow.after_commit(lambda: storage.delete(key))
+
+
+def list_teachers(
+    uow: UnitOfWork, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[Teacher], str | None]:
+    """One page of the tenant's teachers, newest first, and the cursor of the next."""
+    return TeacherRepository(uow.session).list_for_tenant(tenant_id, limit=limit, cursor=cursor)
+
+
+def list_datasets(
+    uow: UnitOfWork, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[Dataset], str | None]:
+    """One page of the tenant's datasets, newest first, and the cursor of the next."""
+    return DatasetRepository(uow.session).list_for_tenant(tenant_id, limit=limit, cursor=cursor)

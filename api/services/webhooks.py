@@ -68,3 +68,10 @@ def deliveries(
         for attempt, message in rows
     ]
     return items, nxt
+
+
+def list_webhooks(
+    uow: UnitOfWork, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[Webhook], str | None]:
+    """One page of the tenant's webhook endpoints, newest first, and the cursor of the next."""
+    return WebhookRepository(uow.session).list_for_tenant(tenant_id, limit=limit, cursor=cursor)

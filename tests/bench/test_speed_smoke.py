@@ -59,8 +59,10 @@ def test_speed_benchmark_prints_its_ratios(tmp_path: Path) -> None:
 def test_api_load_benchmark_prints_its_tables(tmp_path: Path) -> None:
     out = _run("bench.api_load", tmp_path)
     assert "| POST /v1/teachers, curl (1)" in out and "| cp + fsync, same disk (1)" in out
-    _number(r"\*\*median upload / median cp\*\*[^\n]*?\*\*([0-9.]+)\*\*", out)
-    _number(r"upload: ([0-9]+)% of copy speed", out)
+    assert "| bare drain, curl (1)" in out
+    _number(r"\*\*median upload vs medians of cp, drain\*\*[^\n]*?\*\*([0-9.]+)\*\*", out)
+    _number(r"upload: ([0-9]+)% of the bare drain's speed", out)
+    _number(r"drain's speed \(goal ≥ 90 %\), ([0-9]+)% of copy speed", out)
     assert re.search(r"RSS growth -?[0-9]+ MB", out), out[-3000:]
     assert "| GET /v1/jobs/{id}" in out and "| bare Starlette, same SELECT" in out
     _number(r"reads: ([0-9]+)% of the bare throughput", out)

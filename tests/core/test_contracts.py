@@ -15,6 +15,7 @@ from core.contracts import (
     FileRef,
     Outcome,
     ProgressEvent,
+    StoppedEvent,
     parse_event,
 )
 from core.enums import ExportFormat, Stage
@@ -110,8 +111,10 @@ def test_events_round_trip() -> None:
         learning_rate=1e-3,
         seconds=0.2,
     )
-    for event in (progress, EpochEvent(record=record)):
+    for event in (progress, EpochEvent(record=record), StoppedEvent(reason="cancel")):
         assert parse_event(event.model_dump_json()) == event
+    with pytest.raises(ValidationError):
+        StoppedEvent.model_validate({"reason": "bored"})
 
 
 @pytest.mark.parametrize(

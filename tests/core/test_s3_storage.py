@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.s3storage import PART_BYTES, LocalCache, S3Storage, parse_s3_url
-from core.storage import TooLarge, new_key
+from core.storage import OverLimit, new_key
 from tests.s3server import make_bucket, s3_endpoint  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("s3_endpoint")
@@ -63,7 +63,7 @@ def test_a_multipart_upload_hashes_streams_and_reads_back(storage: S3Storage) ->
 def test_too_large_aborts_the_multipart_upload(storage: S3Storage) -> None:
     key = new_key("teachers")
     chunks = iter([b"x" * PART_BYTES, b"x" * PART_BYTES, b"x"])
-    with pytest.raises(TooLarge):
+    with pytest.raises(OverLimit):
         storage.put_stream(key, chunks, max_bytes=2 * PART_BYTES)
     assert not storage.exists(key)
     assert _uploads_in_progress(storage) == []

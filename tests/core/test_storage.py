@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.storage import LocalStorage, TooLarge, new_key
+from core.storage import LocalStorage, OverLimit, new_key
 
 
 def test_put_stream_hashes_and_is_readable(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_put_stream_hashes_and_is_readable(tmp_path: Path) -> None:
 def test_too_large_leaves_nothing_behind(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     key = new_key("teachers")
-    with pytest.raises(TooLarge):
+    with pytest.raises(OverLimit):
         storage.put_stream(key, iter([b"x" * 600, b"x" * 600]), max_bytes=1000)
     assert not storage.exists(key)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

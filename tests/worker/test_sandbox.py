@@ -23,6 +23,7 @@ from core.enums import Stage
 from core.errors import ErrorCode
 from core.settings import Settings
 from worker import bwrap, pipeline
+from worker import spare as spare_module
 from worker.sandbox import Child, SandboxError, run_once
 
 
@@ -62,11 +63,11 @@ def test_a_preloaded_child_takes_its_request_later(tmp_path: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_spare_left() -> Iterator[None]:
-    pipeline._spare = None
+    pipeline.SPARE.child = None
     yield
-    if pipeline._spare is not None:
-        pipeline._spare.close()
-        pipeline._spare = None
+    if pipeline.SPARE.child is not None:
+        pipeline.SPARE.child.close()
+        pipeline.SPARE.child = None
 
 
 @pytest.fixture
@@ -76,33 +77,33 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.mark.slow
 def test_a_live_spare_is_handed_the_request(settings: Settings, tmp_path: Path) -> None:
-    pipeline.start_spare(settings)
-    spare = pipeline._spare
+    pipeline.SPARE.start(settings)
+    spare = pipeline.SPARE.child
     assert spare is not None and spare.alive()
-    child = pipeline._take_spare(settings, _dataset(tmp_path), tmp_path / "job")
-    assert child is spare and pipeline._spare is None
+    child = pipeline.SPARE.take(settings, _dataset(tmp_path), tmp_path / "job")
+    assert child is spare and pipeline.SPARE.child is None
     assert isinstance(_result(child), DatasetInfo)
 
 
 def test_a_dead_spare_is_dropped_and_its_folder_removed(settings: Settings, tmp_path: Path) -> None:
-    pipeline.start_spare(settings)
-    spare = pipeline._spare
+    pipeline.SPARE.start(settings)
+    spare = pipeline.SPARE.child
     assert spare is not None
     spare.kill()  # as if it had died on its own
-    assert pipeline._take_spare(settings, _dataset(tmp_path), tmp_path / "job") is None
+    assert pipeline.SPARE.take(settings, _dataset(tmp_path), tmp_path / "job") is None
     assert not spare.workdir.exists()
 
 
 def test_a_spare_with_other_limits_is_not_used(settings: Settings, tmp_path: Path) -> None:
-    pipeline.start_spare(settings)
+    pipeline.SPARE.start(settings)
     other = settings.model_copy(update={"torch_threads": 2})
-    assert pipeline._take_spare(other, _dataset(tmp_path), tmp_path / "job") is None
+    assert pipeline.SPARE.take(other, _dataset(tmp_path), tmp_path / "job") is None
 
 
 def test_spares_can_be_turned_off(tmp_path: Path) -> None:
-    pipeline._spare = None
-    pipeline.start_spare(Settings(data_dir=tmp_path, spare_child=False))
-    assert pipeline._spare is None
+    pipeline.SPARE.child = None
+    pipeline.SPARE.start(Settings(data_dir=tmp_path, spare_child=False))
+    assert pipeline.SPARE.child is None
 
 
 def test_a_spare_that_cannot_start_is_logged_not_raised(
@@ -111,20 +112,20 @@ def test_a_spare_that_cannot_start_is_logged_not_raised(
     def refuse(*args: object, **kwargs: object) -> Child:
         raise OSError("fork failed")
 
-    monkeypatch.setattr(pipeline, "Child", refuse)
-    pipeline.start_spare(settings)  # must not raise: it runs in a job's finally
-    assert pipeline._spare is None
+    monkeypatch.setattr(spare_module, "Child", refuse)
+    pipeline.SPARE.start(settings)  # must not raise: it runs in a job's finally
+    assert pipeline.SPARE.child is None
     assert "could not start a spare" in caplog.text
 
 
 def test_a_dead_spare_is_replaced_and_its_folder_removed(settings: Settings) -> None:
-    pipeline.start_spare(settings)
-    dead = pipeline._spare
+    pipeline.SPARE.start(settings)
+    dead = pipeline.SPARE.child
     assert dead is not None
     dead.kill()
-    pipeline.start_spare(settings)
-    assert pipeline._spare is not None and pipeline._spare is not dead
-    assert pipeline._spare.alive() and not dead.workdir.exists()
+    pipeline.SPARE.start(settings)
+    assert pipeline.SPARE.child is not None and pipeline.SPARE.child is not dead
+    assert pipeline.SPARE.child.alive() and not dead.workdir.exists()
 
 
 def test_library_output_cannot_corrupt_the_event_channel(tmp_path: Path) -> None:
@@ -185,13 +186,13 @@ def test_without_bwrap_nothing_runs_unless_the_operator_opts_out(
 
 @pytest.mark.slow
 def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_path: Path) -> None:
-    pipeline.start_spare(settings)
-    spare = pipeline._spare
+    pipeline.SPARE.start(settings)
+    spare = pipeline.SPARE.child
     assert spare is not None
     jobdir = tmp_path / "work" / "job-1"
     (jobdir / "engine" / "checkpoints").mkdir(parents=True)
     (jobdir / "engine" / "checkpoints" / "last.pt").write_bytes(b"an earlier attempt's")
-    child = pipeline._take_spare(settings, _dataset(tmp_path), jobdir)
+    child = pipeline.SPARE.take(settings, _dataset(tmp_path), jobdir)
     assert child is spare and child.workdir == jobdir
     assert (jobdir / "engine" / "checkpoints" / "last.pt").read_bytes() == b"an earlier attempt's"
     assert sorted(p.name for p in (jobdir / "inputs").iterdir()) == ["upload.npz"]
@@ -202,16 +203,16 @@ def test_a_spare_adopts_the_jobs_folder_and_its_content(settings: Settings, tmp_
 def test_a_spare_that_dies_after_adopting_leaves_the_jobs_checkpoints(
     settings: Settings, tmp_path: Path
 ) -> None:
-    pipeline.start_spare(settings)
-    spare = pipeline._spare
+    pipeline.SPARE.start(settings)
+    spare = pipeline.SPARE.child
     assert spare is not None
     jobdir = tmp_path / "work" / "job-2"
     (jobdir / "engine").mkdir(parents=True)
     (jobdir / "engine" / "last.pt").write_bytes(b"checkpoint")
     spare.adopt(jobdir)
     spare.kill()  # as if it had died between adopting and taking the request
-    pipeline._spare = spare
-    assert pipeline._take_spare(settings, _dataset(tmp_path), jobdir) is None
+    pipeline.SPARE.child = spare
+    assert pipeline.SPARE.take(settings, _dataset(tmp_path), jobdir) is None
     assert (jobdir / "engine" / "last.pt").read_bytes() == b"checkpoint"
 
 

@@ -99,7 +99,7 @@ def run_distillation(
     """Distil ``teachers`` into a student; re-calling with the same ``workdir`` resumes.
     ``tokenizer``: the first teacher's tokenizer.json, for text datasets.
 
-    Raises ``UserError`` for a teacher, dataset or spec that cannot work and ``Cancelled``
+    Raises ``UserError`` for a teacher, dataset or spec that cannot work and ``Stopped``
     when ``should_stop()`` turns true (after a checkpoint).
     """
     from worker.distill.data import open_dataset

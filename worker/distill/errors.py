@@ -1,7 +1,8 @@
 """Errors the engine raises on purpose.
 
 `UserError` means the upload or the spec is wrong: the job fails at once with `code` and
-`message` shown to the user, and no retry will help. `Cancelled` means the user asked to stop.
+`message` shown to the user, and no retry will help. `Stopped` means the worker
+asked the run to stop (a cancel, or a shutdown): it stopped after a checkpoint.
 """
 
 from core.errors import ErrorCode
@@ -16,5 +17,5 @@ class UserError(Exception):
         self.message = message
 
 
-class Cancelled(Exception):
-    """The job was cancelled while it ran."""
+class Stopped(Exception):
+    """The run stopped at the worker's request, after a checkpoint; the worker knows why."""

@@ -18,9 +18,10 @@ from core.contracts import (
     Report,
     ResumedEvent,
     SoftLabelsEvent,
+    StoppedEvent,
+    StopReason,
 )
-from core.errors import ErrorCode
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped
 
 History = EpochEvent | CheckpointEvent | ResumedEvent | SoftLabelsEvent
 # The engine's history events ({"event": "epoch" | "checkpoint" | "resumed" | "soft_labels"}).
@@ -39,9 +40,19 @@ def _source(ref: FileRef) -> Any:
     )
 
 
+def stop_reason(stop_file: Path) -> StopReason:
+    """What the worker wrote in the stop file; a file it could not finish writing was a
+    shutdown's (the worker was going away), never a cancel's."""
+    try:
+        reason = stop_file.read_bytes().strip()
+    except OSError:
+        return "shutdown"
+    return "cancel" if reason == b"cancel" else "shutdown"
+
+
 def run_from_request(
     request: DistillRequest, *, emit: Callable[[BaseModel], None], preloaded: bool = False
-) -> Outcome:
+) -> Outcome | StoppedEvent:
     from worker.distill.engine import run_distillation
 
     stop_file = Path(request.stop_file)
@@ -62,8 +73,8 @@ def run_from_request(
             allow_torchscript=request.allow_torchscript,
             tokenizer=None if request.tokenizer is None else _source(request.tokenizer),
         )
-    except Cancelled as exc:
-        raise UserError(ErrorCode.CANCELLED, "the job was cancelled") from exc
+    except Stopped:
+        return StoppedEvent(reason=stop_reason(stop_file))
     # Whether this ran in a spare child started ahead of the job (imports already done).
     report = Report.model_validate({**result.report, "sandbox": {"preloaded": preloaded}})
     return Outcome(

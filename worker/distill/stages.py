@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.contracts import soft_labels_file
 from core.errors import ErrorCode
 from core.spec import JobSpec, TrainingSpec
-from worker.checkpoint_sync import soft_labels_file
 from worker.distill import evaluate as ev
 from worker.distill.augment import make_augment
 from worker.distill.device import exact_fp32
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 from worker.distill.export import (
     ONNX_FORMATS,
     VARIANTS,
@@ -109,7 +109,7 @@ class Context:
 
     def stop_point(self) -> None:
         if self.should_stop():
-            raise Cancelled()
+            raise Stopped()
 
 
 # --- check and split ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from core.errors import ErrorCode
 from worker.distill.augment import Augment
 from worker.distill.checkpoint import load_checkpoint, save_checkpoint
 from worker.distill.device import as_channels_last, autocast, to_device, uses_channels_last
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 from worker.distill.jacobian import JacobianMatching
 from worker.distill.losses import INPUT_GRADIENT_LOSSES, LOSSES, combine_kd, kd_terms
 from worker.distill.rows import Rows, TensorRows
@@ -154,7 +154,7 @@ def train(
     ``on_epoch`` runs after each epoch (the engine evaluates there; it must not touch RNG or
     weights; it may return metrics for the epoch's record). ``on_event`` gets the history:
     each finished epoch's record, each checkpoint, where a resumed run starts. Raises
-    ``Cancelled`` after saving a checkpoint when ``should_stop()`` turns
+    ``Stopped`` after saving a checkpoint when ``should_stop()`` turns
     true (asked at most every ``STOP_CHECK_EVERY_S``).
 
     ``augment`` transforms each batch (seeded by (seed, epoch, batch)) before the teacher
@@ -291,7 +291,7 @@ class _Run:
         self.next_stop_check = now + STOP_CHECK_EVERY_S
         if self.should_stop():
             self.save(epoch, batch)
-            raise Cancelled()
+            raise Stopped()
 
     def terms(
         self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor | None, epoch: int, batch: int

@@ -14,7 +14,7 @@ from torch import nn
 
 from tests.worker.distill.test_trainer import config, run, student
 from worker.distill.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worker.distill.errors import Cancelled
+from worker.distill.errors import Stopped
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -102,7 +102,7 @@ from pathlib import Path
 torch.set_num_threads({threads})
 from tests.worker.distill.test_trainer import config, run
 from worker.distill import trainer
-from worker.distill.errors import Cancelled
+from worker.distill.errors import Stopped
 trainer.STOP_CHECK_EVERY_S = 0.0  # ask before every step: stop at exactly step k
 calls = [0]
 def stop():
@@ -110,7 +110,7 @@ def stop():
     return calls[0] > {k}
 try:
     run(Path(sys.argv[1]), config(epochs={epochs}, checkpoint_every={every}), should_stop=stop)
-except Cancelled:
+except Stopped:
     sys.exit(0)
 sys.exit(1)
 """
@@ -137,7 +137,7 @@ def test_a_run_that_finished_is_not_trained_again(tmp_path: Path) -> None:
 
 
 def test_resume_with_other_training_settings_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         run(tmp_path, config(), should_stop=lambda: True)
     with pytest.raises(CheckpointError):
         run(tmp_path, config(learning_rate=0.5))

@@ -15,7 +15,7 @@ from torch import nn
 from core.spec import JobSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
 from worker.distill.engine import DistillResult, Source, distill, run_distillation
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 
 REPORT_KEYS = {
     "teacher",
@@ -187,7 +187,7 @@ def test_stopped_job_resumes_to_the_same_bytes(
         calls["n"] += 1
         return calls["n"] > 8
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         run(
             tmp_path / "resumed",
             teacher_module,

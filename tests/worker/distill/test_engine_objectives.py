@@ -14,7 +14,7 @@ from core.spec import JobSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
 from worker.distill import trainer
 from worker.distill.engine import DistillResult, distill
-from worker.distill.errors import Cancelled
+from worker.distill.errors import Stopped
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_a_stopped_kd_jacobian_job_with_augmentation_resumes_to_the_same_bytes(
         return calls["n"] == 4
 
     events: list[dict[str, Any]] = []
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         _run(tmp_path / "resumed", teacher, images, spec, should_stop=stop_once)
     resumed = _run(tmp_path / "resumed", teacher, images, spec, on_event=events.append)
     assert events[0]["event"] == "resumed" and events[0]["step"] == 3
@@ -181,7 +181,7 @@ def test_a_stopped_munge_job_resumes_to_the_same_bytes(
         calls["n"] += 1
         return calls["n"] == 4
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         run("resumed", should_stop=stop_once)
     resumed = run("resumed")
     assert resumed.files["safetensors"].read_bytes() == straight.files["safetensors"].read_bytes()

@@ -16,7 +16,7 @@ from core.spec import AugmentationSpec
 from tests.worker.distill.helpers import ModuleTeacher
 from worker.distill import trainer
 from worker.distill.augment import Augment
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 from worker.distill.jacobian import JacobianMatching, projections, teacher_scores
 from worker.distill.losses import jacobian_loss, projected_input_gradient
 from worker.distill.trainer import TrainConfig, train
@@ -200,7 +200,7 @@ def test_a_resumed_kd_jacobian_run_with_augmentation_gives_the_same_bytes(
         calls["n"] += 1
         return calls["n"] == 7
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         _fit(tmp_path / "resumed", _config(), augment=augment, should_stop=stop_once)
     resumed = save(_fit(tmp_path / "resumed", _config(), augment=augment).state_dict())
     assert resumed == straight

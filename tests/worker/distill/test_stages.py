@@ -14,7 +14,7 @@ from core.spec import JobSpec, LossName, TrainingSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
 from worker.distill import engine, rows, stages, targets, trainer
 from worker.distill.data import open_dataset
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 from worker.distill.losses import INPUT_GRADIENT_LOSSES, LOSSES, kd_loss
 from worker.distill.rows import ArrayRows
 from worker.distill.soft_labels import compute_soft_labels
@@ -142,7 +142,7 @@ def test_a_stopped_streaming_job_resumes_to_the_same_bytes(
         calls["n"] += 1
         return calls["n"] > 7
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         _run(
             tmp_path / "resumed",
             teacher,

@@ -13,7 +13,7 @@ from torch import nn
 from core.spec import JobSpec
 from tests.worker.distill.helpers import ModuleTeacher, digits_split, fit
 from worker.distill.engine import DistillResult, distill
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 from worker.distill.sweep import Score, candidate_specs, choose, pareto_front
 
 
@@ -178,7 +178,7 @@ def test_a_stopped_sweep_resumes_at_the_next_candidate(
 ) -> None:
     job = spec(sweep={"size_ratio": [0.05, 0.2]})
     first = tmp_path / "work" / "candidates" / "0" / "result.json"
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         run(tmp_path, teacher_module, digits, job, should_stop=first.exists)
     assert first.exists()
     assert not (tmp_path / "work" / "candidates" / "1" / "result.json").exists()

@@ -13,7 +13,7 @@ from safetensors.torch import save
 from torch import nn
 
 from worker.distill import trainer
-from worker.distill.errors import Cancelled, UserError
+from worker.distill.errors import Stopped, UserError
 from worker.distill.losses import soft_targets
 from worker.distill.trainer import TrainConfig, lr_at, train
 
@@ -111,7 +111,7 @@ def test_stop_probe_stops_at_the_step_it_turns_true_and_leaves_a_checkpoint(
         calls["n"] += 1
         return calls["n"] > 3
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Stopped):
         run(tmp_path, config(), should_stop=should_stop)
     assert calls["n"] == 4
     assert (tmp_path / "checkpoint.json").exists()
