@@ -50,7 +50,7 @@ class TeacherRead(BaseModel):
     id: str
     name: str
     filename: str
-    format: Literal["onnx", "torch_export", "torchscript"]
+    format: Literal["onnx", "torch_export", "torchscript", "hf"]
     size_bytes: int
     sha256: str
     status: UploadStatus

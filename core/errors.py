@@ -82,6 +82,9 @@ class ErrorCode(StrEnum):
     BAD_TOKENIZER = "bad_tokenizer"
     BAD_TEXT = "bad_text"
     TOKENIZER_MISMATCH = "tokenizer_mismatch"
+    UNSAFE_MODEL_FILE = "unsafe_model_file"
+    REMOTE_CODE = "remote_code"
+    UNSUPPORTED_ARCHITECTURE = "unsupported_architecture"
     DATASET_TOO_SMALL = "dataset_too_small"
     # Jobs.
     BAD_SPEC = "bad_spec"
@@ -450,14 +453,38 @@ CATALOGUE: dict[ErrorCode, CatalogueEntry] = {
     ErrorCode.BAD_TEXT: CatalogueEntry(
         "Unreadable text dataset",
         'A JSON Lines text dataset holds one object a line with a string "text", optionally '
-        'a string "text_pair" and an integer "label" (on every line or on none).',
-        "Fix the line the message names and upload the file again.",
+        'a string "text_pair" and an integer "label" (on every line or on none); a CSV or '
+        'Parquet text dataset a string column "text", optionally "text_pair" and an integer '
+        '"label" column with no empty cells.',
+        "Fix the line or row the message names and upload the file again.",
     ),
     ErrorCode.TOKENIZER_MISMATCH: CatalogueEntry(
         "Tokenizer does not fit the teacher",
         "The tokenizer's vocabulary is larger than the teacher's embedding: it would make ids "
         "the teacher has no row for.",
         "Upload the tokenizer the teacher was trained with.",
+    ),
+    ErrorCode.UNSAFE_MODEL_FILE: CatalogueEntry(
+        "File not allowed in a model folder",
+        "A Hugging Face model folder (format hf) holds config.json, model.safetensors, "
+        "tokenizer.json and small text files only: pickled weights (.bin, .pt, .pkl) and code "
+        "(.py) are never loaded.",
+        "Save the model with save_pretrained (safetensors is its default) and zip config.json, "
+        "model.safetensors and tokenizer.json.",
+    ),
+    ErrorCode.REMOTE_CODE: CatalogueEntry(
+        "Model asks for custom code",
+        "The model folder's config.json asks for code or loading options beyond the built-in "
+        "model (auto_map, trust_remote_code, custom_pipelines, quantization_config, "
+        "_attn_implementation): none of it runs here.",
+        "Use a model of a built-in transformers architecture, or export it to ONNX.",
+    ),
+    ErrorCode.UNSUPPORTED_ARCHITECTURE: CatalogueEntry(
+        "Architecture not supported",
+        "The model folder's config.json names an architecture outside the allow-list "
+        "(sequence classifiers such as BertForSequenceClassification, causal language models "
+        "such as LlamaForCausalLM).",
+        "Export the model to ONNX or torch.export (.pt2) and upload that file instead.",
     ),
     ErrorCode.DATASET_TOO_SMALL: CatalogueEntry(
         "Dataset too small",

@@ -17,6 +17,7 @@ _PARQUET_MAGIC = b"PAR1"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CSV_SAMPLE_BYTES = 64 * 1024
 _CSV_DELIMITERS = (",", ";", "\t")
+_TEXT_COLUMN = "text"  # a CSV of text: tokenized by the worker
 # ModelProto field numbers and their protobuf wire types (0 varint, 2 length-delimited).
 _ONNX_MODEL_FIELDS = {
     1: 0,  # ir_version
@@ -37,7 +38,7 @@ _ONNX_MAX_IR_VERSION = 64
 
 
 def sniff_teacher(path: str | os.PathLike[str]) -> str | None:
-    """Return "onnx", "torch_export", "torchscript" or None for anything else."""
+    """Return "onnx", "torch_export", "torchscript", "hf" or None for anything else."""
     head = _read_head(path, 8)
     if head.startswith(_ZIP_MAGICS):
         names = _zip_names(path)
@@ -47,6 +48,8 @@ def sniff_teacher(path: str | os.PathLike[str]) -> str | None:
             return "torch_export"
         if _is_torchscript(names):
             return "torchscript"
+        if _is_hf_folder(names):
+            return "hf"
         return None
     return "onnx" if _looks_like_onnx(Path(path)) else None
 
@@ -121,6 +124,18 @@ def _is_torch_export(names: list[str]) -> bool:
     )
 
 
+def _is_hf_folder(names: list[str]) -> bool:
+    """A zipped Hugging Face model folder: config.json beside a .safetensors file, at the
+    top or in one folder. What else it holds is the worker's to judge (and refuse)."""
+    for prefix in {"", *(name.split("/", 1)[0] + "/" for name in names if "/" in name)}:
+        inside = [name[len(prefix) :] for name in names if name.startswith(prefix)]
+        if "config.json" in inside and any(
+            "/" not in name and name.endswith(".safetensors") for name in inside
+        ):
+            return True
+    return False
+
+
 def _is_torchscript(names: list[str]) -> bool:
     records = _strip_root(names)
     has_code = any(record.startswith("code/") for record in records)
@@ -143,9 +158,11 @@ def _looks_like_csv(path: Path) -> bool:
     if not lines:
         return False
     for delimiter in _CSV_DELIMITERS:
-        rows = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
         widths = {len(row) for row in rows}
-        if len(widths) == 1 and widths.pop() >= 2:
+        # A text table may hold its one column, "text", alone.
+        least = 1 if _TEXT_COLUMN in (cell.strip() for cell in rows[0]) else 2
+        if len(widths) == 1 and widths.pop() >= least:
             return True
     return False
 

@@ -77,6 +77,9 @@ FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
 EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
 READY = ".ready"  # the child writes it in its folder once it runs: its mounts are made
 SOFT_LABELS = "soft-labels-*.safetensors"  # worker/distill/soft_labels.py's file names
+# worker/distill/text_data.py's tokenized text: a folder per (dataset, tokenizer, max length),
+# finished once it holds DONE_TOKENS.
+TOKENS, DONE_TOKENS = "tokens-*", "done.json"
 STOP_GRACE_S = 5.0
 DISK_POLL_S = 1.0  # how often a sandbox's folder is measured against its disk cap
 
@@ -196,6 +199,15 @@ class Child:
             with contextlib.suppress(OSError):  # gone meanwhile: computed again
                 link_or_copy(path, cache / path.name)
                 self.disk.not_written(cache / path.name)
+        for folder in scope.glob(TOKENS):
+            if not (folder / DONE_TOKENS).is_file():
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile: tokenized again
+                ours = cache / folder.name
+                ours.mkdir(exist_ok=True)
+                for path in folder.iterdir():
+                    link_or_copy(path, ours / path.name)
+                    self.disk.not_written(ours / path.name)
         self._cache = (scope, cache)
         return self.inside(cache)
 
@@ -215,6 +227,31 @@ class Child:
                     os.chown(tmp, 0, 0)
                     os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
+        for folder in cache.glob(TOKENS):
+            if folder.is_symlink() or not (folder / DONE_TOKENS).is_file():
+                continue  # unfinished (or not a folder): never shared
+            if not (scope / folder.name).exists():
+                self._keep_tokens(folder, scope)
+
+    def _keep_tokens(self, folder: Path, scope: Path) -> None:
+        """A finished folder of token arrays joins the cache folder whole: its plain files
+        linked into a temporary folder, made root's, then renamed into place."""
+        scope.mkdir(parents=True, exist_ok=True)
+        tmp = scope / f".{folder.name}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir()
+        try:
+            for path in folder.iterdir():
+                if path.is_symlink() or not path.is_file():
+                    continue
+                link_or_copy(path, tmp / path.name)
+                if self.uid is not None:
+                    os.chown(tmp / path.name, 0, 0)
+                    os.chmod(tmp / path.name, 0o644)
+            os.rename(tmp, scope / folder.name)
+        except OSError:  # another job kept the same folder first
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def translate(self, request: BaseModel) -> BaseModel:
         """``request`` with the child's names for its paths (see the module's docstring)."""

@@ -16,7 +16,8 @@ from core.db import session_scope
 from core.enums import UploadStatus
 from core.errors import ErrorCode
 from core.settings import get_settings
-from core.storage import get_storage
+from core.storage import get_storage, new_key
+from models import StoredFile, new_id
 from models.base import utcnow
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from worker.sandbox import SandboxError, run_once
@@ -52,10 +53,13 @@ def _validate(
     make_request: Callable[[str, str, dict[str, Any]], BaseModel],
     metadata: Callable[[dict[str, Any]], dict[str, Any]],
     asks: Callable[[Any], dict[str, Any]] = lambda row: {},
+    keep: Callable[[Any, dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Claim the row's validation, inspect its file in the sandbox (no session held
     meanwhile, the lease renewed), then write ``ready`` with the metadata or ``rejected`` with
-    the reason, unless another attempt took the upload over."""
+    the reason, unless another attempt took the upload over. ``keep`` (session, info, asked)
+    stores what validation produced beside the metadata (a model folder's tokenizer.json)
+    and returns more fields for the row."""
     settings = get_settings()
     lease = timedelta(seconds=settings.lease_seconds)
     with session_scope() as session:
@@ -79,7 +83,10 @@ def _validate(
                 log.info("%s rejected: %s", row_id, error)
         else:
             assert info is not None
-            repo.finish(row_id, attempt, status=UploadStatus.READY, **metadata(info))
+            fields = metadata(info)
+            kept = {} if keep is None else keep(session, info, asked)
+            if not repo.finish(row_id, attempt, status=UploadStatus.READY, **fields, **kept):
+                _drop_kept(session, kept)  # another attempt took over: its own copy counts
 
 
 class _Renewing:
@@ -146,8 +153,47 @@ def validate_teacher(teacher_id: str) -> None:
             "output_name": row.output_name,
             "output_kind": row.output_kind or "auto",
             "tokenizer": _tokenizer_file(row),
+            "tenant_id": row.tenant_id,
         },
+        _keep_folder_tokenizer,
     )
+
+
+def _drop_kept(session: Any, kept: dict[str, Any]) -> None:
+    file_id = kept.get("tokenizer_file_id")
+    files = StoredFileRepository(session)
+    stored = None if file_id is None else files.get(file_id)
+    if stored is not None:
+        key = stored.key
+        files.delete(stored)
+        get_storage().delete(key)
+
+
+def _keep_folder_tokenizer(
+    session: Any, info: dict[str, Any], asked: dict[str, Any]
+) -> dict[str, Any]:
+    """A model folder's tokenizer.json (its text came back from the sandbox, which read and
+    described it) stored as the teacher's tokenizer, as an uploaded tokenizer part is."""
+    text = info.get("tokenizer_json")
+    if not isinstance(text, str) or asked.get("tokenizer") is not None:
+        return {}
+    data = text.encode("utf-8")
+    if len(data) > get_settings().max_form_tokenizer_bytes:
+        return {}  # larger than an uploaded tokenizer may be: the teacher stays without one
+    storage = get_storage()
+    put = storage.put_stream(new_key("tokenizers"), [data])
+    stored = StoredFileRepository(session).add(
+        StoredFile(
+            id=new_id("file"),
+            tenant_id=asked["tenant_id"],
+            key=put.key,
+            kind="tokenizer",
+            filename="tokenizer.json",
+            size_bytes=put.size_bytes,
+            sha256=put.sha256,
+        )
+    )
+    return {"tokenizer_file_id": stored.id}
 
 
 def _tokenizer_file(row: Any) -> tuple[str, str] | None:

@@ -97,8 +97,8 @@ def _check_tokens(field: str, teacher: Teacher, dataset: Dataset) -> None:
     if dataset.kind != "tokens":
         raise _invalid(
             field,
-            "the teacher takes token inputs; upload an .npz of arrays named like its inputs "
-            "(input_ids, attention_mask, ...)",
+            "the teacher takes token inputs; upload an .npz of arrays or a Parquet file of "
+            "list columns named like its inputs (input_ids, attention_mask, ...), or text",
         )
     names = [str(spec["name"]) for spec in teacher.inputs or []]
     missing = missing_inputs(names, dataset.inputs or [])

@@ -26,8 +26,14 @@ from models.repositories import DatasetRepository, StoredFileRepository, Teacher
 Kind = Literal["teacher", "dataset"]
 TOKENIZER_PART = "tokenizer"  # a teacher's optional tokenizer.json, beside its file
 
-TEACHER_FORMATS = "ONNX or a torch.export .pt2 archive"
-DATASET_FORMATS = ".npy, .npz, CSV, Parquet, JSON Lines of text or a ZIP of PNG/JPEG images"
+TEACHER_FORMATS = (
+    "ONNX, a torch.export .pt2 archive or a zipped Hugging Face model folder "
+    "(config.json, model.safetensors, tokenizer.json)"
+)
+DATASET_FORMATS = (
+    ".npy, .npz, CSV, Parquet (numbers, text or token ids), JSON Lines of text or a ZIP of "
+    "PNG/JPEG images"
+)
 
 
 async def receive_upload(

@@ -62,6 +62,8 @@ class AsyncClient:
             timeout=timeout,
             transport=transport,
         )
+        self.teachers = AsyncTeachers(self)
+        self.datasets = AsyncDatasets(self)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -269,3 +271,58 @@ class AsyncClient:
         finally:
             await resp.aclose()
         return dest
+
+
+class AsyncTeachers:
+    """``client.teachers``: ``await client.teachers.upload(path, tokenizer=...)`` and the
+    other teacher calls by their resource."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def upload(
+        self,
+        file: str | Path,
+        name: str | None = None,
+        *,
+        tokenizer: str | Path | None = None,
+        output_name: str | None = None,
+        output_kind: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Teacher:
+        return await self._client.upload_teacher(
+            file,
+            name,
+            tokenizer=tokenizer,
+            output_name=output_name,
+            output_kind=output_kind,
+            progress=progress,
+        )
+
+    async def get(self, teacher_id: str) -> Teacher:
+        return await self._client.teacher(teacher_id)
+
+    async def wait_ready(self, teacher_id: str, timeout: float = 300.0) -> Teacher:
+        teacher = await self._client.wait_ready("teachers", teacher_id, timeout)
+        assert isinstance(teacher, Teacher)
+        return teacher
+
+
+class AsyncDatasets:
+    """``client.datasets``: ``upload``, ``get``, ``wait_ready``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def upload(
+        self, file: str | Path, name: str | None = None, *, progress: ProgressCallback | None = None
+    ) -> Dataset:
+        return await self._client.upload_dataset(file, name, progress=progress)
+
+    async def get(self, dataset_id: str) -> Dataset:
+        return await self._client.dataset(dataset_id)
+
+    async def wait_ready(self, dataset_id: str, timeout: float = 300.0) -> Dataset:
+        dataset = await self._client.wait_ready("datasets", dataset_id, timeout)
+        assert isinstance(dataset, Dataset)
+        return dataset

@@ -166,7 +166,12 @@ def _crud(sub: typer.Typer, kind: str) -> None:
 
 @teachers_app.command("upload")
 def teachers_upload(
-    file: Annotated[Path, typer.Argument(help="A .pt2 (torch.export) or .onnx file.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A .pt2 (torch.export), an .onnx file or a zipped Hugging Face model folder."
+        ),
+    ],
     url: Url = DEFAULT_URL,
     key: Key = "",
     output: OutputOpt = Output.auto,
@@ -191,7 +196,10 @@ def teachers_upload(
 
 @datasets_app.command("upload")
 def datasets_upload(
-    file: Annotated[Path, typer.Argument(help="npy, npz, csv, parquet, or a zip of images.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="npy, npz, csv, parquet, jsonl (text), or a zip of images."),
+    ],
     url: Url = DEFAULT_URL,
     key: Key = "",
     output: OutputOpt = Output.auto,

@@ -68,6 +68,9 @@ class Client:
             transport=transport,
         )
 
+        self.teachers = Teachers(self)
+        self.datasets = Datasets(self)
+
     def close(self) -> None:
         self._http.close()
 
@@ -274,3 +277,59 @@ class Client:
                     if progress is not None:
                         progress(resp.num_bytes_downloaded, total)
         return dest
+
+
+class Teachers:
+    """``client.teachers``: the teacher calls by their resource (``upload`` is
+    ``upload_teacher``: a ``.pt2``, an ONNX file or a zipped Hugging Face model folder, with
+    an optional ``tokenizer.json``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def upload(
+        self,
+        file: str | Path,
+        name: str | None = None,
+        *,
+        tokenizer: str | Path | None = None,
+        output_name: str | None = None,
+        output_kind: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Teacher:
+        return self._client.upload_teacher(
+            file,
+            name,
+            tokenizer=tokenizer,
+            output_name=output_name,
+            output_kind=output_kind,
+            progress=progress,
+        )
+
+    def get(self, teacher_id: str) -> Teacher:
+        return self._client.teacher(teacher_id)
+
+    def wait_ready(self, teacher_id: str, timeout: float = 300.0) -> Teacher:
+        teacher = self._client.wait_ready("teachers", teacher_id, timeout)
+        assert isinstance(teacher, Teacher)
+        return teacher
+
+
+class Datasets:
+    """``client.datasets``: ``upload`` (``upload_dataset``), ``get``, ``wait_ready``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def upload(
+        self, file: str | Path, name: str | None = None, *, progress: ProgressCallback | None = None
+    ) -> Dataset:
+        return self._client.upload_dataset(file, name, progress=progress)
+
+    def get(self, dataset_id: str) -> Dataset:
+        return self._client.dataset(dataset_id)
+
+    def wait_ready(self, dataset_id: str, timeout: float = 300.0) -> Dataset:
+        dataset = self._client.wait_ready("datasets", dataset_id, timeout)
+        assert isinstance(dataset, Dataset)
+        return dataset

@@ -88,6 +88,8 @@ class Dataset(ApiModel):
     dtype: str | None = None
     has_labels: bool = False
     num_classes: int | None = None
+    kind: str | None = None  # "tensor", "tokens" or "text"
+    inputs: list[str] | None = None  # a token dataset's arrays or columns
     error: ErrorInfo | None = None
     created_at: datetime
 

@@ -212,3 +212,30 @@ def test_async_client_pages_uploads_and_raises_problems(
     assert ids == three_datasets
     assert isinstance(teacher, Teacher) and teacher.status == "validating"
     assert (error.status, error.detail) == (404, "no job 'job_nope'")
+
+
+def test_teachers_upload_sends_the_tokenizer_beside_the_file(api_url: str, tmp_path: Path) -> None:
+    """``client.teachers.upload(path, tokenizer=...)``: the file and its tokenizer.json in
+    one upload, read back through ``client.teachers.get`` (and the async twin)."""
+    import numpy as np
+
+    from tests.factories import teacher_pt2_bytes
+
+    (tmp_path / "t.pt2").write_bytes(teacher_pt2_bytes())
+    (tmp_path / "tokenizer.json").write_text('{"model": {}}')
+    (tmp_path / "x.npz").write_bytes(npz_bytes(np.zeros((4, 3), dtype=np.float32)))
+    with Client(api_url, DEV_KEY) as client:
+        teacher = client.teachers.upload(tmp_path / "t.pt2", tokenizer=tmp_path / "tokenizer.json")
+        assert client.teachers.get(teacher.id).id == teacher.id
+        dataset = client.datasets.upload(tmp_path / "x.npz", name="some data")
+    assert isinstance(teacher, Teacher) and teacher.status == "validating"
+    assert dataset.name == "some data"
+
+    async def scenario() -> Teacher:
+        async with AsyncClient(api_url, DEV_KEY) as client:
+            return await client.teachers.upload(
+                tmp_path / "t.pt2", tokenizer=tmp_path / "tokenizer.json"
+            )
+
+    assert asyncio.run(scenario()).status == "validating"
+    empty_tenant_data()

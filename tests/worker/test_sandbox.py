@@ -221,3 +221,38 @@ def test_tmp_is_the_jobs_folder_unless_a_checkout_under_tmp_is_mounted_there() -
     /tmp: the sandbox keeps /tmp as its own folder then (bwrap cannot symlink over it)."""
     assert bwrap._tmp(["--ro-bind", "/usr", "/usr"]) == ["--symlink", "/job/tmp", "/tmp"]
     assert bwrap._tmp(["--perms", "1777", "--dir", "/tmp", "--ro-bind", "/tmp/ci", "/tmp/ci"]) == []
+
+
+def _tokens_folder(cache: Path, name: str, done: bool) -> Path:
+    folder = cache / name
+    folder.mkdir(parents=True)
+    np.save(folder / "input_ids.npy", np.arange(12, dtype=np.int64).reshape(3, 4))
+    if done:
+        (folder / "done.json").write_text('{"max_length": 4}')
+    return folder
+
+
+def test_tokenized_text_joins_the_cache_folder_and_the_next_child_maps_it(tmp_path: Path) -> None:
+    """A job's finished token folder is kept in the cache folder (the scope of its tenant,
+    teachers and dataset); the next child gets links to the same files, nothing copied, so
+    it finds them tokenized. Unfinished folders and links the child made are never kept."""
+    scope = tmp_path / "scope"
+    first = Child(None, workdir=tmp_path / "a", threads=1, memory_bytes=0, cpu_seconds=60)
+    try:
+        cache = first.outside(first._link_cache(scope))
+        _tokens_folder(cache, "tokens-done", done=True)
+        _tokens_folder(cache, "tokens-half", done=False)
+        (cache / "tokens-done" / "stolen").symlink_to("/etc/hostname")
+    finally:
+        first.close()
+    assert sorted(p.name for p in scope.iterdir()) == ["tokens-done"]
+    kept = scope / "tokens-done"
+    assert sorted(p.name for p in kept.iterdir()) == ["done.json", "input_ids.npy"]
+    second = Child(None, workdir=tmp_path / "b", threads=1, memory_bytes=0, cpu_seconds=60)
+    try:
+        linked = second.outside(second._link_cache(scope)) / "tokens-done" / "input_ids.npy"
+        assert linked.stat().st_ino == (kept / "input_ids.npy").stat().st_ino
+        np.testing.assert_array_equal(np.load(linked), np.arange(12).reshape(3, 4))
+    finally:
+        second.close()
+    assert sorted(p.name for p in scope.iterdir()) == ["tokens-done"]

@@ -97,6 +97,7 @@ def _inspect(request: InspectTeacherRequest | InspectDatasetRequest) -> AnyEvent
                     "this one takes a float tensor.",
                 )
             info["tokenizer"] = inspect_tokenizer(request.tokenizer_path, info.get("vocab_size"))
+            info.pop("tokenizer_json", None)  # the uploaded tokenizer wins over a folder's
         return TeacherInfo.model_validate(info)
     from worker.distill.data import inspect_dataset
 

@@ -41,6 +41,7 @@ from worker.distill.token_data import (
     check_token_headers,
     token_members,
 )
+from worker.distill.token_table import describe_token_table, is_token_table, token_table_rows
 
 DATASET_FORMATS = ("npy", "npz", "csv", "parquet", "image_zip", "jsonl")
 LABEL_CHUNK = 1 << 20  # labels checked this many at a time
@@ -111,10 +112,13 @@ def inspect_dataset(
             len(scan.classes) if has_labels else None,
         )
     if fmt == "jsonl":
-        from worker.distill.text_data import describe_jsonl
+        from worker.distill.text_data import describe_text
 
-        return describe_jsonl(path)
+        return describe_text(path, fmt)
     if fmt in ("csv", "parquet"):
+        described = _describe_text_or_tokens(path, fmt)
+        if described is not None:
+            return described
         table = scan_table(path, fmt)
         classes = None if table.label_max is None else table.label_max + 1
         return _description(table.num_rows, [table.features], "float32", table.has_labels, classes)
@@ -132,6 +136,19 @@ def inspect_dataset(
         classes = _npz_num_classes(path, headers["y"]) if has_labels else None
         return _description(shape[0], list(shape[1:]), dtype.name, has_labels, classes)
     raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Datasets must be one of {DATASET_FORMATS}.")
+
+
+def _describe_text_or_tokens(path: Path, fmt: str) -> dict[str, Any] | None:
+    """A CSV / Parquet table with a ``text`` column is text; a Parquet file with an
+    ``input_ids`` column token ids; None for a numeric table."""
+    from worker.distill.text_data import describe_text, table_columns
+
+    columns = table_columns(path, fmt)
+    if "text" in columns:
+        return describe_text(path, fmt)
+    if fmt == "parquet" and is_token_table(columns):
+        return describe_token_table(path)
+    return None
 
 
 def _description(
@@ -179,6 +196,16 @@ def open_dataset(
     if fmt == "npz":
         x, y = _extract_npz(path, scratch, limits)
         return ArrayRows(x, y, **prep)
+    if fmt == "parquet" and token_inputs is not None:
+        from worker.distill.text_data import table_columns
+
+        if not is_token_table(table_columns(path, fmt)):
+            raise UserError(
+                ErrorCode.MISSING_INPUT,
+                "The teacher takes token inputs: the Parquet dataset needs an 'input_ids' "
+                "column of token lists (or a 'text' column, tokenized with its tokenizer).",
+            )
+        return token_table_rows(path, token_inputs, scratch)
     if fmt in ("csv", "parquet"):
         mapped = map_table(scratch)
         if mapped is None:

@@ -118,6 +118,9 @@ def run_distillation(
         )
         for s in teachers
     ]
+    if tokenizer is None and loaded[0].tokenizer_path is not None:  # a model folder's own
+        path = loaded[0].tokenizer_path
+        tokenizer = Source(path, "tokenizer", hashlib.sha256(path.read_bytes()).hexdigest())
     dims = loaded[0].input_shape[1:]
     # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
     shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]
@@ -129,12 +132,25 @@ def run_distillation(
         std=spec.preprocessing.std,
         token_inputs=None if tokens is None else [t.name for t in tokens],
     )
-    if transfer.format == "jsonl" or (eval_set is not None and eval_set.format == "jsonl"):
-        prep = partial(_open_text, prep, loaded[0], tokenizer)
+    from worker.distill.text_data import is_text
+
+    texts = {s.path: is_text(s.path, s.format) for s in (transfer, eval_set) if s is not None}
+    if any(texts.values()):
+        prep = partial(_open_text, prep, loaded[0], tokenizer, texts, cache_dir)
     rows = prep(transfer.path, transfer.format, scratch=workdir / "data/transfer")
     held = None
     if eval_set is not None:
         held = prep(eval_set.path, eval_set.format, scratch=workdir / "data/eval")
+    limit = loaded[0].max_positions
+    for field_name, opened in (("dataset_id", rows), ("eval_dataset_id", held)):
+        if tokens is not None and limit and opened is not None:
+            length = opened.sample_shape[-1]
+            if length > limit:
+                raise UserError(
+                    ErrorCode.BAD_SPEC,
+                    f"{field_name}: sequences of {length} tokens; the teacher's position "
+                    f"embeddings end at {limit}",
+                )
     identity = {
         # The scores depend on the output used and its kind, not only on the file.
         "teachers": [
@@ -143,7 +159,7 @@ def run_distillation(
         ],
         # Text is tokenized with the tokenizer: the soft labels depend on both.
         "dataset": transfer.sha256
-        if transfer.format != "jsonl" or tokenizer is None
+        if not texts.get(transfer.path) or tokenizer is None
         else f"{transfer.sha256}:{tokenizer.sha256}",
         "eval_dataset": None if eval_set is None else eval_set.sha256,
     }
@@ -170,14 +186,17 @@ def _open_text(
     prep: Callable[..., Rows],
     teacher: Any,
     tokenizer: Source | None,
+    texts: dict[Path, bool],
+    cache_dir: Path,
     path: Path,
     fmt: str,
     *,
     scratch: Path,
 ) -> Rows:
-    """A text dataset, tokenized with the teacher's tokenizer into ``scratch`` once per
-    (dataset, tokenizer, max length); other formats as ``prep`` opens them."""
-    if fmt != "jsonl":
+    """A text dataset, tokenized with the teacher's tokenizer once per (dataset, tokenizer,
+    max length) into the cache folder, where the soft labels are: a later job on the same
+    teacher and data maps the same arrays; other datasets as ``prep`` opens them."""
+    if not texts.get(path):
         return prep(path, fmt, scratch=scratch)
     from worker.distill.text_data import cache_name, max_length_for, text_rows
 
@@ -186,12 +205,14 @@ def _open_text(
             ErrorCode.BAD_SPEC,
             "dataset_id: a text dataset needs a teacher with token inputs and a tokenizer",
         )
-    length = max_length_for(tokenizer.path, teacher.token_inputs[0].length)
+    length = max_length_for(
+        tokenizer.path, teacher.token_inputs[0].length, getattr(teacher, "max_positions", None)
+    )
     with open(path, "rb") as file:  # streamed: O(1) memory at any size
         digest = hashlib.file_digest(file, "sha256").hexdigest()
-    folder = scratch / cache_name(digest, tokenizer.sha256, length)
+    folder = cache_dir / cache_name(digest, tokenizer.sha256, length)
     names = [spec.name for spec in teacher.token_inputs]
-    return text_rows(path, tokenizer.path, names=names, max_length=length, folder=folder)
+    return text_rows(path, tokenizer.path, names=names, max_length=length, folder=folder, fmt=fmt)
 
 
 def distill(

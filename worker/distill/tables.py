@@ -122,7 +122,8 @@ def _block_arrays(batch: Any, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             raise UserError(
                 ErrorCode.NON_NUMERIC,
-                f"Column {name[:60]!r} is {column.type}, not numbers; features must be numeric.",
+                f"Column {name[:60]!r} is {column.type}, not numbers; features must be numeric "
+                "(a text dataset names its column 'text').",
             )
         if column.null_count:
             raise UserError(ErrorCode.MISSING_VALUES, f"Column {name[:60]!r} has empty cells.")

@@ -8,6 +8,8 @@ batch, which also decides which output holds the class scores and what kind they
 
 import math
 import re
+import shutil
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from worker.distill.tokens import (
     split_inputs,
 )
 
-TEACHER_FORMATS = ("onnx", "torch_export", "torchscript")
+TEACHER_FORMATS = ("onnx", "torch_export", "torchscript", "hf")
 # Dynamic non-batch dims get this size in the dry run: a guess that fully convolutional
 # networks accept; the real size comes from the dataset later.
 _DRY_RUN_DIM = 32
@@ -92,6 +94,10 @@ class Teacher:
         self.vocab_size = vocab_size
         self.input_kind = "tensor" if token_inputs is None else "tokens"
         self.task = "classification"
+        # A Hugging Face folder's: its position embeddings (the longest sequence it takes)
+        # and the tokenizer.json it came with; the unpacked folder lives with the teacher.
+        self.max_positions: int | None = None
+        self.tokenizer_path: Path | None = None
         # Set by the dry run (_dry_run → choose).
         self.num_classes = 0
         self.outputs: list[OutputInfo] = []
@@ -199,7 +205,18 @@ def inspect_teacher(
         output_kind=output_kind,
     )
     inputs = teacher.public_inputs()
+    folder: dict[str, Any] = {}
+    if teacher.tokenizer_path is not None:
+        from worker.distill.tokenizer import inspect_tokenizer
+
+        # The folder's tokenizer.json becomes the teacher's: described here, and its text
+        # handed to the worker to store (its size was capped when the folder was unpacked).
+        folder = {
+            "tokenizer": inspect_tokenizer(teacher.tokenizer_path, teacher.vocab_size),
+            "tokenizer_json": teacher.tokenizer_path.read_text("utf-8"),
+        }
     return {
+        **folder,
         # input_shape and input_dtype describe the first input; inputs, every one.
         "input_shape": inputs[0]["shape"],
         "input_dtype": inputs[0]["dtype"],
@@ -237,6 +254,8 @@ def load_teacher(
         teacher = _load_onnx(path)
     elif fmt == "torchscript":
         teacher = _load_torchscript(path, allow_torchscript)
+    elif fmt == "hf":
+        teacher = _load_hf(path, limits or ArchiveLimits())
     else:
         raise UserError(ErrorCode.UNSUPPORTED_FORMAT, f"Teachers must be one of {TEACHER_FORMATS}.")
     _dry_run(teacher, output_name or None, output_kind or "auto")
@@ -297,6 +316,35 @@ def _load_torch_export(path: Path, limits: ArchiveLimits) -> Teacher:
         parameters=parameters,
         static_batch=dims[0],
     )
+
+
+def _load_hf(path: Path, limits: ArchiveLimits) -> Teacher:
+    """A Hugging Face model folder (``hf.py``: vetted, unpacked into the sandbox's tmp,
+    loaded by its allow-listed class from safetensors), as a token teacher."""
+    from worker.distill import hf
+
+    folder = hf.unpack_to_temp(path, limits)
+    holder = folder.path.parent
+    try:
+        model = hf.load_model(folder)
+    except BaseException:
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
+    names = hf.input_names(model, folder.task)
+    tokens = [TokenInput(name, "int64", None) for name in names]
+    call = hf.HFCall(model, names)
+    parameters = sum(p.numel() for p in model.parameters())
+    vocab = getattr(model.config, "vocab_size", None)
+    teacher = _token_teacher(
+        _run_module(TokenCall(call, tokens)), call, "hf", tokens, parameters, vocab
+    )
+    teacher.task = folder.task
+    positions = getattr(model.config, "max_position_embeddings", None)
+    teacher.max_positions = int(positions) if isinstance(positions, int) else None
+    teacher.tokenizer_path = folder.tokenizer
+    # The unpacked folder (its tokenizer.json is read later) goes when the teacher goes.
+    weakref.finalize(teacher, shutil.rmtree, holder, True)
+    return teacher
 
 
 def _load_torchscript(path: Path, allow_torchscript: bool) -> Teacher:
@@ -421,6 +469,8 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
     """Run the teacher once on a small seeded batch, then pick its scores output and kind."""
     rows = teacher.static_batch or _DRY_RUN_BATCH
     shape = [rows, *(dim or _DRY_RUN_DIM for dim in teacher.input_shape[1:])]
+    if teacher.max_positions is not None and teacher.input_shape[-1] is None:
+        shape[-1] = max(2, min(shape[-1], teacher.max_positions))
     if teacher.token_inputs is not None:
         x = dry_run_tokens(teacher.token_inputs, rows, shape[-1], teacher.vocab_size, _DRY_RUN_SEED)
     elif not teacher.input_dtype.startswith(("float", "bfloat")):
@@ -441,6 +491,9 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
             ErrorCode.DRY_RUN_FAILED,
             f"The teacher failed on inputs of shape {shape}: {_first_line(exc)}",
         ) from exc
+    if teacher.task == "language_model":
+        _choose_next_token_logits(teacher, raw, rows, shape[-1])
+        return
     declared = teacher.declared_types
     outputs = [describe(name, value, rows, declared.get(name)) for name, value in raw.items()]
     info, why_output = pick_output(outputs, output_name)
@@ -454,6 +507,25 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
     kind, why_kind = detect_kind(info, out, output_kind)
     reason = f"{info.name!r}: {why_output}; {kind}: {why_kind}"
     teacher.choose(outputs, info.name, kind, int(out.shape[1]), reason)
+
+
+def _choose_next_token_logits(
+    teacher: Teacher, raw: dict[str, Any], rows: int, length: int
+) -> None:
+    """A language model's output: next-token logits ``[N, L, vocab]``, finite."""
+    out = as_tensor(raw.get("logits"))
+    if out is None or out.ndim != 3 or tuple(out.shape[:2]) != (rows, length):
+        shape = list(out.shape) if out is not None else None
+        raise UserError(
+            ErrorCode.BAD_OUTPUT,
+            f"A language model must return logits [N, L, vocab]; this one returned {shape}.",
+        )
+    if not torch.isfinite(out).all():
+        raise UserError(ErrorCode.BAD_OUTPUT, "The teacher's logits on the dry run are not finite.")
+    outputs = [describe(name, value, rows) for name, value in raw.items()]
+    teacher.outputs, teacher.output_name, teacher.output_kind = outputs, "logits", "logits"
+    teacher.num_classes = int(out.shape[-1])
+    teacher.output_reason = "'logits': the language model's next-token logits [N, L, vocab]"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

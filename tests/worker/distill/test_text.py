@@ -157,8 +157,24 @@ def test_a_jsonl_text_set_is_tokenized_with_the_teachers_tokenizer(
     )
     assert result.report["sequence_length"] == 12  # the tokenizer's truncation length
     assert result.report["agreement_top1"] > FLOOR
-    cached = list((tmp_path / "work/data/transfer").glob("tokens-*/input_ids.npy"))
-    assert len(cached) == 1
+    # Both sets tokenized once, into the cache folder beside the soft labels.
+    cached = sorted((tmp_path / "cache").glob("tokens-*/*.npy"))
+    assert len([p for p in cached if p.name == "input_ids.npy"]) == 2
+    written = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cached}
+    # A second job on the same data and tokenizer maps those arrays: not one is written again.
+    again = run_distillation(
+        [source(files["onnx"], "onnx")],
+        source(train, "jsonl"),
+        source(held, "jsonl"),
+        job("text_cnn", ["onnx"]),
+        workdir=tmp_path / "work2",
+        cache_dir=tmp_path / "cache",
+        tokenizer=source(tokenizer, "tokenizer"),
+    )
+    assert again.report["sequence_length"] == 12
+    assert sorted((tmp_path / "cache").glob("tokens-*/*.npy")) == cached
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cached} == written
+    assert not list((tmp_path / "work2").rglob("tokens-*"))
 
 
 def test_a_text_set_without_a_tokenizer_names_the_dataset(

@@ -124,3 +124,45 @@ def jsonl_text(data: dict[str, np.ndarray], path: Path) -> Path:
             words = " ".join(f"w{i}" for i, m in zip(ids, mask, strict=True) if m)
             file.write(json.dumps({"text": words, "label": int(label)}) + "\n")
     return path
+
+
+def hf_folder(
+    folder: Path,
+    *,
+    seed: int = 0,
+    config: dict[str, object] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
+    """A tiny BertForSequenceClassification (random init, about 100 k parameters) saved by
+    save_pretrained (safetensors) with a tokenizer.json of the test vocabulary and a
+    tokenizer_config.json, zipped as a user zips the folder (inside one directory).
+    ``config`` overrides config.json's keys; ``extra`` adds members."""
+    import json
+    import zipfile
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model_config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        num_labels=CLASSES,
+    )
+    saved = folder / "model"
+    BertForSequenceClassification(model_config).eval().save_pretrained(saved)
+    (saved / "tokenizer.json").write_text(tokenizer_json())
+    (saved / "tokenizer_config.json").write_text(json.dumps({"model_max_length": LENGTH}))
+    if config:
+        merged = {**json.loads((saved / "config.json").read_text()), **config}
+        (saved / "config.json").write_text(json.dumps(merged))
+    path = folder / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member in sorted(saved.iterdir()):
+            archive.write(member, f"my-model/{member.name}")
+        for name, data in (extra or {}).items():
+            archive.writestr(f"my-model/{name}", data)
+    return path
