@@ -59,6 +59,23 @@ class _Open(BaseModel):
 # --- requests --------------------------------------------------------------------------------
 
 
+# Where a request leaves them out (the engine's own tests), the checkpoint cadences are these;
+# the host sends its settings' (``Settings`` takes its defaults from here: one place).
+CHECKPOINT_EVERY_STEPS = 1000
+CHECKPOINT_EVERY_SECONDS = 30.0
+
+
+class EngineLimits(_Closed):
+    """The operator's caps on what the engine unpacks and reads. The host builds them from
+    its settings and sends them in every request: the engine reads no settings of its own
+    (``Settings`` takes its defaults from here)."""
+
+    max_archive_entries: int = Field(default=100_000, ge=1)
+    max_unpacked_bytes: int = Field(default=8 * 1024**3, ge=1)
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_compression_ratio: int = Field(default=20, ge=1)
+
+
 class FileRef(_Closed):
     path: str
     format: str
@@ -76,12 +93,14 @@ class InspectTeacherRequest(_Closed):
     output_name: str | None = None
     output_kind: str = "auto"
     tokenizer_path: str | None = None
+    limits: EngineLimits = Field(default_factory=EngineLimits)
 
 
 class InspectDatasetRequest(_Closed):
     op: Literal["inspect_dataset"] = "inspect_dataset"
     path: str
     format: str
+    limits: EngineLimits = Field(default_factory=EngineLimits)
 
 
 class DistillRequest(_Closed):
@@ -103,6 +122,7 @@ class DistillRequest(_Closed):
     checkpoint_every_seconds: float = Field(ge=0)
     allow_torchscript: bool = False
     device: str | None = Field(default=None, description="None: cuda when available, else cpu")
+    limits: EngineLimits = Field(default_factory=EngineLimits)
 
 
 AnyRequest: TypeAlias = InspectTeacherRequest | InspectDatasetRequest | DistillRequest

@@ -9,6 +9,20 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.contracts import CHECKPOINT_EVERY_SECONDS, CHECKPOINT_EVERY_STEPS, EngineLimits
+
+_LIMITS = EngineLimits()  # the engine's defaults are the settings' defaults
+
+
+def engine_limits(settings: Settings) -> EngineLimits:
+    """The caps the host sends the engine in every request."""
+    return EngineLimits(
+        max_archive_entries=settings.max_archive_entries,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        max_compression_ratio=settings.max_compression_ratio,
+    )
+
 
 class Settings(BaseSettings):
     """Every setting; the docs' settings reference is generated from these descriptions."""
@@ -163,19 +177,20 @@ class Settings(BaseSettings):
     )
 
     max_archive_entries: int = Field(
-        default=100_000, description="Entries of an uploaded archive (image zip, `.npz`)."
+        default=_LIMITS.max_archive_entries,
+        description="Entries of an uploaded archive (image zip, `.npz`).",
     )
     max_unpacked_bytes: int = Field(
-        default=8 * 1024**3,
+        default=_LIMITS.max_unpacked_bytes,
         description="What an uploaded archive may unpack to, by its members' declared sizes.",
     )
     max_image_pixels: int = Field(
-        default=4096 * 4096,
+        default=_LIMITS.max_image_pixels,
         description="Pixels of one image (4096²); it also caps an image member's size (4 "
         "bytes a pixel + 1 MiB), checked before the member is read.",
     )
     max_compression_ratio: int = Field(
-        default=20,
+        default=_LIMITS.max_compression_ratio,
         description="No archive member over 1 MiB may inflate more than this many times its "
         "stored size (zip bombs: a 1 MB `.npz` holding a 1 GiB array); store such data with "
         "`np.savez` rather than `np.savez_compressed`.",
@@ -221,12 +236,12 @@ class Settings(BaseSettings):
     )
     # A checkpoint costs ~9 ms (MNIST MLP student, fsynced); 1,000 steps is 2-3 s of CPU work.
     checkpoint_every_steps: int = Field(
-        default=1000,
+        default=CHECKPOINT_EVERY_STEPS,
         description="Training checkpoints every this many steps (a resumed attempt starts "
         "from the last one); `0` turns them off.",
     )
     checkpoint_every_seconds: float = Field(
-        default=30.0,
+        default=CHECKPOINT_EVERY_SECONDS,
         description="Also a checkpoint once this many seconds passed since the last one, so "
         "a killed worker loses at most this much training whatever the dataset's size (`0`: "
         "by steps only).",

@@ -135,3 +135,28 @@ def test_the_engine_imports_nothing_of_the_host_side_of_the_worker() -> None:
         if _worker_modules(path) - {"distill"}
     }
     assert offenders == {}
+
+
+def _module_imports(path: Path) -> frozenset[str]:
+    """The full dotted names a module imports (``from a.b import c``: ``a.b`` and ``a.b.c``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return frozenset(names)
+
+
+def test_the_engine_reads_no_settings_of_its_own() -> None:
+    """The engine is configured by what the host puts in its request (``core.contracts``:
+    ``EngineLimits``, the checkpoint cadences), never by ``core.settings`` (the sandbox's
+    environment would be a second way in)."""
+    offenders = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "worker" / "distill").rglob("*.py")
+        if "core.settings" in _module_imports(path)
+    )
+    assert offenders == []

@@ -40,7 +40,7 @@ from core.contracts import (
 from core.db import session_scope
 from core.errors import ErrorCode, is_disk_full
 from core.logs import log_context, set_log_context
-from core.settings import Settings, get_settings
+from core.settings import Settings, engine_limits, get_settings
 from core.spec import JobSpec
 from core.storage import get_storage
 from models import Dataset, Job, Teacher, utcnow
@@ -161,6 +161,7 @@ def _request(session: Session, job: Job, settings: Settings) -> DistillRequest:
         checkpoint_every_seconds=settings.checkpoint_every_seconds,
         allow_torchscript=settings.allow_torchscript,
         device=settings.device,
+        limits=engine_limits(settings),
     )
 
 

@@ -67,12 +67,6 @@ __all__ = ["PR_SET_PDEATHSIG", "Child", "SandboxError", "run_command", "run_once
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
 # The operator's caps on uploads: the child's loaders read them from these settings.
-CAP_SETTINGS = (
-    "max_archive_entries",
-    "max_unpacked_bytes",
-    "max_image_pixels",
-    "max_compression_ratio",
-)
 FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
 EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
 READY = ".ready"  # the child writes it in its folder once it runs: its mounts are made
@@ -88,7 +82,9 @@ def _project_root() -> str:
     return str(Path(worker.__file__).resolve().parent.parent)
 
 
-def child_env(home: Path, threads: int, settings: Settings) -> dict[str, str]:
+def child_env(home: Path, threads: int) -> dict[str, str]:
+    """The child's whole environment: what Python and the libraries need, nothing of the
+    worker's (its configuration comes in the request, ``core.contracts.EngineLimits``)."""
     env = {name: os.environ[name] for name in KEEP_ENV if name in os.environ}
     env.update(
         HOME=str(home),
@@ -100,8 +96,6 @@ def child_env(home: Path, threads: int, settings: Settings) -> dict[str, str]:
         MKL_NUM_THREADS=str(threads),
         STILLHOUSE_CHILD_THREADS=str(threads),
     )
-    for name in CAP_SETTINGS:
-        env[f"STILLHOUSE_{name.upper()}"] = str(getattr(settings, name))
     return env
 
 
@@ -137,7 +131,7 @@ class Child:
         prepare_jobdir(workdir, self.uid)
         (workdir / READY).unlink(missing_ok=True)
         self.stderr_tail: deque[str] = deque(maxlen=40)
-        env = child_env(JOB_DIR if self.sandboxed else workdir, threads, settings)
+        env = child_env(JOB_DIR if self.sandboxed else workdir, threads)
         if preload:
             env["STILLHOUSE_CHILD_PRELOAD"] = "1"
         lim = bwrap.limits(settings, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes)
@@ -486,7 +480,7 @@ def run_command(argv: list[str], *, settings: Settings, memory_bytes: int) -> in
             proc = subprocess.Popen(
                 full,
                 cwd=workdir,
-                env=child_env(JOB_DIR if sandboxed else workdir, job_threads(settings), settings),
+                env=child_env(JOB_DIR if sandboxed else workdir, job_threads(settings)),
                 preexec_fn=bwrap.preexec(lim),  # noqa: PLW1509 - needed for rlimits
                 pass_fds=fds,
             )

@@ -15,7 +15,7 @@ from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.db import session_scope
 from core.enums import UploadStatus
 from core.errors import ErrorCode
-from core.settings import get_settings
+from core.settings import engine_limits, get_settings
 from core.storage import get_storage, new_key
 from models import StoredFile, new_id
 from models.base import utcnow
@@ -132,6 +132,7 @@ def validate_teacher(teacher_id: str) -> None:
             output_name=asked["output_name"],
             output_kind=asked["output_kind"],
             tokenizer_path=_tokenizer_path(asked["tokenizer"]),
+            limits=engine_limits(get_settings()),
         ),
         lambda info: {
             "input_shape": info["input_shape"],
@@ -214,7 +215,9 @@ def validate_dataset(dataset_id: str) -> None:
     _validate(
         DatasetRepository,
         dataset_id,
-        lambda path, fmt, asked: InspectDatasetRequest(path=path, format=fmt),
+        lambda path, fmt, asked: InspectDatasetRequest(
+            path=path, format=fmt, limits=engine_limits(get_settings())
+        ),
         lambda info: {
             "num_samples": info["num_samples"],
             "sample_shape": info["sample_shape"],

@@ -126,14 +126,14 @@ def test_the_cuda_sample_inputs_would_have_reached_the_unsafe_retry(
 MEASURE = """
 import json, resource, sys
 from core.contracts import InspectDatasetRequest, InspectTeacherRequest
-from core.settings import get_settings
+from core.settings import engine_limits, get_settings
 from worker.sandbox import SandboxError, run_once
 
 op, fmt, path = sys.argv[1:]
 kind = InspectTeacherRequest if op == "teacher" else InspectDatasetRequest
 try:
     info = run_once(
-        kind(path=path, format=fmt),
+        kind(path=path, format=fmt, limits=engine_limits(get_settings())),
         memory_bytes=get_settings().validation_memory_bytes,
         cpu_seconds=600,
         timeout_s=600,

@@ -86,6 +86,7 @@ def _inspect(request: InspectTeacherRequest | InspectDatasetRequest) -> AnyEvent
             allow_torchscript=request.allow_torchscript,
             output_name=request.output_name,
             output_kind=request.output_kind,
+            limits=request.limits,
         )
         if request.tokenizer_path is not None:
             from worker.distill.tokenizer import inspect_tokenizer
@@ -99,9 +100,10 @@ def _inspect(request: InspectTeacherRequest | InspectDatasetRequest) -> AnyEvent
             info["tokenizer"] = inspect_tokenizer(request.tokenizer_path, info.get("vocab_size"))
             info.pop("tokenizer_json", None)  # the uploaded tokenizer wins over a folder's
         return TeacherInfo.model_validate(info)
-    from worker.distill.data import inspect_dataset
+    from worker.distill.data import DataLimits, inspect_dataset
 
-    return DatasetInfo.model_validate(inspect_dataset(request.path, request.format))
+    limits = DataLimits.of(request.limits)
+    return DatasetInfo.model_validate(inspect_dataset(request.path, request.format, limits=limits))
 
 
 def _preload() -> None:

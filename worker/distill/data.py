@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from core.contracts import EngineLimits
 from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, check_zip
@@ -48,35 +49,29 @@ LABEL_CHUNK = 1 << 20  # labels checked this many at a time
 NPZ_MEMBERS = ("x", "y")
 
 
-def _setting_default(name: str) -> int:
-    from core.settings import Settings
-
-    return int(Settings.model_fields[name].default)
+_DEFAULTS = EngineLimits()
 
 
 @dataclass(frozen=True)
 class DataLimits:
-    """Caps on what a dataset may unpack to; the defaults are the settings' (one place)."""
+    """Caps on what a dataset may unpack to: the request's ``EngineLimits`` (the host's
+    settings); these defaults are theirs."""
 
-    max_entries: int = _setting_default("max_archive_entries")
-    max_unpacked_bytes: int = _setting_default("max_unpacked_bytes")
+    max_entries: int = _DEFAULTS.max_archive_entries
+    max_unpacked_bytes: int = _DEFAULTS.max_unpacked_bytes
     # Per image; PIL's own bomb check is far looser.
-    max_image_pixels: int = _setting_default("max_image_pixels")
+    max_image_pixels: int = _DEFAULTS.max_image_pixels
     # An archive member over 1 MiB may inflate at most this many times its stored size.
-    max_compression_ratio: int = _setting_default("max_compression_ratio")
+    max_compression_ratio: int = _DEFAULTS.max_compression_ratio
 
     @classmethod
-    def from_settings(cls) -> DataLimits:
-        """The operator's caps (``STILLHOUSE_MAX_ARCHIVE_ENTRIES``, ``..._MAX_UNPACKED_BYTES``,
-        ``..._MAX_IMAGE_PIXELS``)."""
-        from core.settings import get_settings
-
-        settings = get_settings()
+    def of(cls, limits: EngineLimits) -> DataLimits:
+        """The operator's caps, as the host sent them."""
         return cls(
-            max_entries=settings.max_archive_entries,
-            max_unpacked_bytes=settings.max_unpacked_bytes,
-            max_image_pixels=settings.max_image_pixels,
-            max_compression_ratio=settings.max_compression_ratio,
+            max_entries=limits.max_archive_entries,
+            max_unpacked_bytes=limits.max_unpacked_bytes,
+            max_image_pixels=limits.max_image_pixels,
+            max_compression_ratio=limits.max_compression_ratio,
         )
 
     def archive(self) -> ArchiveLimits:
@@ -99,7 +94,7 @@ def inspect_dataset(
     """Describe the dataset: num_samples, sample_shape, dtype, has_labels, num_classes.
 
     Reads headers and labels only (CSV and Parquet: one pass over the blocks)."""
-    limits, path = limits or DataLimits.from_settings(), Path(path)
+    limits, path = limits or DataLimits(), Path(path)
     if fmt == "image_zip":
         scan = scan_images(path, limits)
         height, width = scan.size
@@ -178,7 +173,7 @@ def open_dataset(
     numbers per sample), normalised by ``mean``/``std`` per channel. ``scratch`` is a
     folder of this job where archives and tables are unpacked once (reused on resume).
     ``token_inputs``: the teacher's token input names, for token datasets (``tokens.py``)."""
-    limits, path = limits or DataLimits.from_settings(), Path(path)
+    limits, path = limits or DataLimits(), Path(path)
     prep: dict[str, Any] = {"sample_shape": sample_shape, "mean": mean, "std": std}
     if fmt == "image_zip":
         return ImageZipRows(path, limits, **prep)

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.contracts import CHECKPOINT_EVERY_SECONDS, CHECKPOINT_EVERY_STEPS, EngineLimits
 from core.errors import ErrorCode
-from core.settings import get_settings
 from core.spec import JobSpec
 from worker.distill.device import inference_batch, resolve_device, set_threads
 from worker.distill.errors import UserError
@@ -95,14 +95,17 @@ def run_distillation(
     allow_torchscript: bool = False,
     threads: int | None = None,
     tokenizer: Source | None = None,
+    limits: EngineLimits | None = None,
 ) -> DistillResult:
     """Distil ``teachers`` into a student; re-calling with the same ``workdir`` resumes.
-    ``tokenizer``: the first teacher's tokenizer.json, for text datasets.
+    ``tokenizer``: the first teacher's tokenizer.json, for text datasets; ``limits``: the
+    operator's caps on what the uploads may unpack to (None: the defaults).
 
     Raises ``UserError`` for a teacher, dataset or spec that cannot work and ``Stopped``
     when ``should_stop()`` turns true (after a checkpoint).
     """
-    from worker.distill.data import open_dataset
+    from worker.distill.data import DataLimits, open_dataset
+    from worker.distill.guard import ArchiveLimits
     from worker.distill.teachers import load_teacher
 
     dev = resolve_device(device)
@@ -115,6 +118,7 @@ def run_distillation(
             device=dev.type,
             output_name=s.output_name,
             output_kind=s.output_kind,
+            limits=ArchiveLimits.for_teachers(limits),
         )
         for s in teachers
     ]
@@ -131,6 +135,7 @@ def run_distillation(
         mean=spec.preprocessing.mean,
         std=spec.preprocessing.std,
         token_inputs=None if tokens is None else [t.name for t in tokens],
+        limits=DataLimits() if limits is None else DataLimits.of(limits),
     )
     from worker.distill.text_data import is_text
 
@@ -235,8 +240,8 @@ def distill(
 ) -> DistillResult:
     """The engine on loaded teachers and tensors (``y``/``eval_y`` their labels) or rows
     (which carry their own). ``identity`` (teacher and dataset sha256s) keys the soft-label
-    cache; without it nothing is reused. The checkpoint cadences default to the settings'."""
-    settings = get_settings()
+    cache; without it nothing is reused.
+    The checkpoint cadences default to the settings' defaults."""
     transfer = _as_rows(x, y)
     held = None if eval_x is None else _as_rows(eval_x, eval_y)
     ctx = Context(
@@ -248,10 +253,10 @@ def distill(
         identity,
         Reporter(on_progress, spec.training.epochs),
         should_stop,
-        settings.checkpoint_every_steps if checkpoint_every is None else checkpoint_every,
+        CHECKPOINT_EVERY_STEPS if checkpoint_every is None else checkpoint_every,
         on_event=on_event,
         checkpoint_every_seconds=(
-            settings.checkpoint_every_seconds
+            CHECKPOINT_EVERY_SECONDS
             if checkpoint_every_seconds is None
             else checkpoint_every_seconds
         ),

@@ -21,11 +21,12 @@ import pickletools
 import re
 import stat
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import torch
 
+from core.contracts import EngineLimits
 from core.errors import ErrorCode
 from worker.distill.errors import UserError
 
@@ -35,18 +36,17 @@ _GiB = 1024 * _MiB
 RATIO_FREE_BYTES = 1 * _MiB
 
 
-def _compression_ratio() -> int:
-    from core.settings import get_settings
-
-    return get_settings().max_compression_ratio
-
-
 @dataclass(frozen=True)
 class ArchiveLimits:
     max_entries: int = 10_000
     max_total_bytes: int = 8 * _GiB
-    max_ratio: int = field(default_factory=_compression_ratio)
+    max_ratio: int = EngineLimits().max_compression_ratio
     max_pickle_bytes: int = 64 * _MiB  # data.pkl of tensors is tiny: storages are separate
+
+    @classmethod
+    def for_teachers(cls, limits: EngineLimits | None) -> "ArchiveLimits":
+        """A teacher archive's: these defaults, at the operator's compression ratio."""
+        return cls() if limits is None else cls(max_ratio=limits.max_compression_ratio)
 
 
 def check_zip(

@@ -72,6 +72,7 @@ def run_from_request(
             checkpoint_every_seconds=request.checkpoint_every_seconds,
             allow_torchscript=request.allow_torchscript,
             tokenizer=None if request.tokenizer is None else _source(request.tokenizer),
+            limits=request.limits,
         )
     except Stopped:
         return StoppedEvent(reason=stop_reason(stop_file))

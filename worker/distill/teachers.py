@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.contracts import EngineLimits
 from core.errors import ErrorCode
 from worker.distill.errors import UserError
 from worker.distill.guard import ArchiveLimits, verify_pt2
@@ -195,6 +196,7 @@ def inspect_teacher(
     allow_torchscript: bool = False,
     output_name: str | None = None,
     output_kind: str = "auto",
+    limits: EngineLimits | None = None,
 ) -> dict[str, Any]:
     """Load the teacher under the guards, run it once and describe it."""
     teacher = load_teacher(
@@ -203,6 +205,7 @@ def inspect_teacher(
         allow_torchscript=allow_torchscript,
         output_name=output_name,
         output_kind=output_kind,
+        limits=ArchiveLimits.for_teachers(limits),
     )
     inputs = teacher.public_inputs()
     folder: dict[str, Any] = {}

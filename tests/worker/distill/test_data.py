@@ -150,8 +150,13 @@ def test_image_zip_converts_to_majority_mode_and_resizes(tmp_path: Path) -> None
     assert float(data.x.min()) >= 0.0 and float(data.x.max()) <= 1.0
 
 
-def test_dataset_caps_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.settings import Settings, get_settings
+def test_dataset_caps_come_from_the_settings_through_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine reads no settings: the host puts its caps in the request
+    (``engine_limits``), whose defaults are the settings' defaults."""
+    from core.contracts import InspectDatasetRequest
+    from core.settings import Settings, engine_limits, get_settings
     from worker.distill.data import DataLimits
 
     defaults = Settings.model_fields
@@ -161,7 +166,11 @@ def test_dataset_caps_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("STILLHOUSE_MAX_ARCHIVE_ENTRIES", "7")
     get_settings.cache_clear()
     try:
-        assert DataLimits.from_settings().max_entries == 7
+        request = InspectDatasetRequest(
+            path="x", format="npz", limits=engine_limits(get_settings())
+        )
+        sent = InspectDatasetRequest.model_validate_json(request.model_dump_json())
+        assert DataLimits.of(sent.limits).max_entries == 7
     finally:
         monkeypatch.delenv("STILLHOUSE_MAX_ARCHIVE_ENTRIES")
         get_settings.cache_clear()
