@@ -58,7 +58,17 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+def _torch_threads() -> None:
+    """torch's threads, the sandbox's share; only where torch is needed (a dataset's
+    validation never imports it: worker/distill/lazy.py)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))))
+
+
 def _handle(request: AnyRequest, channel: Channel, preloaded: bool) -> AnyEvent:
+    if not isinstance(request, InspectDatasetRequest):
+        _torch_threads()
     if isinstance(request, DistillRequest):
         from worker.distill.job import run_from_request
 
@@ -115,6 +125,8 @@ def _preload() -> None:
 
         import torch
 
+        _torch_threads()
+
         import worker.distill.engine  # noqa: F401 - imported for its side effects
         from worker.distill.export import warm_up
 
@@ -167,13 +179,6 @@ def _run(channel: Channel, preloaded: bool) -> int:
 def main() -> int:
     Path(".ready").touch()  # it runs: the sandbox's mounts are made (worker/sandbox.py, adopt)
     channel = _private_channel()
-    threads = int(os.environ.get("STILLHOUSE_CHILD_THREADS", "1"))
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-    except ImportError:
-        pass
     preloaded = os.environ.get("STILLHOUSE_CHILD_PRELOAD") == "1"
     if preloaded:
         _preload()

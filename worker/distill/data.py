@@ -24,10 +24,14 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: a dataset's validation never needs it
+    from worker.distill.lazy import torch
 
 from core.contracts import EngineLimits
 from core.errors import ErrorCode

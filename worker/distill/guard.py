@@ -14,7 +14,10 @@ plain tensor (or a tuple/dict of them) needs, and `torch.load(weights_only=True)
 accepts it. The scan is the stricter of the two; the second keeps us aligned with torch.
 """
 
+from __future__ import annotations
+
 import ast
+import functools
 import io
 import json
 import pickletools
@@ -23,8 +26,12 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: a dataset's validation never needs it
+    from worker.distill.lazy import torch
 
 from core.contracts import EngineLimits
 from core.errors import ErrorCode
@@ -44,7 +51,7 @@ class ArchiveLimits:
     max_pickle_bytes: int = 64 * _MiB  # data.pkl of tensors is tiny: storages are separate
 
     @classmethod
-    def for_teachers(cls, limits: EngineLimits | None) -> "ArchiveLimits":
+    def for_teachers(cls, limits: EngineLimits | None) -> ArchiveLimits:
         """A teacher archive's: these defaults, at the operator's compression ratio."""
         return cls() if limits is None else cls(max_ratio=limits.max_compression_ratio)
 
@@ -127,15 +134,19 @@ def _check_member_name(name: str, *, what: str) -> None:
         raise UserError(ErrorCode.ARCHIVE_TRAVERSAL, f"{what} has a path with '..': {name!r}.")
 
 
+@functools.cache
 def _allowed_pickle_globals() -> frozenset[str]:
-    """The globals that torch.save emits for tensors, parameters and their containers."""
+    """The globals that torch.save emits for tensors, parameters and their containers
+    (computed at the first pickle scanned: a dataset's validation never imports torch)."""
+    import torch as module  # the module itself: dir() of the lazy stand-in lists nothing
+
     storages = {
         f"torch.{name}"
-        for name in dir(torch)
+        for name in dir(module)
         if name.endswith("Storage") and not name.startswith(("_", "Typed", "Untyped"))
     }
     dtypes = {
-        f"torch.{name}" for name in dir(torch) if isinstance(getattr(torch, name), torch.dtype)
+        f"torch.{name}" for name in dir(module) if isinstance(getattr(module, name), module.dtype)
     }
     return frozenset(
         {
@@ -149,7 +160,6 @@ def _allowed_pickle_globals() -> frozenset[str]:
     )
 
 
-_SAFE_GLOBALS = _allowed_pickle_globals()
 _STRING_OPCODES = {
     "SHORT_BINUNICODE",
     "BINUNICODE",
@@ -189,7 +199,7 @@ def scan_pickle(data: bytes, *, what: str) -> None:
 
 
 def _check_global(qualified_name: str, *, what: str) -> None:
-    if qualified_name not in _SAFE_GLOBALS:
+    if qualified_name not in _allowed_pickle_globals():
         raise UserError(
             ErrorCode.UNSAFE_PICKLE,
             f"{what} refers to {qualified_name!r}, which is not part of a plain tensor.",

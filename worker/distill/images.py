@@ -17,7 +17,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: a dataset's validation never needs it
+    from worker.distill.lazy import torch
 
 from core.errors import ErrorCode
 from worker.distill.errors import UserError

@@ -16,10 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: a dataset's validation never needs it
+    from worker.distill.lazy import torch
 
 from core.errors import ErrorCode
 from worker.distill.errors import UserError

@@ -11,9 +11,14 @@ from __future__ import annotations
 import re
 import zipfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: a dataset's validation never needs it
+    from worker.distill.lazy import torch
 
 from core.errors import ErrorCode
 from worker.distill.errors import UserError
