@@ -57,6 +57,7 @@ INSTALL_HINT = (
 )
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FORMATS = ("onnx", "onnx_fp16", "onnx_int8")
+SERVICE_BATCH = 8192  # worker/distill/device.py: the eval rows a batch on the CPU, at most
 GOAL = {"accuracy_share": 0.97, "compression": 10.0, "speedup_b32": 5.0}
 
 
@@ -389,6 +390,22 @@ def predict(session: Any, tokens: dict[str, np.ndarray], batch: int = 256) -> np
     )
 
 
+def counted(
+    session: Any, tokens: dict[str, np.ndarray], teacher_pred: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
+    """Accuracy and agreement with the teacher run as the service runs its eval set (one
+    batch of up to SERVICE_BATCH rows), and row by row as a server answering one request at
+    a time would. They differ for int8 files: dynamic quantization scales the activations
+    of the whole batch at once, so a row's answer depends on the rows beside it."""
+    together, alone = predict(session, tokens, SERVICE_BATCH), predict(session, tokens, 1)
+    return {
+        "accuracy": float(np.mean(together == y)),
+        "agreement": float(np.mean(together == teacher_pred)),
+        "accuracy_b1": float(np.mean(alone == y)),
+        "agreement_b1": float(np.mean(alone == teacher_pred)),
+    }
+
+
 def timed(session: Any, tokens: dict[str, np.ndarray], batch: int, seconds: float = 2.0) -> float:
     """The median seconds of one call on ``batch`` rows (at least 10 calls, about ``seconds``)."""
     feed = feed_of(session, tokens, slice(0, batch))
@@ -470,10 +487,8 @@ def run_job(
     files = {}
     for fmt in spec["export"]["formats"]:
         path = svc.client.download_student(job_id, fmt, folder / f"{job_id}-{fmt}.onnx")
-        pred = predict(ort_session(path, threads), tokens)
         files[fmt] = {
-            "accuracy": float(np.mean(pred == y)),
-            "agreement": float(np.mean(pred == teacher_pred)),
+            **counted(ort_session(path, threads), tokens, teacher_pred, y),
             **measure_file(path, tokens, threads),
         }
     # The teacher timed again right after its student: the machine is shared, and a ratio of
@@ -631,6 +646,9 @@ def tables(result: dict[str, Any]) -> tuple[str, list[str]]:
                     )
                     + "×",
                     pm([f["agreement"] for f in files]),
+                    pm([f["agreement_b1"] for f in files])
+                    if all("agreement_b1" in f for f in files)
+                    else "–",
                     pm([b["agreement"] - f["agreement"] for f, b in zip(files, base, strict=True)]),
                     pm([f["accuracy"] for f in files]),
                     "yes" if all(variant_matches(r, fmt) for r in runs) else "NO",
@@ -645,6 +663,7 @@ def tables(result: dict[str, Any]) -> tuple[str, list[str]]:
         "throughput b32 (/s)",
         "vs fp32",
         "agreement (%)",
+        "agreement row by row (%)",
         "points lost",
         "accuracy (%)",
         "report = outside",
@@ -680,9 +699,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tables", type=Path, default=None, help="render a result.json (a run cut short) and stop"
     )
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="with --tables: count the downloaded students again, at the service's batch and "
+        "row by row",
+    )
     args = parser.parse_args(argv)
     if args.tables:
-        print(render(json.loads(args.tables.read_text())))
+        result = json.loads(args.tables.read_text())
+        if args.recheck:
+            recheck(result, args.tables.parent, args.threads)
+            args.tables.write_text(json.dumps(result, indent=1) + "\n")
+        print(render(result))
         return 0
     plan = QUICK if args.quick else FULL
     if args.seeds:
@@ -811,14 +840,54 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def recheck(result: dict[str, Any], out: Path, threads: int) -> None:
+    """Count every downloaded student of ``result`` again (``counted``), in place."""
+    from tokenizers import Tokenizer
+
+    raw = result["plan"]
+    plan = Plan(
+        **{
+            **raw,
+            "students": tuple((a, r) for a, r in raw["students"]),
+            "seeds": tuple(raw["seeds"]),
+        }
+    )
+    cache = OUT / "cache"
+    data = load_debian_text(cache)
+    if result["quick"]:
+        data = first_classes(data, 4)
+    teacher_onnx, tokenizer_json, _ = build_teacher(plan, result["quick"], data, cache)
+    texts = data.test.texts[: plan.test_samples]
+    tokens = encode(Tokenizer.from_file(str(tokenizer_json)), texts, plan.max_length)
+    y = np.array(data.test.labels[: plan.test_samples], dtype=np.int64)
+    teacher_pred = predict(ort_session(teacher_onnx, threads), tokens)
+    for group in result["groups"]:
+        for run in group["distilled"] + group["hard"]:
+            for fmt, measured in run["files"].items():
+                path = out / "students" / f"{run['job']}-{fmt}.onnx"
+                measured.update(counted(ort_session(path, threads), tokens, teacher_pred, y))
+
+
+def whole_seeds(result: dict[str, Any]) -> dict[str, Any]:
+    """Only the seeds whose every job finished: a run cut short mid-seed leaves its rows
+    with the same seeds each."""
+    runs = [r for g in result["groups"] for k in ("distilled", "hard") for r in g[k]]
+    jobs = 2 * len(result["groups"])
+    whole = {s for s in {r["seed"] for r in runs} if sum(r["seed"] == s for r in runs) == jobs}
+    groups = [
+        {**g, **{k: [r for r in g[k] if r["seed"] in whole] for k in ("distilled", "hard")}}
+        for g in result["groups"]
+    ]
+    return {**result, "groups": groups, "whole_seeds": sorted(whole)}
+
+
 def render(result: dict[str, Any]) -> str:
     """The markdown section of a run (``--tables`` renders one cut short, from its JSON)."""
+    result = whole_seeds(result)
     plan, teacher, facts = result["plan"], result["teacher"], result["facts"]
     text, verdicts = tables(result)
     done = result.get("wall_min") is not None
-    seeds = sorted(
-        {r["seed"] for g in result["groups"] for k in ("distilled", "hard") for r in g[k]}
-    )
+    seeds = result["whole_seeds"]
     load = " ".join(f"{v:.2f}" for v in result["load_before"])
     parts = [
         "## Text: all-MiniLM-L6-v2 fine-tuned on Debian sections, distilled"
@@ -837,7 +906,13 @@ def render(result: dict[str, Any]) -> str:
         f"{teacher['fine_tune_s']:.0f} s on {teacher.get('fine_tune_threads', '?')} thread(s).",
         f"Students: {plan['student_epochs']} epochs, batch {plan['student_batch']}, lr "
         f"{plan['student_lr']:g}; seeds finished: {', '.join(map(str, seeds)) or 'none'}"
-        + ("" if done else f" (THE RUN WAS CUT SHORT: planned {plan['seeds']})")
+        + (
+            ""
+            if done
+            else " (THE RUN WAS CUT SHORT: planned "
+            + ", ".join(map(str, plan["seeds"]))
+            + "; only whole seeds are shown)"
+        )
         + ".",
         "",
         text,
