@@ -518,7 +518,9 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     mean, se = mean_se([scale * v for v in values])
-    return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f" ± {se:.{digits}f}")
+    if math.isnan(se) or se == 0.0:  # one seed, or the same in every seed (a file's bytes)
+        return f"{mean:,.{digits}f}"
+    return f"{mean:,.{digits}f} ± {se:,.{digits}f}"
 
 
 def variant_matches(run: dict[str, Any], fmt: str) -> bool:
@@ -575,7 +577,7 @@ def tables(result: dict[str, Any]) -> tuple[str, list[str]]:
             )
             compression = t["parameters"] / params
             label = (
-                "distilled (T = {:g}, no labels)".format(result["plan"]["temperature"])
+                "distilled (T = {:g}, soft targets only)".format(result["plan"]["temperature"])
                 if kind == "distilled"
                 else "hard-label twin"
             )
