@@ -365,6 +365,12 @@ def _size_token_student(
         candidates: Sequence[str] = LM_AUTO
     elif architecture == "auto":
         candidates = TOKEN_AUTO
+    elif architecture in LM_AUTO:
+        raise UserError(
+            ErrorCode.BAD_SPEC,
+            f"student.architecture: {architecture!r} needs a language-model teacher "
+            "(output [N, L, vocab])",
+        )
     elif architecture in TOKEN_AUTO:
         candidates = [architecture]
     else:
