@@ -281,13 +281,12 @@ def _train(ctx: Context, student: Student, splits: Splits, soft: SoftLabels | No
     picked = np.arange(0, n, -(-n // PROGRESS_ROWS), dtype=np.int64)
     progress_x = splits.eval.read(picked).contiguous()
     _, progress_mask = ids_and_mask(progress_x, names)
+    progress_batch = rows_per_batch(progress_x.shape[-1], teacher.num_classes)
     with exact_fp32():
         top = torch.cat(
             [
                 teacher_logits(teacher, part, ctx.device).argmax(-1).cpu()
-                for part in torch.split(
-                    progress_x, rows_per_batch(progress_x.shape[-1], teacher.num_classes)
-                )
+                for part in torch.split(progress_x, progress_batch)
             ]
         )
 
@@ -296,7 +295,7 @@ def _train(ctx: Context, student: Student, splits: Splits, soft: SoftLabels | No
             got = torch.cat(
                 [
                     model(part.to(ctx.device)).argmax(-1).cpu()
-                    for part in torch.split(progress_x, 64)
+                    for part in torch.split(progress_x, progress_batch)
                 ]
             )
         same = (got == top) & progress_mask

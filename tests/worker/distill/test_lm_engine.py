@@ -74,7 +74,7 @@ def run(
         source(files["eval"], "npz"),
         spec,
         workdir=workdir,
-        cache_dir=workdir / "cache",
+        cache_dir=kwargs.pop("cache_dir", workdir / "cache"),
         threads=1,
         **kwargs,
     )
@@ -158,3 +158,39 @@ def test_a_stopped_job_resumes_to_the_same_bytes(
     started = [e for e in events if e["event"] == "resumed"]
     assert started and 0 < started[0]["step"] < resumed.report["steps"]
     assert resumed.files["safetensors"].read_bytes() == straight.files["safetensors"].read_bytes()
+
+
+def test_soft_labels_are_cached_and_reused_by_another_temperature(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.distill import lm
+
+    spec = job(epochs=1, formats=("safetensors",))
+    first = run(files, spec, tmp_path / "a", cache_dir=tmp_path / "cache")
+    stored = list((tmp_path / "cache").glob("soft-labels-*.safetensors"))
+    assert len(stored) == 1
+    # N × L rows of k = 8 logits (fp16) and ids (int64), and a rest logit a row.
+    length = lm_set(1, 0)["input_ids"].shape[1]
+    assert stored[0].stat().st_size > N_TRAIN * length * 8 * (2 + 8)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher ran again")
+
+    monkeypatch.setattr(lm, "_compute", refuse)
+    spec = job(epochs=1, formats=("safetensors",), temperature=4.0)
+    again = run(files, spec, tmp_path / "b", cache_dir=tmp_path / "cache")
+    assert again.report["temperature"] == 4.0
+    assert first.report["student_perplexity"] != again.report["student_perplexity"]
+
+
+def test_online_soft_labels_match_cached_ones(files: dict[str, Path], tmp_path: Path) -> None:
+    """With top_k covering the vocabulary, online targets (fp32) and cached ones (fp16)
+    train nearly the same student."""
+    cached = run(files, job(epochs=2, formats=("safetensors",), top_k=VOCAB), tmp_path / "c")
+    spec = job(epochs=2, formats=("safetensors",), top_k=VOCAB, soft_labels="online")
+    online = run(files, spec, tmp_path / "o")
+    assert online.report["soft_labels"] == "online"
+    assert not list((tmp_path / "o" / "cache").glob("soft-labels-*"))
+    assert online.report["student_perplexity"] == pytest.approx(
+        cached.report["student_perplexity"], rel=2e-2
+    )
