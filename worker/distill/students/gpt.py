@@ -4,7 +4,9 @@ It takes the engine's token batch ``[N, K, L]`` like the other token students
 (``text.py``) and returns next-token logits ``[N, L, V]`` over the teacher's vocabulary.
 Sinusoidal positions, pre-norm blocks of causal 4-head self-attention and a feed-forward
 layer, a final layer norm; the output layer is the embedding itself (tied weights: with a
-factorised embedding, ``h · Wpᵀ`` then ``· Eᵀ``). A position attends to itself and to the
+factorised embedding, ``h · Wpᵀ`` then ``· Eᵀ``), scaled by ``1/√width`` so that the
+untrained model's logits have about unit scale (the embedding is drawn from N(0, 1), as
+the text students' are; unscaled, the first loss would be several times log V). A position attends to itself and to the
 earlier real tokens (``attention_mask`` 1): padding is never read, and a padded position
 still has itself to attend to (no empty row, no NaN).
 """
@@ -59,7 +61,7 @@ class GPT(TokenStudent):
         h = self.norm(h)
         if isinstance(self.embed.project, nn.Linear):
             h = h @ self.embed.project.weight  # [N, L, r]
-        out: torch.Tensor = h @ self.embed.table.weight.t()
+        out: torch.Tensor = (h @ self.embed.table.weight.t()) * self.width**-0.5
         return out
 
 
