@@ -191,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-steps", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--ratios", default="0.2,0.1", help="student size_ratio values, comma-separated"
+    )
+    parser.add_argument("--out", default=None, help="output name (default lm_quality)")
     args = parser.parse_args(argv)
+    ratios = [float(r) for r in args.ratios.split(",")]
     if args.quick:
         args.seeds, args.length, args.train_sequences, args.eval_sequences = 2, 32, 300, 40
         args.teacher_width, args.teacher_layers, args.teacher_steps = 48, 2, 60
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.service import OUT
 
     OUT.mkdir(parents=True, exist_ok=True)
-    jobs_log = OUT / ("lm_quality-quick-jobs.jsonl" if args.quick else "lm_quality-jobs.jsonl")
+    name = args.out or ("lm_quality-quick" if args.quick else "lm_quality")
+    jobs_log = OUT / f"{name}-jobs.jsonl"
     jobs_log.write_text("")
     rows: list[list[Any]] = []
     results: dict[tuple[float, str], list[dict[str, Any]]] = {}
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(transfer, **train)
         held_path = tmp / "held.npz"
         np.savez(held_path, **held)
-        for ratio in (0.2, 0.1):
+        for ratio in ratios:
             for kind, alpha in (("distilled", 0.1), ("twin", 1.0)):
                 for seed in range(args.seeds):
                     workdir = tmp / f"job-{ratio}-{kind}-{seed}"
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
     teacher_parameters = sum(p.numel() for p in model.parameters())
     summary: dict[str, Any] = {"teacher_ppl": teacher_ppl, "teacher_parameters": teacher_parameters}
-    for ratio in (0.2, 0.1):
+    for ratio in ratios:
         distilled, twin = results[(ratio, "distilled")], results[(ratio, "twin")]
         d_ppl, d_se = mean_se([r["ppl"] for r in distilled])
         t_ppl, t_se = mean_se([r["ppl"] for r in twin])
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(text)
-    write_output("lm_quality-quick" if args.quick else "lm_quality", text)
+    write_output(name, text)
     return 0
 
 
