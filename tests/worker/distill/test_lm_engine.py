@@ -194,3 +194,37 @@ def test_online_soft_labels_match_cached_ones(files: dict[str, Path], tmp_path: 
     assert online.report["student_perplexity"] == pytest.approx(
         cached.report["student_perplexity"], rel=2e-2
     )
+
+
+def test_raw_text_is_tokenized_with_the_teachers_tokenizer(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """JSON Lines of words w<id> (no labels) and a word-level tokenizer.json of the teacher's
+    vocabulary: the same ids, so the same kind of student as from token arrays."""
+    import json
+
+    from tests.worker.distill.text_helpers import tokenizer_json
+
+    def write(data: dict[str, np.ndarray], path: Path) -> Path:
+        with open(path, "w") as file:
+            for ids, mask in zip(data["input_ids"], data["attention_mask"], strict=True):
+                words = " ".join(f"w{i}" for i, m in zip(ids, mask, strict=True) if m)
+                file.write(json.dumps({"text": words}) + "\n")
+        return path
+
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text(tokenizer_json(VOCAB))
+    result = run_distillation(
+        [source(files["onnx"], "onnx")],
+        source(write(lm_set(N_TRAIN, 1), tmp_path / "train.jsonl"), "jsonl"),
+        source(write(lm_set(N_EVAL, 2), tmp_path / "eval.jsonl"), "jsonl"),
+        job(epochs=4, formats=("onnx",)),
+        workdir=tmp_path / "work",
+        cache_dir=tmp_path / "cache",
+        tokenizer=source(tokenizer, "tokenizer"),
+        threads=1,
+    )
+    report = result.report
+    assert report["task"] == "language_model" and report["sequence_length"] == 12
+    assert report["eval_tokens"] == int(lm_set(N_EVAL, 2)["attention_mask"].sum())
+    assert report["next_token_agreement"] > 0.6
