@@ -6,9 +6,9 @@ Sinusoidal positions, pre-norm blocks of causal 4-head self-attention and a feed
 layer, a final layer norm; the output layer is the embedding itself (tied weights: with a
 factorised embedding, ``h · Wpᵀ`` then ``· Eᵀ``), scaled by ``1/√width`` so that the
 untrained model's logits have about unit scale (the embedding is drawn from N(0, 1), as
-the text students' are; unscaled, the first loss would be several times log V). A position attends to itself and to the
-earlier real tokens (``attention_mask`` 1): padding is never read, and a padded position
-still has itself to attend to (no empty row, no NaN).
+the text students' are; unscaled, the first loss would be several times log V). A position
+attends to itself and to the earlier real tokens (``attention_mask`` 1): padding is never
+read, and a padded position still has itself to attend to (no empty row, no NaN).
 """
 
 from __future__ import annotations
