@@ -9,6 +9,9 @@ from stillhouse_contracts.spec import (
     EXPORT_FORMATS as EXPORT_FORMATS,
 )
 from stillhouse_contracts.spec import (
+    LM_DEFAULT_TOP_K as LM_DEFAULT_TOP_K,
+)
+from stillhouse_contracts.spec import (
     MAX_HIDDEN_WEIGHTS as MAX_HIDDEN_WEIGHTS,
 )
 from stillhouse_contracts.spec import (

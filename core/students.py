@@ -83,8 +83,23 @@ _ENTRIES: tuple[dict[str, Any], ...] = (
             "factor": "rank of the factorised embedding (width / 4), 0 for a plain one",
         },
     },
+    {
+        "name": "gpt",
+        "description": "Decoder-only transformer for language-model teachers: an embedding "
+        "with sinusoidal positions, 2 (or 1) pre-norm blocks of causal 4-head self-attention, "
+        "the output layer tied to the embedding; next-token logits over the teacher's "
+        "vocabulary.",
+        "input_ranks": [],
+        "input_kind": "tokens",
+        "knobs": {
+            "width": "model width, solved from size_ratio/max_parameters",
+            "layers": "2, or 1 when 2 cannot be that small",
+            "factor": "rank of the factorised embedding (width / 4), 0 for a plain one",
+        },
+    },
 )
 TOKEN_ARCHITECTURES = ("text_cnn", "transformer")
+LM_ARCHITECTURES = ("gpt",)  # students of language-model teachers
 AUTO_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn"}
 
 

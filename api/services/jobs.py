@@ -21,7 +21,7 @@ from core.enums import ACTIVE, TERMINAL, JobStatus, UploadStatus
 from core.queue import TASK_RUN_JOB
 from core.spec import JobSpec
 from core.storage import Storage
-from core.students import TOKEN_ARCHITECTURES, fits_input
+from core.students import LM_ARCHITECTURES, TOKEN_ARCHITECTURES, fits_input
 from core.tokens import missing_inputs
 from models import Dataset, Job, JobEpoch, JobEvent, Teacher, new_id
 from models.history_repository import HistoryRepository
@@ -169,13 +169,28 @@ def _check_objective(teachers: list[Teacher], spec: JobSpec, shape: list[int]) -
         )
 
 
-def _check_token_spec(spec: JobSpec) -> None:
-    """Token teachers: a text student, no image augmentation, no input gradients."""
-    if spec.student.architecture not in ("auto", *TOKEN_ARCHITECTURES):
+SEQUENCE_ONLY_LOSSES = ("reverse_kl", "jsd")
+
+
+def _check_language_model_spec(teachers: list[Teacher], spec: JobSpec) -> None:
+    """Language-model teachers: one teacher, no sweep, no baseline (the student and the loss
+    are checked by ``_check_token_spec``)."""
+    if len(teachers) > 1:
+        raise _invalid("teacher_ids", "a language model is distilled from one teacher")
+    if spec.sweep is not None:
+        raise _invalid("sweep", "not offered for language models")
+    if spec.baseline:
+        raise _invalid("baseline", "not offered for language models")
+
+
+def _check_token_spec(spec: JobSpec, architectures: tuple[str, ...] = TOKEN_ARCHITECTURES) -> None:
+    """Token teachers: a text student (``architectures``: a gpt for a language model), no
+    image augmentation, no input gradients."""
+    if spec.student.architecture not in ("auto", *architectures):
         raise _invalid(
             "student.architecture",
-            f"{spec.student.architecture!r} does not take token inputs; use auto, "
-            + " or ".join(TOKEN_ARCHITECTURES),
+            f"{spec.student.architecture!r} does not fit this teacher; use auto, "
+            + " or ".join(architectures),
         )
     if spec.distillation.loss == "kd_jacobian":
         raise _invalid("distillation.loss", "kd_jacobian needs float inputs, not token ids")
@@ -196,6 +211,15 @@ def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[
         evalset = _dataset(uow, tenant_id, "eval_dataset_id", spec.eval_dataset_id)
         _check_shapes("eval_dataset_id", teachers[0], evalset)
         _check_labels("eval_dataset_id", teachers[0], evalset)
+    if teachers[0].task == "language_model":
+        _check_language_model_spec(teachers, spec)
+        _check_token_spec(spec, LM_ARCHITECTURES)
+        return teachers, transfer
+    if spec.distillation.loss in SEQUENCE_ONLY_LOSSES:
+        raise _invalid(
+            "distillation.loss",
+            f"{spec.distillation.loss} is for language-model teachers; use kd or kd_jacobian",
+        )
     if teachers[0].input_kind == "tokens":
         _check_token_spec(spec)
         if spec.baseline:

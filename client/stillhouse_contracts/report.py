@@ -27,6 +27,15 @@ class ModelMeasure(_Open):
     throughput_per_s: float
     runtime: str | None = None
     file_bytes: dict[str, int] | None = None
+    latency_ms_per_token: float | None = Field(
+        default=None,
+        description="language models: latency_ms_batch1 over the sequence_length tokens of "
+        "the timed sequence (one forward pass over the whole sequence)",
+    )
+    tokens_per_s: float | None = Field(
+        default=None,
+        description="language models: throughput_per_s x sequence_length (padded tokens)",
+    )
 
 
 class SpeedupSpread(_Open):
@@ -160,6 +169,40 @@ class Report(_Open):
     )
     baseline: Baseline | None = Field(default=None, description="with baseline: true")
     distillation_gain: DistillationGain | None = None
+    # Language models (task "language_model"): agreement_top1 is next_token_agreement,
+    # kl_divergence is kl_per_token, the accuracies are next-token accuracy on the data.
+    task: str | None = Field(
+        default=None, description="language_model for a language-model teacher, else None"
+    )
+    teacher_perplexity: float | None = Field(
+        default=None,
+        description="language models: exp of the teacher's mean next-token cross-entropy on "
+        "the eval set's real tokens",
+    )
+    student_perplexity: float | None = Field(
+        default=None,
+        description="language models: the same for the downloaded student (metrics_source)",
+    )
+    next_token_agreement: float | None = Field(
+        default=None,
+        description="language models: share of the eval set's real tokens where the "
+        "student's top-1 next token is the teacher's",
+    )
+    kl_per_token: float | None = Field(
+        default=None,
+        description="language models: mean KL(teacher || student) at T=1 over real tokens",
+    )
+    eval_tokens: int | None = Field(
+        default=None, description="language models: real tokens (attention_mask 1) evaluated"
+    )
+    eval_predicted_tokens: int | None = Field(
+        default=None,
+        description="language models: real tokens followed by a real token (perplexity's)",
+    )
+    top_k: int | None = Field(
+        default=None, description="language models: teacher logits kept a token"
+    )
+    beta: float | None = Field(default=None, description="jsd only: the mixture weight")
 
 
 class EpochRecord(_Closed):

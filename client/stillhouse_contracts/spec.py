@@ -42,12 +42,15 @@ ARCHITECTURES: tuple[str, ...] = (
     "mobilenetv2",
     "text_cnn",
     "transformer",
+    "gpt",
 )
 Architecture = Literal[
-    "auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2", "text_cnn", "transformer"
+    "auto", "mlp", "cnn", "cnn1d", "resnet", "mobilenetv2", "text_cnn", "transformer", "gpt"
 ]
 SoftLabelMode = Literal["cached", "online"]
-LossName = Literal["kd", "kd_jacobian"]
+LossName = Literal["kd", "kd_jacobian", "reverse_kl", "jsd"]
+# Language-model teachers: soft labels keep this many logits a token when top_k is unset.
+LM_DEFAULT_TOP_K = 64
 
 
 class _Strict(BaseModel):
@@ -99,13 +102,23 @@ class DistillationSpec(_Strict):
     loss: LossName = Field(
         default="kd",
         description="kd: soft targets (+ hard labels); kd_jacobian: also match the teacher's "
-        "input gradients along random projections (needs .pt2 teachers)",
+        "input gradients along random projections (needs .pt2 teachers); language models "
+        "only: reverse_kl (KL(student || teacher)), jsd (generalized Jensen-Shannon, beta)",
+    )
+    beta: StrictFloat = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="jsd only: the mixture weight of the teacher, M = beta P + (1 - beta) Q",
     )
     jacobian_weight: StrictFloat = Field(
         default=1.0, ge=0.0, le=1000.0, description="kd_jacobian: weight of the derivative term"
     )
     top_k: StrictInt | None = Field(
-        default=None, ge=1, description="keep only the teacher's top-k logits (default: all)"
+        default=None,
+        ge=1,
+        description="keep only the teacher's top-k logits (default: all; language models: "
+        "64 a token)",
     )
 
 

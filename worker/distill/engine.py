@@ -266,6 +266,11 @@ def distill(
 
 
 def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult:
+    from worker.distill.lm import is_language_model, run_lm_stages
+
+    if is_language_model(ctx.teachers):  # token by token: its own chain (lm.py)
+        files, report, metrics = run_lm_stages(ctx, transfer, held)
+        return DistillResult(files=files, report=report, metrics=metrics)
     check_inputs(ctx.teachers, transfer, "dataset")
     if held is not None:
         check_inputs(ctx.teachers, held, "eval dataset")

@@ -292,7 +292,8 @@ def token_shape(teacher: TeacherLike, rows: Rows) -> TokenShape | None:
     if vocab is None:
         k = ids_index(names)
         vocab = 1 + max(int(chunk[:, k].max()) for _, chunk in row_chunks(rows))
-    return TokenShape(names, int(vocab), tuple(t.dtype for t in inputs))
+    lm = getattr(teacher, "task", "classification") == "language_model"
+    return TokenShape(names, int(vocab), tuple(t.dtype for t in inputs), language_model=lm)
 
 
 # --- the teacher on the eval rows, and training -------------------------------------------

@@ -153,7 +153,15 @@ class Teacher:
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         value = self._run(x, self.output_name).get(self.output_name)
         out = as_tensor(value)
-        if out is None or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        if self.task == "language_model":
+            if out is None or out.ndim != 3 or list(out.shape[:2]) != [x.shape[0], x.shape[-1]]:
+                shape = list(out.shape) if out is not None else type(value).__name__
+                raise UserError(
+                    ErrorCode.BAD_OUTPUT,
+                    f"The language model's output {self.output_name!r} must be one "
+                    f"[N, L, vocab] tensor; it returned {shape}.",
+                )
+        elif out is None or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = list(out.shape) if out is not None else type(value).__name__
             raise UserError(
                 ErrorCode.BAD_OUTPUT,
@@ -499,6 +507,10 @@ def _dry_run(teacher: Teacher, output_name: str | None, output_kind: str) -> Non
         return
     declared = teacher.declared_types
     outputs = [describe(name, value, rows, declared.get(name)) for name, value in raw.items()]
+    if teacher.token_inputs is not None and _language_model(
+        teacher, raw, outputs, rows, shape[-1], output_name, output_kind
+    ):
+        return
     info, why_output = pick_output(outputs, output_name)
     out = as_tensor(raw[info.name])
     assert out is not None  # pick_output only picks float tensors
@@ -529,6 +541,63 @@ def _choose_next_token_logits(
     teacher.outputs, teacher.output_name, teacher.output_kind = outputs, "logits", "logits"
     teacher.num_classes = int(out.shape[-1])
     teacher.output_reason = "'logits': the language model's next-token logits [N, L, vocab]"
+    vocab = teacher.num_classes
+    if teacher.vocab_size is None or teacher.vocab_size > vocab:
+        teacher.vocab_size = vocab
+
+
+def _language_model(
+    teacher: Teacher,
+    raw: dict[str, Any],
+    outputs: list[OutputInfo],
+    rows: int,
+    length: int,
+    output_name: str | None,
+    output_kind: str,
+) -> bool:
+    """A token teacher whose scores are one float ``[N, L, vocab]`` output (a sequence axis
+    as long as the input, a vocabulary axis): a language model. The output named
+    ``output_name``, else the one named ``logits``, else the only such output when no
+    ``[N, classes]`` output competes. Sets the teacher up and returns True when it is one."""
+    found: dict[str, torch.Tensor] = {}
+    for name, value in raw.items():
+        out = as_tensor(value)
+        if (
+            out is not None
+            and out.is_floating_point()
+            and out.ndim == 3
+            and list(out.shape[:2]) == [rows, length]
+            and out.shape[2] >= 2
+        ):
+            found[name] = out
+    if output_name:
+        chosen = output_name if output_name in found else None
+        why = f"output_name {output_name!r} was given at upload"
+    elif "logits" in found:
+        chosen, why = "logits", "the output named 'logits'"
+    elif len(found) == 1 and not any(info.scores for info in outputs):
+        chosen, why = next(iter(found)), "the only float [N, L, vocab] output"
+    else:
+        chosen, why = None, ""
+    if chosen is None:
+        return False
+    out = found[chosen]
+    if not torch.isfinite(out).all():
+        raise UserError(
+            ErrorCode.BAD_OUTPUT,
+            f"The teacher's output {chosen!r} on the dry run is not finite.",
+        )
+    info = next(o for o in outputs if o.name == chosen)
+    kind, why_kind = detect_kind(info, out, output_kind)
+    vocab = int(out.shape[2])
+    teacher.task = "language_model"
+    if teacher.vocab_size is None or teacher.vocab_size > vocab:
+        teacher.vocab_size = vocab
+    reason = (
+        f"{chosen!r}: {why} (a language model: [N, L, vocab], vocab {vocab}); {kind}: {why_kind}"
+    )
+    teacher.choose(outputs, chosen, kind, vocab, reason)
+    return True
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -35,6 +35,12 @@ ON_DEVICE_BYTES = 1 << 30  # below this, the whole transfer set lives on the GPU
 # (batch indices, input batch on device) → the teacher's softened distribution [b, C] on
 # device: ``losses.soft_targets`` of its logits (precomputed once for cached soft labels).
 TargetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (model, batch indices, input batch on device) → (loss, soft term, hard term): a whole
+# objective that replaces the loss of ``losses.LOSSES`` (language models: ``lm.py``).
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+]
 STOP_CHECK_EVERY_S = 0.2  # how often ``should_stop`` is asked (it may touch the disk)
 
 
@@ -145,6 +151,7 @@ def train(
     on_event: EventFn = lambda ev: None,
     augment: Augment | None = None,
     jacobian: JacobianMatching | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (x, y) against the teacher's distribution ``target_probs``.
 
@@ -160,11 +167,14 @@ def train(
     ``augment`` transforms each batch (seeded by (seed, epoch, batch)) before the teacher
     and the student see it; ``jacobian`` computes the whole objective of a loss in
     ``INPUT_GRADIENT_LOSSES`` (it runs the teacher itself; ``target_probs`` is then unused).
+    ``objective`` computes the whole loss instead (``target_probs`` and ``cfg.loss`` unused).
     """
     if (cfg.loss in INPUT_GRADIENT_LOSSES) != (jacobian is not None):
         raise ValueError(f"loss {cfg.loss!r} and the jacobian objective go together")
     rows: Rows = TensorRows(x, y) if isinstance(x, torch.Tensor) else x
-    run = _Run(model, _on_device(rows, device), target_probs, cfg, device, workdir, fingerprint)
+    run = _Run(
+        model, _on_device(rows, device), target_probs, cfg, device, workdir, fingerprint, objective
+    )
     run.on_step, run.should_stop, run.on_event = on_step, should_stop, on_event
     run.augment, run.jacobian = augment, jacobian
     if run.resumed:
@@ -221,9 +231,12 @@ class _Run:
         device: torch.device,
         workdir: Path,
         fingerprint: str,
+        objective: Objective | None = None,
     ) -> None:
         self.model, self.rows, self.targets, self.cfg = model, rows, target_probs, cfg
-        self.device, self.workdir, self.loss_fn = device, workdir, LOSSES[cfg.loss]
+        self.objective = objective
+        self.loss_fn = None if objective is not None else LOSSES[cfg.loss]
+        self.device, self.workdir = device, workdir
         self.n = rows.num_samples
         self.steps_per_epoch = batches_per_epoch(self.n, cfg.batch_size)
         self.total = cfg.epochs * self.steps_per_epoch
@@ -298,6 +311,8 @@ class _Run:
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The loss and, when known apart, its soft and hard terms (the epoch's record)."""
         cfg = self.cfg
+        if self.objective is not None:
+            return self.objective(self.model, idx, xb)
         if self.jacobian is not None:
             loss, soft, hard, _ = self.jacobian(self.model, xb, yb, epoch=epoch, batch=batch)
             return loss, soft, hard
@@ -308,6 +323,7 @@ class _Run:
         if cfg.loss == "kd":
             soft, hard = kd_terms(logits, probs, yb, temperature=cfg.temperature)
             return combine_kd(soft, hard, cfg.alpha), soft, hard
+        assert self.loss_fn is not None
         loss = self.loss_fn(logits, probs, yb, temperature=cfg.temperature, alpha=cfg.alpha)
         return loss, None, None
 

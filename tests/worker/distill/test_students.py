@@ -153,3 +153,42 @@ def test_auto_picks_a_text_cnn_for_token_teachers_and_factorises_a_dominant_voca
 def test_tensor_students_refuse_token_teachers() -> None:
     with pytest.raises(UserError, match="does not take token inputs"):
         size_student("mlp", (2, 64), 5, target=5_000, cap=50_000, tokens=TOKENS)
+
+
+@pytest.mark.parametrize("factorised", [False, True])
+def test_the_gpt_student_is_causal_tied_and_counted(factorised: bool) -> None:
+    entry = REGISTRY["gpt"]
+    assert entry.token_families is not None
+    lm = TokenShape(("input_ids", "attention_mask"), 1000, language_model=True)
+    config = entry.token_families(lm, factorised)[0]((2, 9), 1000, 2)
+    model = build_student("gpt", config).eval()
+    assert count_parameters(model) == entry.parameters(config)
+    ids = torch.randint(1, 1000, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[:, 6:] = 0
+    x = torch.stack([ids, mask], 1).float()
+    out = model(x)
+    assert out.shape == (3, 9, 1000)  # next-token logits over the vocabulary, a position
+    # Causal: changing token 4 changes no logit before it, and some at or after it.
+    later = x.clone()
+    later[:, 0, 4] = (later[:, 0, 4] % 999) + 1
+    changed = model(later)
+    assert torch.equal(changed[:, :4], out[:, :4])
+    assert not torch.allclose(changed[:, 4:6], out[:, 4:6])
+    # Padding is never read by a real position.
+    padded = x.clone()
+    padded[:, 0, 6:] = 5
+    assert torch.allclose(model(padded)[:, :6], out[:, :6], atol=1e-6)
+    # Tied: the output layer is the embedding table (no separate head).
+    assert all("head" not in name for name, _ in model.named_parameters())
+
+
+def test_auto_picks_gpt_for_a_language_model_and_only_for_one() -> None:
+    lm = TokenShape(("input_ids", "attention_mask"), 500, language_model=True)
+    name, config = size_student("auto", (2, 32), 500, target=100_000, cap=1_000_000, tokens=lm)
+    assert name == "gpt" and config.vocab_size == 500
+    assert abs(REGISTRY[name].parameters(config) - 100_000) <= 0.25 * 100_000
+    with pytest.raises(UserError, match="no language model"):
+        size_student("transformer", (2, 32), 500, target=100_000, cap=1_000_000, tokens=lm)
+    with pytest.raises(UserError, match="needs a language-model teacher"):
+        size_student("gpt", (2, 32), 5, target=100_000, cap=1_000_000, tokens=TOKENS)

@@ -29,6 +29,7 @@ from worker.distill.students.cnn1d import (
     cnn1d_for_width,
     cnn1d_parameters,
 )
+from worker.distill.students.gpt import GPTConfig, build_gpt, gpt_for_width, gpt_parameters
 from worker.distill.students.layers import Standardize
 from worker.distill.students.mlp import MLPConfig, build_mlp, mlp_for_width, mlp_parameters
 from worker.distill.students.mobilenetv2 import (
@@ -75,6 +76,7 @@ class TokenShape:
     names: tuple[str, ...]
     vocab_size: int
     dtypes: tuple[str, ...] = ()
+    language_model: bool = False  # the teacher predicts the next token: a gpt student
 
 
 def _text_cnn_families(tokens: TokenShape, first: bool) -> tuple[Family, ...]:
@@ -89,6 +91,15 @@ def _transformer_families(tokens: TokenShape, first: bool) -> tuple[Family, ...]
     names, dtypes, vocab = tokens.names, tokens.dtypes, tokens.vocab_size
     return tuple(
         (lambda s, c, w, f=f, n=n: transformer_for_width(names, dtypes, vocab, c, w, n, f))
+        for n in (2, 1)
+        for f in (first, not first)
+    )
+
+
+def _gpt_families(tokens: TokenShape, first: bool) -> tuple[Family, ...]:
+    names, dtypes, vocab = tokens.names, tokens.dtypes, tokens.vocab_size
+    return tuple(
+        (lambda s, c, w, f=f, n=n: gpt_for_width(names, dtypes, vocab, w, n, f))
         for n in (2, 1)
         for f in (first, not first)
     )
@@ -201,8 +212,21 @@ REGISTRY: dict[str, StudentEntry] = {
         "tokens, masked mean pool, linear head.",
         token_families=_transformer_families,
     ),
+    "gpt": StudentEntry(
+        "gpt",
+        GPTConfig,
+        build_gpt,
+        gpt_parameters,
+        (),
+        (),
+        "Decoder-only transformer for language-model teachers: an embedding with sinusoidal "
+        "positions, 2 (or 1) pre-norm blocks of causal 4-head self-attention, the output "
+        "layer tied to the embedding; next-token logits over the teacher's vocabulary.",
+        token_families=_gpt_families,
+    ),
 }
 TOKEN_AUTO = ("text_cnn", "transformer")
+LM_AUTO = ("gpt",)
 
 
 def build_student(name: str, config: Any) -> nn.Module:
@@ -331,9 +355,22 @@ def _size_token_student(
     cap: int,
     tokens: TokenShape,
 ) -> tuple[str, Any]:
-    """A token student: auto picks text_cnn, then transformer."""
-    if architecture == "auto":
-        candidates: Sequence[str] = TOKEN_AUTO
+    """A token student: auto picks text_cnn, then transformer; gpt for a language model."""
+    if tokens.language_model:
+        if architecture not in ("auto", *LM_AUTO):
+            raise UserError(
+                ErrorCode.BAD_SPEC,
+                f"student.architecture: {architecture!r} is no language model; use auto or gpt",
+            )
+        candidates: Sequence[str] = LM_AUTO
+    elif architecture == "auto":
+        candidates = TOKEN_AUTO
+    elif architecture in LM_AUTO:
+        raise UserError(
+            ErrorCode.BAD_SPEC,
+            f"student.architecture: {architecture!r} needs a language-model teacher "
+            "(output [N, L, vocab])",
+        )
     elif architecture in TOKEN_AUTO:
         candidates = [architecture]
     else:
