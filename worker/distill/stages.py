@@ -528,9 +528,14 @@ def evaluate_stage(
     with the teacher."""
     started = time.perf_counter()
     files, by_format = exported.files, {}
+    tokens = _sequence_length(ctx, eval_rows) is not None
     for fmt in (*METRICS_PREFERENCE, *VARIANTS):
         if fmt in files:
-            logits = ev.predict(runtime_for(fmt, files[fmt]), eval_rows, ctx.inference_batch)
+            # A token student's int8 file is quantized dynamically: its activations' scale is
+            # taken per run, so one row's answer depends on the rows beside it. It is counted
+            # a row at a time, as a request served alone gets it (and as anyone can rerun it).
+            batch = 1 if tokens and fmt == "onnx_int8" else ctx.inference_batch
+            logits = ev.predict(runtime_for(fmt, files[fmt]), eval_rows, batch)
             by_format[fmt] = ev.eval_metrics(ref.logits, logits, ref.labels)
     source = next(f for f in METRICS_PREFERENCE if f in by_format)
     student_fn, runtime = _student_runtime(ctx.teachers, files, module, ctx.device)
