@@ -28,8 +28,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from core.spec import JobSpec  # noqa: E402
-from worker.distill.engine import Source, run_distillation  # noqa: E402
-from worker.distill.export import _quiet_exporter  # noqa: E402
+from engine.engine import Source, run_distillation  # noqa: E402
+from engine.export import _quiet_exporter  # noqa: E402
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:

@@ -43,8 +43,8 @@ from bench.service import (
     save_npz,
     write_output,
 )
-from worker.distill.students import init_student
-from worker.distill.students.resnet import ResNetConfig
+from engine.students import init_student
+from engine.students.resnet import ResNetConfig
 
 SHAPE = (1, 28, 28)
 REPORTED = (

@@ -12,7 +12,7 @@ out files is seen by any model before the evaluation. The text is cut into seque
 A teacher GPT (the service's own ``gpt`` builder, 4 layers) is trained here by next-token
 cross-entropy and exported to ONNX with ``input_ids`` / ``attention_mask``. Then, for each
 size (``size_ratio`` 0.2 and 0.1: 5x and 10x fewer parameters) and each seed, two jobs run
-through the engine (``worker.distill.engine.run_distillation``: soft labels, training,
+through the engine (``engine.engine.run_distillation``: soft labels, training,
 export, evaluation, as a worker runs them, without the HTTP service around it):
 
 - distilled: ``loss: kd`` at T = 1 on the teacher's top-64 logits a token, alpha 0.1;
@@ -74,7 +74,7 @@ def sequences(text: bytes, length: int, count: int) -> dict[str, np.ndarray]:
 def train_teacher(
     data: dict[str, np.ndarray], width: int, layers: int, steps: int, seed: int
 ) -> tuple[torch.nn.Module, Any]:
-    from worker.distill.students.gpt import GPTConfig, build_gpt
+    from engine.students.gpt import GPTConfig, build_gpt
 
     config = GPTConfig(NAMES, VOCAB, VOCAB, width, layers, 0, ("int64", "int64"))
     torch.manual_seed(seed)
@@ -130,7 +130,7 @@ def run_job(
     epochs: int,
 ) -> dict[str, Any]:
     from core.spec import JobSpec
-    from worker.distill.engine import Source, run_distillation
+    from engine.engine import Source, run_distillation
 
     def source(path: Path, fmt: str) -> Source:
         return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[float, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="lm-quality-") as tmp_dir:
         tmp = Path(tmp_dir)
-        from worker.distill.export import export_student
+        from engine.export import export_student
 
         example = torch.from_numpy(
             np.stack([held["input_ids"][:2], held["attention_mask"][:2]], 1)

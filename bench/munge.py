@@ -113,8 +113,8 @@ def available(kind: str) -> bool:
 def distil(teacher_path: Path, split: Split, munge: float, seed: int, epochs: int) -> float:
     """Held-out top-1 agreement of a student distilled by the engine."""
     from core.spec import AugmentationSpec, JobSpec, TrainingSpec
-    from worker.distill.engine import distill
-    from worker.distill.teachers import load_teacher
+    from engine.engine import distill
+    from engine.teachers import load_teacher
 
     x, y, xe, ye = split
     spec = JobSpec(

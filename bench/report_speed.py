@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from bench.service import machine, markdown_table, write_output
-from worker.distill.report import measure_pair, measure_speed, one_torch_thread
+from engine.report import measure_pair, measure_speed, one_torch_thread
 
 GOAL = 1.3
 CPU = torch.device("cpu")

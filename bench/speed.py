@@ -101,8 +101,8 @@ def make_teacher(path: Path) -> nn.Module:
 
 def student_like_the_engine(x: torch.Tensor, teacher_params: int, spec: JobSpec) -> nn.Module:
     """The student the engine's auto sizing picks, initialised the way the engine does."""
-    from worker.distill.students import build_student, size_student, student_target
-    from worker.distill.students.layers import Standardize
+    from engine.students import build_student, size_student, student_target
+    from engine.students.layers import Standardize
 
     target, cap = student_target(
         teacher_params, spec.student.size_ratio, spec.student.max_parameters

@@ -3,7 +3,7 @@
     python -m bench.sweep_cost --threads 1            # the real run (a few minutes, 2 cores)
     python -m bench.sweep_cost --quick --threads 1    # smoke run
 
-In one process, on the engine (``worker.distill``, no service around it):
+In one process, on the engine (``engine``, no service around it):
 
 (a) the baseline: one soft-label pass of the teacher over the transfer set (the engine's own
     ``soft_label_stage``, fresh cache), then each candidate's student built
@@ -44,10 +44,10 @@ from torch import nn
 
 from bench import _harness as h
 from core.spec import JobSpec
-from worker.distill.engine import distill
-from worker.distill.progress import Reporter
-from worker.distill.rows import ArrayRows
-from worker.distill.stages import (
+from engine.engine import distill
+from engine.progress import Reporter
+from engine.rows import ArrayRows
+from engine.stages import (
     Context,
     soft_label_stage,
     split_stage,
@@ -55,8 +55,8 @@ from worker.distill.stages import (
     teacher_eval_stage,
     train_stage,
 )
-from worker.distill.sweep import candidate_specs
-from worker.distill.targets import make_targets
+from engine.sweep import candidate_specs
+from engine.targets import make_targets
 
 
 class RandomTeacher:

@@ -57,7 +57,7 @@ INSTALL_HINT = (
 )
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FORMATS = ("onnx", "onnx_fp16", "onnx_int8")
-SERVICE_BATCH = 8192  # worker/distill/device.py: the eval rows a batch on the CPU, at most
+SERVICE_BATCH = 8192  # engine/device.py: the eval rows a batch on the CPU, at most
 GOAL = {"accuracy_share": 0.97, "compression": 10.0, "speedup_b32": 5.0}
 
 
@@ -255,7 +255,7 @@ def export_hf_onnx(model: torch.nn.Module, path: Path, length: int) -> Path:
     dynamic axes ``batch_size`` and ``sequence_length``, output ``logits``. Through
     torch.export (``dynamo=True``): the TorchScript tracer bakes the example's padding into
     transformers' mask code (0.03 off in logits at another length, checked)."""
-    from worker.distill.export import _quiet_exporter
+    from engine.export import _quiet_exporter
 
     example = tuple(torch.ones(2, length, dtype=torch.int64) for _ in INPUTS)
     batch = torch.export.Dim("batch_size", min=1, max=4096)

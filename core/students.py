@@ -1,6 +1,6 @@
 """The student architectures, described for the API (which cannot import torch).
 
-``worker/distill/students/registry.py`` holds the builders; a test keeps the two in step.
+``engine/students/registry.py`` holds the builders; a test keeps the two in step.
 """
 
 from __future__ import annotations

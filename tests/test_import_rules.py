@@ -24,22 +24,24 @@ PACKAGES = {
     "stillhouse_contracts": ROOT / "client" / "stillhouse_contracts",
     "stillhouse_server": ROOT / "stillhouse_server",
     "worker": ROOT / "worker",
+    "engine": ROOT / "engine",
 }
-SERVER = {"api", "core", "migrations", "models", "stillhouse_server", "worker"}
+SERVER = {"api", "core", "engine", "migrations", "models", "stillhouse_server", "worker"}
 # What the server installs and the client does not (the client's four are pydantic, typer,
 # rich and httpx).
 SERVER_LIBRARIES = {"sqlalchemy", "alembic", "celery", "kombu", "redis", "fastapi", "torch"}
 CLIENT = {"stillhouse"}
 
 RULES = {
-    "api": {"worker", "torch"},
+    "api": {"engine", "worker", "torch"},
     # Routes speak HTTP and call the services, which own the reads and writes.
     "api/routes": {"models"},
-    "core": {"api", "migrations", "models", "worker", *CLIENT, "torch", "celery"},
-    "models": {"api", "migrations", "worker", *CLIENT, "torch", "celery"},
+    "core": {"api", "engine", "migrations", "models", "worker", *CLIENT, "torch", "celery"},
+    "models": {"api", "engine", "migrations", "worker", *CLIENT, "torch", "celery"},
     "worker": {"api"},
     # The sandboxed engine: nothing of the host's side (its contracts with the host are core's).
-    "worker/distill": {"models", "sqlalchemy", "celery", "api"},
+    "engine": {"api", "models", "worker", "migrations", "stillhouse_server"}
+    | {"sqlalchemy", "celery"},
     "stillhouse": SERVER | SERVER_LIBRARIES,
     "stillhouse_contracts": SERVER | CLIENT | SERVER_LIBRARIES,
 }
@@ -112,31 +114,6 @@ def test_api_app_imports_without_torch() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-def _worker_modules(path: Path) -> set[str]:
-    """The ``worker.<module>`` names a module imports."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module == "worker" and node.level == 0:
-            names = [f"worker.{alias.name}" for alias in node.names]  # from worker import x
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        found.update(n.split(".")[1] for n in names if n.startswith("worker.") and "." in n)
-    return found
-
-
-def test_the_engine_imports_nothing_of_the_host_side_of_the_worker() -> None:
-    """The sandboxed engine (worker/distill) runs without the worker's host modules (the
-    sandbox, the pipeline, the store copies): what both sides share lives in core."""
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(_worker_modules(path) - {"distill"})
-        for path in sorted((ROOT / "worker" / "distill").rglob("*.py"))
-        if _worker_modules(path) - {"distill"}
-    }
-    assert offenders == {}
-
-
 def _module_imports(path: Path) -> frozenset[str]:
     """The full dotted names a module imports (``from a.b import c``: ``a.b`` and ``a.b.c``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -156,7 +133,7 @@ def test_the_engine_reads_no_settings_of_its_own() -> None:
     environment would be a second way in)."""
     offenders = sorted(
         str(path.relative_to(ROOT))
-        for path in (ROOT / "worker" / "distill").rglob("*.py")
+        for path in (ROOT / "engine").rglob("*.py")
         if "core.settings" in _module_imports(path)
     )
     assert offenders == []

@@ -1,6 +1,6 @@
 """Run user files' parsers and teacher code in a child process inside the sandbox.
 
-The child is ``python -m worker.distill.child``. It reads one ``ChildRequest`` on stdin and
+The child is ``python -m engine.child``. It reads one ``ChildRequest`` on stdin and
 writes ``ChildEvent`` JSON lines on stdout (``core/contracts.py``): progress and history any
 number of times, then exactly one outcome or ``ErrorEvent``. Its walls (namespaces, the job
 folder as its only writable place, an unprivileged user, rlimits) are ``worker/bwrap.py``'s;
@@ -70,8 +70,8 @@ KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISI
 FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
 EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
 READY = ".ready"  # the child writes it in its folder once it runs: its mounts are made
-SOFT_LABELS = "soft-labels-*.safetensors"  # worker/distill/soft_labels.py's file names
-# worker/distill/text_data.py's tokenized text: a folder per (dataset, tokenizer, max length),
+SOFT_LABELS = "soft-labels-*.safetensors"  # engine/soft_labels.py's file names
+# engine/text_data.py's tokenized text: a folder per (dataset, tokenizer, max length),
 # finished once it holds DONE_TOKENS.
 TOKENS, DONE_TOKENS = "tokens-*", "done.json"
 STOP_GRACE_S = 5.0
@@ -135,7 +135,7 @@ class Child:
         if preload:
             env["STILLHOUSE_CHILD_PRELOAD"] = "1"
         lim = bwrap.limits(settings, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes)
-        argv = [sys.executable, "-m", "worker.distill.child"]
+        argv = [sys.executable, "-m", "engine.child"]
         with bwrap.sandboxed_argv(argv, workdir, settings, uid=self.uid) as (full, fds):
             self.proc = subprocess.Popen(
                 full,

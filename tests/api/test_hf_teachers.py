@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from core.settings import get_settings
 from tests.api.conftest import _finished, _ready
 from tests.conftest import wait_for
-from tests.worker.distill.text_helpers import (
+from tests.engine.text_helpers import (
     CLASSES,
     LENGTH,
     VOCAB,

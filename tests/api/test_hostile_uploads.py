@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import wait_for
+from tests.engine import hostile
 from tests.factories import save_pt2, train_mlp_teacher
-from tests.worker.distill import hostile
 
 # Real jobs through worker processes: the whole suite runs them, the fast lane does not.
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from tests.factories import digits, npz_bytes
 SIZE_RATIO = 0.5
 # Agreement with the teacher on the 719 held-out images after 6 short epochs (204 steps),
 # measured in-process with the same spec: mobilenetv2 0.80 (resnet 0.93; its exports are
-# checked in tests/worker/distill/test_image_students.py). The floor leaves room for
+# checked in tests/engine/test_image_students.py). The floor leaves room for
 # another machine's arithmetic while staying far above chance (0.1).
 FLOOR = 0.6
 
@@ -43,7 +43,7 @@ def _teacher_pt2() -> bytes:
     import torch
     from torch import nn
 
-    from tests.worker.distill.helpers import fit
+    from tests.engine.helpers import fit
 
     torch.manual_seed(0)
     model = nn.Sequential(

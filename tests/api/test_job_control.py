@@ -90,7 +90,7 @@ def _engine_children(root: int) -> list[int]:
             continue
         # The engine itself: not bwrap, setpriv or the reaper that run it (they name it too).
         wrapper = cmdline[0].endswith((b"bwrap", b"setpriv")) or b"worker.reaper" in cmdline
-        if b"worker.distill.child" in cmdline and not wrapper:
+        if b"engine.child" in cmdline and not wrapper:
             found.append(pid)
     return found
 

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import _finished, _ready
-from tests.worker.distill.lm_helpers import VOCAB, export_onnx, lm_set, train_lm
-from tests.worker.distill.test_lm_engine import perplexity_with_onnxruntime
-from tests.worker.distill.text_helpers import export_onnx as export_classifier
-from tests.worker.distill.text_helpers import token_set, train_teacher
+from tests.engine.lm_helpers import VOCAB, export_onnx, lm_set, train_lm
+from tests.engine.test_lm_engine import perplexity_with_onnxruntime
+from tests.engine.text_helpers import export_onnx as export_classifier
+from tests.engine.text_helpers import token_set, train_teacher
 
 
 @lru_cache(maxsize=1)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from engine.sweep import pareto_front
 from tests.api.conftest import _body, _finished, _ready
 from tests.api.test_jobs import _teacher_logits
 from tests.factories import digits, npz_bytes
-from worker.distill.sweep import pareto_front
 
 SWEEP = {"temperature": [2.0, 6.0], "size_ratio": [0.05, 0.3]}
 
@@ -72,7 +72,7 @@ def test_a_sweep_reports_its_candidates_and_each_downloads_as_measured(
     assert abs(report["agreement_top1"] - _agreement(default.content, tmp_path)[0]) < 1e-6
     assert client.get(url, params={"format": "onnx", "candidate": 4}).status_code == 404
     assert client.get(url, params={"format": "onnx", "candidate": -1}).status_code == 422
-    # The Pareto flags are the front of what was reported (tests/worker/distill/test_sweep.py
+    # The Pareto flags are the front of what was reported (tests/engine/test_sweep.py
     # checks the rule itself).
     assert [c["pareto"] for c in candidates] == pareto_front(candidates)
 

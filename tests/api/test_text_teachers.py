@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import _finished, _ready
 from tests.conftest import wait_for
-from tests.worker.distill.text_helpers import (
+from tests.engine.text_helpers import (
     VOCAB,
     export_onnx,
     jsonl_text,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.distill.export import ExportError, check_logits
+from engine.export import ExportError, check_logits
 
 
 def test_the_reproduced_difference_does_not_fail_a_job() -> None:

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from core.errors import ErrorCode
+from engine.data import inspect_dataset
+from engine.errors import UserError
+from engine.teachers import load_teacher
 from tests.conftest import ROOT
-from tests.worker.distill import hostile
-from worker.distill.data import inspect_dataset
-from worker.distill.errors import UserError
-from worker.distill.teachers import load_teacher
+from tests.engine import hostile
 
 # Sandboxed validations measured from outside: the whole suite runs them, the fast lane
 # does not.
@@ -53,7 +53,7 @@ def torch_load_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
 
 
 def teacher_corpus(real: Path, folder: Path, marker: Path) -> dict[str, tuple[Path, str]]:
-    """Every hostile teacher that tests/worker/distill/hostile.py can build, with its format."""
+    """Every hostile teacher that tests/engine/hostile.py can build, with its format."""
     out = folder / "corpus"
     out.mkdir()
     pt2 = {

@@ -11,7 +11,7 @@ import pytest
 
 from core.contracts import InspectTeacherRequest, TeacherInfo
 from core.settings import get_settings
-from tests.worker.distill.text_helpers import VOCAB, export_onnx, tokenizer_json, train_teacher
+from tests.engine.text_helpers import VOCAB, export_onnx, tokenizer_json, train_teacher
 from worker.sandbox import SandboxError, run_once
 
 

@@ -220,7 +220,7 @@ def test_upload_on_a_full_disk_is_507(stack: Stack) -> None:
 def test_engine_failing_on_a_full_disk_reports_storage_full() -> None:
     """The sandboxed engine's error line for a write that hit a full disk: ``storage_full``
     (it was ``internal: OSError``), also when a library re-raised the OSError as its own."""
-    from worker.distill.child import error_event
+    from engine.child import error_event
 
     fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with a real ENOSPC
     try:

@@ -57,7 +57,7 @@ def _inspecting(pid: int) -> bool:
     """Whether the worker ``pid`` has a sandboxed child at work."""
     for child in _descendants(pid):
         try:
-            if b"worker.distill.child" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"engine.child" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return True
         except OSError:
             continue

@@ -131,7 +131,7 @@ def test_a_dead_spare_is_replaced_and_its_folder_removed(settings: Settings) -> 
 def test_library_output_cannot_corrupt_the_event_channel(tmp_path: Path) -> None:
     """Whatever the engine's libraries print goes to stderr; stdout carries events only."""
     code = (
-        "from worker.distill.child import _private_channel\n"
+        "from engine.child import _private_channel\n"
         "from core.contracts import ErrorEvent\n"
         "channel = _private_channel()\n"
         "print('a library talking')\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.atomic import atomic_write
-from worker.distill.job import stop_reason
+from engine.job import stop_reason
 
 
 def test_the_stop_file_says_cancel_or_shutdown(tmp_path: Path) -> None:
