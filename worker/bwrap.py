@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import core
+import engine
 import stillhouse_contracts
 import worker
 from core.errors import ErrorCode
@@ -183,6 +184,7 @@ def _code_paths() -> set[Path]:
         Path(sys.prefix).resolve(),
         Path(sys.executable).resolve().parent,
         Path(worker.__file__).resolve().parent,
+        Path(engine.__file__).resolve().parent,
         Path(core.__file__).resolve().parent,
         Path(stillhouse_contracts.__file__).resolve().parent,
     }
