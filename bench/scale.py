@@ -3,7 +3,7 @@
     python -m bench.scale                      # 1, 2 and 4.0 GiB of float32 (about 8 minutes)
     python -m bench.scale --sizes 20000,40000  # any sizes, in samples of 784 float32
     python -m bench.scale --quick              # 2,000 to 8,000 samples: a smoke run
-    python -m bench.scale --text               # 500,000 and 5,000,000 sequences of text
+    python -m bench.scale --text               # 0.5, 2 and 5 million sequences of text
     python -m bench.scale --text --quick       # 2,000 to 8,000 sequences: a smoke run
 
 Each transfer set is an ``N × 784`` float32 ``.npy`` written to disk in chunks (never whole
@@ -60,19 +60,18 @@ WRITE_ROWS = 65_536
 SAMPLE_EVERY_S = 0.2
 
 # --text: N sentences of WORDS through the text path, a text_cnn student.
-TEXT_SIZES = (500_000, 5_000_000)
+TEXT_SIZES = (500_000, 2_000_000, 5_000_000)
 QUICK_TEXT_SIZES = (2_000, 4_000, 8_000)
 TEXT_LENGTH = 32  # the tokenizer's truncation: the job's sequence length
 TEXT_EMBED, TEXT_CLASSES = 32, 4
 TEXT_WORDS = (6, 24)  # words a sentence, inclusive
-LINE_BYTES = 200  # at most, a JSON line of TEXT_WORDS[1] words of WORDS (disk and upload cap)
-WORDS = tuple(
-    """the a of and to in is was for on that with as by at from it his an were are which this
-    be or has had not but its new first one after also their two been they who time year may
+LINE_BYTES = 256  # more than a JSON line of TEXT_WORDS[1] words of WORDS (disk and upload cap)
+_WORD_LIST = """the a of and to in is was for on that with as by at from it his an were are which
+    this be or has had not but its new first one after also their two been they who time year may
     she he other all more than into over most only some such when made used can under could
     river city model house world water light small long early music night field stone road
-    signal table image text market garden school letter winter summer station bridge""".split()
-)
+    signal table image text market garden school letter winter summer station bridge"""
+WORDS = tuple(_WORD_LIST.split())
 
 
 def write_npy(path: Path, rows: int, seed: int) -> Path:
