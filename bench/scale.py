@@ -45,18 +45,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench import _harness as h  # noqa: E402
-from bench.service import Service  # noqa: E402
+from bench.service import KEY, Service  # noqa: E402
 
 FEATURES, CLASSES, HIDDEN = 784, 10, 256
 GiB = 1024**3
 DEFAULT_SIZES = (342_393, 684_785, 1_369_570)  # 1, 2 and 4.0 GiB of float32 rows
 QUICK_SIZES = (2_000, 4_000, 8_000)
 WRITE_ROWS = 65_536
+AUTH = {"Authorization": f"Bearer {KEY}"}
 SAMPLE_EVERY_S = 0.2
 
 # --text: N sentences of WORDS through the text path, a text_cnn student.
@@ -219,6 +221,7 @@ class Peak:
     worker_kb: int = 0  # the gpu worker's tree (pool process and sandbox children included)
     service_kb: int = 0  # every process of the service
     samples: int = 0
+    worker_stage: str = ""  # the job's stage when the worker tree peaked ("" before any)
 
 
 class Sampler:
@@ -227,6 +230,8 @@ class Sampler:
     def __init__(self, service_root: int, worker_root: int) -> None:
         self.roots = (service_root, worker_root)
         self.peak = Peak()
+        self.job_url = ""  # set once the job exists: its stage is read once a second
+        self._stage = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -237,7 +242,13 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.job_url and self.peak.samples % 5 == 0:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = httpx.get(self.job_url, headers=AUTH, timeout=2).json()
+                    self._stage = answer.get("stage") or "start"
             worker, service = self.now()
+            if worker > self.peak.worker_kb:
+                self.peak.worker_stage = self._stage
             self.peak.worker_kb = max(self.peak.worker_kb, worker)
             self.peak.service_kb = max(self.peak.service_kb, service)
             self.peak.samples += 1
@@ -292,7 +303,9 @@ def one_size(
         spec["student"] = {"architecture": "text_cnn"}
     with sampler.running() as peak:
         started = time.perf_counter()
-        report, _ = svc.finish(svc.submit(spec), folder / "students")
+        job_id = svc.submit(spec)
+        sampler.job_url = f"{svc.url}/v1/jobs/{job_id}"
+        report, _ = svc.finish(job_id, folder / "students")
         job_s = time.perf_counter() - started
     return Row(
         rows, size, upload_s, job_s, report["timings_s"], idle, peak, report["agreement_top1"]
@@ -399,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(one_size(svc, args.folder, teacher_id, n, args))
                 r = rows[-1]
                 out(
-                    f"N={n:,}: job {r.job_s:.1f} s, worker peak {_mib(r.peak.worker_kb)} MiB, "
+                    f"N={n:,}: job {r.job_s:.1f} s, worker peak {_mib(r.peak.worker_kb)} MiB "
+                    f"(stage {r.peak.worker_stage or '?'}), "
                     f"upload {r.upload_s:.1f} s, agreement {r.agreement:.3f}"
                 )
     finally:  # the generated sets and the service's copies; service.log stays
