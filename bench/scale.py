@@ -3,6 +3,8 @@
     python -m bench.scale                      # 1, 2 and 4.0 GiB of float32 (about 8 minutes)
     python -m bench.scale --sizes 20000,40000  # any sizes, in samples of 784 float32
     python -m bench.scale --quick              # 2,000 to 8,000 samples: a smoke run
+    python -m bench.scale --text               # 0.5, 2 and 5 million sequences of text
+    python -m bench.scale --text --quick       # 2,000 to 8,000 sequences: a smoke run
 
 Each transfer set is an ``N × 784`` float32 ``.npy`` written to disk in chunks (never whole
 in memory), with a 784-256-10 MLP teacher made here (seeded, exported as ``.pt2``). Each
@@ -18,6 +20,14 @@ also as growth over the idle service just before the job. Goals (issue "transfer
 bigger than memory"): the worker tree's peak under 1.5 GiB at every size, and time per
 sample flat (largest / smallest ≤ 1.2). The generated files and the service's data folder
 are removed at the end.
+
+``--text``: the same through the text path. Each transfer set is N sentences of a small fixed
+word list (seeded, 6 to 24 words each, no labels) as JSON Lines written a chunk at a time; the
+teacher, made here, is an ONNX text classifier (``input_ids`` and ``attention_mask``, int64,
+dynamic batch and sequence axes: an embedding, a masked mean pool, a linear layer) uploaded
+with a word-level ``tokenizer.json`` built here with ``tokenizers`` (truncation at
+``TEXT_LENGTH``). The job tokenizes the set in the sandboxed worker (streamed, cached as
+mapped token arrays) and distils a ``text_cnn`` student for one epoch.
 """
 
 from __future__ import annotations
@@ -35,19 +45,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench import _harness as h  # noqa: E402
-from bench.service import Service  # noqa: E402
+from bench.service import KEY, Service  # noqa: E402
 
 FEATURES, CLASSES, HIDDEN = 784, 10, 256
 GiB = 1024**3
 DEFAULT_SIZES = (342_393, 684_785, 1_369_570)  # 1, 2 and 4.0 GiB of float32 rows
 QUICK_SIZES = (2_000, 4_000, 8_000)
 WRITE_ROWS = 65_536
+AUTH = {"Authorization": f"Bearer {KEY}"}
 SAMPLE_EVERY_S = 0.2
+
+# --text: N sentences of WORDS through the text path, a text_cnn student.
+TEXT_SIZES = (500_000, 2_000_000, 5_000_000)
+QUICK_TEXT_SIZES = (2_000, 4_000, 8_000)
+TEXT_LENGTH = 32  # the tokenizer's truncation: the job's sequence length
+TEXT_EMBED, TEXT_CLASSES = 32, 4
+TEXT_WORDS = (6, 24)  # words a sentence, inclusive
+LINE_BYTES = 256  # more than a JSON line of TEXT_WORDS[1] words of WORDS (disk and upload cap)
+_WORD_LIST = """the a of and to in is was for on that with as by at from it his an were are which
+    this be or has had not but its new first one after also their two been they who time year may
+    she he other all more than into over most only some such when made used can under could
+    river city model house world water light small long early music night field stone road
+    signal table image text market garden school letter winter summer station bridge"""
+WORDS = tuple(_WORD_LIST.split())
 
 
 def write_npy(path: Path, rows: int, seed: int) -> Path:
@@ -70,6 +96,77 @@ def make_teacher(path: Path) -> int:
     example = (torch.rand(4, FEATURES),)
     program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
     torch.export.save(program, path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def write_jsonl(path: Path, rows: int, seed: int) -> Path:
+    """``rows`` sentences of WORDS as JSON Lines ``{"text": ...}``, a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    low, high = TEXT_WORDS
+    words = np.array(WORDS)
+    with open(path, "w") as file:
+        for start in range(0, rows, WRITE_ROWS):
+            count = min(WRITE_ROWS, rows - start)
+            lengths = rng.integers(low, high + 1, count)
+            picks = words[rng.integers(0, len(WORDS), (count, high))]
+            file.writelines(
+                '{"text": "' + " ".join(row[:n]) + '"}\n'
+                for row, n in zip(picks.tolist(), lengths.tolist(), strict=True)
+            )
+    return path
+
+
+class TextTeacher(nn.Module):
+    """An embedding, a masked mean pool, a linear layer."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, TEXT_EMBED)
+        self.head = nn.Linear(TEXT_EMBED, TEXT_CLASSES)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        keep = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embed(input_ids) * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return self.head(pooled)  # type: ignore[no-any-return]
+
+
+def make_tokenizer(path: Path) -> int:
+    """A word-level tokenizer.json of WORDS: [PAD] 0, [UNK] 1, the words from 2; truncation
+    at TEXT_LENGTH. Returns the vocabulary's size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i for i, w in enumerate(WORDS, 2)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.enable_truncation(TEXT_LENGTH)
+    tokenizer.save(str(path))
+    return len(vocab)
+
+
+def make_text_teacher(path: Path, vocab: int) -> int:
+    """TextTeacher (seeded random weights) as ONNX: int64 ``input_ids`` and
+    ``attention_mask`` with dynamic batch and sequence axes, output ``logits``."""
+    from worker.distill.export import _quiet_exporter
+
+    torch.manual_seed(0)
+    model = TextTeacher(vocab).eval()
+    ids = torch.randint(1, vocab, (4, 8))
+    mask = torch.ones(4, 8, dtype=torch.int64)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    sequence = torch.export.Dim("sequence", min=2, max=4096)
+    axes = {0: batch, 1: sequence}
+    with _quiet_exporter():
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     return sum(p.numel() for p in model.parameters())
 
 
@@ -124,6 +221,7 @@ class Peak:
     worker_kb: int = 0  # the gpu worker's tree (pool process and sandbox children included)
     service_kb: int = 0  # every process of the service
     samples: int = 0
+    worker_stage: str = ""  # the job's stage when the worker tree peaked ("" before any)
 
 
 class Sampler:
@@ -132,6 +230,8 @@ class Sampler:
     def __init__(self, service_root: int, worker_root: int) -> None:
         self.roots = (service_root, worker_root)
         self.peak = Peak()
+        self.job_url = ""  # set once the job exists: its stage is read once a second
+        self._stage = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -142,7 +242,13 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.job_url and self.peak.samples % 5 == 0:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = httpx.get(self.job_url, headers=AUTH, timeout=2).json()
+                    self._stage = answer.get("stage") or "start"
             worker, service = self.now()
+            if worker > self.peak.worker_kb:
+                self.peak.worker_stage = self._stage
             self.peak.worker_kb = max(self.peak.worker_kb, worker)
             self.peak.service_kb = max(self.peak.service_kb, service)
             self.peak.samples += 1
@@ -176,7 +282,10 @@ class Row:
 def one_size(
     svc: Service, folder: Path, teacher_id: str, rows: int, args: argparse.Namespace
 ) -> Row:
-    path = write_npy(folder / f"transfer-{rows}.npy", rows, seed=rows)
+    if args.text:
+        path = write_jsonl(folder / f"transfer-{rows}.jsonl", rows, seed=rows)
+    else:
+        path = write_npy(folder / f"transfer-{rows}.npy", rows, seed=rows)
     size = path.stat().st_size
     started = time.perf_counter()
     dataset_id = svc.upload("datasets", path)
@@ -190,9 +299,13 @@ def one_size(
         "dataset_id": dataset_id,
         "training": {"epochs": 1, "batch_size": args.batch_size},
     }
+    if args.text:
+        spec["student"] = {"architecture": "text_cnn"}
     with sampler.running() as peak:
         started = time.perf_counter()
-        report, _ = svc.finish(svc.submit(spec), folder / "students")
+        job_id = svc.submit(spec)
+        sampler.job_url = f"{svc.url}/v1/jobs/{job_id}"
+        report, _ = svc.finish(job_id, folder / "students")
         job_s = time.perf_counter() - started
     return Row(
         rows, size, upload_s, job_s, report["timings_s"], idle, peak, report["agreement_top1"]
@@ -203,10 +316,10 @@ def _mib(kb: int) -> str:
     return f"{kb / 1024:,.0f}"
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], text: bool = False) -> str:
     header = [
         "N",
-        "file GiB",
+        "file MiB" if text else "file GiB",
         "job s",
         "µs / sample",
         "stages s (soft labels / train / eval / export)",
@@ -223,7 +336,7 @@ def table(rows: list[Row]) -> str:
         body.append(
             [
                 f"{r.samples:,}",
-                f"{r.file_bytes / GiB:.2f}",
+                f"{r.file_bytes / 1024**2:,.1f}" if text else f"{r.file_bytes / GiB:.2f}",
                 f"{r.job_s:.1f}",
                 f"{1e6 * r.job_s / r.samples:.1f}",
                 stages,
@@ -237,8 +350,15 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES))
-    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}: a smoke run")
+    parser.add_argument("--sizes", help=f"default {DEFAULT_SIZES}; with --text {TEXT_SIZES}")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"sizes {QUICK_SIZES} (with --text {QUICK_TEXT_SIZES}): a smoke run",
+    )
+    parser.add_argument(
+        "--text", action="store_true", help="JSON Lines sentences, an ONNX text teacher, text_cnn"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads of the job (1: a shared machine)"
@@ -246,8 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=h.OUT, help="where scale.md and the data go")
     args = parser.parse_args(argv)
     args.folder = args.out / "scale"
-    sizes = list(QUICK_SIZES) if args.quick else sorted(int(s) for s in args.sizes.split(","))
-    need = 2 * sum(s * FEATURES * 4 for s in sizes) + GiB
+    if args.quick:
+        sizes = list(QUICK_TEXT_SIZES if args.text else QUICK_SIZES)
+    elif args.sizes:
+        sizes = sorted(int(s) for s in args.sizes.split(","))
+    else:
+        sizes = list(TEXT_SIZES if args.text else DEFAULT_SIZES)
+    # A text set's service copy and its token cache (three int64 arrays) stay until the end.
+    row_bytes = 2 * LINE_BYTES + 3 * 8 * TEXT_LENGTH if args.text else 2 * FEATURES * 4
+    need = sum(s * row_bytes for s in sizes) + GiB
     args.folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(args.folder).free
     if free < need:
@@ -255,33 +382,47 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = h.Transcript()
     out(f"# Scale: {h.machine()}; load average {h.load_average()}")
-    os.environ["STILLHOUSE_MAX_UPLOAD_BYTES"] = str(2 * max(sizes) * FEATURES * 4)
+    file_bytes = LINE_BYTES if args.text else FEATURES * 4
+    os.environ["STILLHOUSE_MAX_UPLOAD_BYTES"] = str(2 * max(sizes) * file_bytes)
     started = time.perf_counter()
     try:
         with Service(args.folder, threads=args.threads) as svc:
-            teacher = args.folder / "teacher.pt2"
-            params = make_teacher(teacher)
-            out(f"teacher: 784-{HIDDEN}-10 MLP, {params:,} parameters")
+            if args.text:
+                tokenizer = args.folder / "tokenizer.json"
+                vocab = make_tokenizer(tokenizer)
+                teacher = args.folder / "teacher.onnx"
+                params = make_text_teacher(teacher, vocab)
+                out(
+                    f"teacher: ONNX text classifier (embedding {vocab}x{TEXT_EMBED}, mean pool, "
+                    f"linear to {TEXT_CLASSES}), {params:,} parameters; word-level tokenizer, "
+                    f"truncation at {TEXT_LENGTH}; student text_cnn"
+                )
+                teacher_id = svc.upload("teachers", teacher, tokenizer=tokenizer)
+            else:
+                teacher = args.folder / "teacher.pt2"
+                params = make_teacher(teacher)
+                out(f"teacher: 784-{HIDDEN}-10 MLP, {params:,} parameters")
+                teacher_id = svc.upload("teachers", teacher)
             out(
                 f"1 epoch, batch {args.batch_size}, default held-out split, ONNX export, "
                 f"{args.threads} torch thread(s)"
             )
-            teacher_id = svc.upload("teachers", teacher)
             rows = []
             for n in sizes:
                 rows.append(one_size(svc, args.folder, teacher_id, n, args))
                 r = rows[-1]
                 out(
-                    f"N={n:,}: job {r.job_s:.1f} s, worker peak {_mib(r.peak.worker_kb)} MiB, "
+                    f"N={n:,}: job {r.job_s:.1f} s, worker peak {_mib(r.peak.worker_kb)} MiB "
+                    f"(stage {r.peak.worker_stage or '?'}), "
                     f"upload {r.upload_s:.1f} s, agreement {r.agreement:.3f}"
                 )
     finally:  # the generated sets and the service's copies; service.log stays
         shutil.rmtree(args.folder / "var", ignore_errors=True)
         shutil.rmtree(args.folder / "students", ignore_errors=True)
-        for path in args.folder.glob("*.npy"):
+        for path in [*args.folder.glob("*.npy"), *args.folder.glob("*.jsonl")]:
             path.unlink()
     out()
-    out(table(rows))
+    out(table(rows, args.text))
     per = [r.job_s / r.samples for r in rows]
     worst = max(r.peak.worker_kb for r in rows) / 1024
     out(
@@ -289,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         f"worker tree peak at most {worst:,.0f} MiB (goal < 1,536)"
     )
     out(f"bench wall time {time.perf_counter() - started:.0f} s; load average {h.load_average()}")
-    out.save(args.out / "scale.md")
+    out.save(args.out / ("scale_text.md" if args.text else "scale.md"))
     return 0
 
 

@@ -90,10 +90,14 @@ class Service:
                 self.proc.wait()
         self.log.close()
 
-    def upload(self, kind: str, path: Path) -> str:
-        """Upload a teacher or dataset, wait for validation, return its id."""
-        upload = self.client.upload_teacher if kind == "teachers" else self.client.upload_dataset
-        obj = self.client.wait_ready(kind, upload(path, name=path.name)["id"], timeout=900)
+    def upload(self, kind: str, path: Path, *, tokenizer: Path | None = None) -> str:
+        """Upload a teacher (with its tokenizer.json, if given) or dataset, wait for
+        validation, return its id."""
+        if kind == "teachers":
+            created = self.client.upload_teacher(path, name=path.name, tokenizer=tokenizer)
+        else:
+            created = self.client.upload_dataset(path, name=path.name)
+        obj = self.client.wait_ready(kind, created["id"], timeout=900)
         if obj["status"] != "ready":
             raise RuntimeError(f"{path.name} was {obj['status']}: {obj.get('error')}")
         return str(obj["id"])
