@@ -146,7 +146,7 @@ def make_tokenizer(path: Path) -> int:
 def make_text_teacher(path: Path, vocab: int) -> int:
     """TextTeacher (seeded random weights) as ONNX: int64 ``input_ids`` and
     ``attention_mask`` with dynamic batch and sequence axes, output ``logits``."""
-    from worker.distill.export import _quiet_exporter
+    from engine.export import _quiet_exporter
 
     torch.manual_seed(0)
     model = TextTeacher(vocab).eval()
