@@ -37,6 +37,7 @@ def test_students_lists_the_registry(client: TestClient) -> None:
         "mobilenetv2",
         "text_cnn",
         "transformer",
+        "gpt",
     ]
     images = {s["name"]: s for s in items if s.get("min_side")}
     assert set(images) == {"resnet", "mobilenetv2"}

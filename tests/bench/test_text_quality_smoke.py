@@ -55,4 +55,7 @@ def test_text_quality_quick_measures_the_downloaded_students() -> None:
     variants = {v["format"]: v for v in distilled["report"]["variants"]}
     for fmt in ("onnx", "onnx_fp16", "onnx_int8"):
         assert variants[fmt]["size_bytes"] == distilled["files"][fmt]["bytes"]
-        assert abs(variants[fmt]["agreement_top1"] - distilled["files"][fmt]["agreement"]) <= 0.002
+        # int8 of a token student is quantized dynamically: the service counts it a row at a
+        # time (its answer depends on the batch), the others at the eval batch.
+        counted = "agreement_b1" if fmt == "onnx_int8" else "agreement"
+        assert abs(variants[fmt]["agreement_top1"] - distilled["files"][fmt][counted]) <= 0.002

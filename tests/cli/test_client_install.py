@@ -133,7 +133,7 @@ def test_the_installed_client_talks_to_a_live_api(client_venv: Path, api_url: st
     out = _run(str(client_venv / "bin" / "python"), "-c", code, cwd=client_venv, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [
-        "auto,mlp,cnn,cnn1d,resnet,mobilenetv2,text_cnn,transformer",
+        "auto,mlp,cnn,cnn1d,resnet,mobilenetv2,text_cnn,transformer,gpt",
         "404",
     ]
     listed = _run(str(client_venv / "bin" / "stillhouse"), "jobs", "list", cwd=client_venv, env=env)

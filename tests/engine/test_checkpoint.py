@@ -16,7 +16,7 @@ from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.errors import Stopped
 from tests.engine.test_trainer import config, run, student
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _saved(tmp: Path) -> tuple[nn.Module, torch.optim.Optimizer]:
