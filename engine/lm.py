@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -66,12 +67,14 @@ from engine.stages import (
     export_check_stage,
     export_stage,
     measure_variants,
+    relay_train_event,
     report_stage,
     split_stage,
     student_stage,
+    train_config,
 )
 from engine.tokens import ids_index, mask_index
-from engine.trainer import TrainConfig, TrainResult, train
+from engine.trainer import TrainResult, train
 
 LOGITS_BYTES = 64 << 20  # fp32 logits of one inference batch: [b, L, V] × 4 bytes at most
 SAMPLE_ROWS = 256  # rows of eval data for the export checks and the timings, at most
@@ -248,7 +251,7 @@ class LMObjective:
 
 
 def _train(ctx: Context, student: Student, splits: Splits, soft: SoftLabels | None) -> TrainResult:
-    tr, dist = ctx.spec.training, ctx.spec.distillation
+    dist = ctx.spec.distillation
     teacher = ctx.teachers[0]
     names = _names(teacher)
     objective = LMObjective(
@@ -262,19 +265,6 @@ def _train(ctx: Context, student: Student, splits: Splits, soft: SoftLabels | No
         dist.alpha,
         dist.beta,
         ctx.device,
-    )
-    cfg = TrainConfig(
-        epochs=tr.epochs,
-        batch_size=tr.batch_size,
-        learning_rate=tr.learning_rate,
-        weight_decay=tr.weight_decay,
-        warmup_fraction=tr.warmup_fraction,
-        temperature=dist.temperature,
-        alpha=dist.alpha,
-        seed=tr.seed,
-        checkpoint_every=ctx.checkpoint_every,
-        checkpoint_every_seconds=ctx.checkpoint_every_seconds,
-        loss=dist.loss,
     )
     # Progress: next-token agreement on a strided subset of the eval rows.
     n = splits.eval.num_samples
@@ -301,24 +291,19 @@ def _train(ctx: Context, student: Student, splits: Splits, soft: SoftLabels | No
         same = (got == top) & progress_mask
         return {"eval_agreement": float(same.sum()) / max(1, int(progress_mask.sum()))}
 
-    def on_event(event: dict[str, Any]) -> None:
-        ctx.on_event(event)
-        if event["event"] == "epoch":
-            ctx.progress.epoch_end(event["record"])
-
     result = train(
         student.module,
         splits.train,
         None,
         lambda idx, xb: xb,  # unused: the objective reads the targets itself
-        cfg,
+        train_config(ctx),
         device=ctx.device,
         workdir=ctx.workdir / "checkpoints",
         fingerprint=_fingerprint(ctx, student, splits) + f":{dist.beta}:{LAYOUT_VERSION}",
         on_step=ctx.progress.step,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
-        on_event=on_event,
+        on_event=partial(relay_train_event, ctx),
         objective=objective,
     )
     ctx.timings["training"] = result.seconds

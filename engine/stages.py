@@ -336,11 +336,11 @@ def teacher_eval_stage(ctx: Context, eval_rows: Rows) -> Reference:
     )
 
 
-def train_stage(
-    ctx: Context, student: Student, splits: Splits, targets: SoftTargets, ref: Reference
-) -> TrainResult:
+def train_config(ctx: Context) -> TrainConfig:
+    """The trainer's settings: the job's training and distillation spec, the context's
+    checkpoint cadences."""
     tr, dist = ctx.spec.training, ctx.spec.distillation
-    cfg = TrainConfig(
+    return TrainConfig(
         epochs=tr.epochs,
         batch_size=tr.batch_size,
         learning_rate=tr.learning_rate,
@@ -354,28 +354,35 @@ def train_stage(
         loss=dist.loss,
     )
 
+
+def relay_train_event(ctx: Context, event: dict[str, Any]) -> None:
+    """A trainer's history event to the job, and an epoch's end to its progress."""
+    ctx.on_event(event)
+    if event["event"] == "epoch":
+        ctx.progress.epoch_end(event["record"])
+
+
+def train_stage(
+    ctx: Context, student: Student, splits: Splits, targets: SoftTargets, ref: Reference
+) -> TrainResult:
+
     def on_epoch(epoch: int, model: nn.Module) -> dict[str, Any]:
         logits = ev.predict(lambda xb: model(xb.to(ctx.device)), ref.progress_x, 1024)
         return {"eval_agreement": ev.agreement(ref.progress_p, logits)}
-
-    def on_event(event: dict[str, Any]) -> None:
-        ctx.on_event(event)
-        if event["event"] == "epoch":
-            ctx.progress.epoch_end(event["record"])
 
     result = train(
         student.module,
         splits.train,
         None,
         targets,
-        cfg,
+        train_config(ctx),
         device=ctx.device,
         workdir=ctx.workdir / "checkpoints",
         fingerprint=_fingerprint(ctx, student, splits),
         on_step=ctx.progress.step,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
-        on_event=on_event,
+        on_event=partial(relay_train_event, ctx),
         **_objective(ctx, splits),
     )
     ctx.timings["training"] = result.seconds
