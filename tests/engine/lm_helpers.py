@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.engine import text_helpers
+
 VOCAB, LENGTH = 24, 12
 
 
@@ -70,34 +72,12 @@ def _example() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data["input_ids"]), torch.from_numpy(data["attention_mask"])
 
 
-def _dynamic() -> dict[str, object]:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    sequence = torch.export.Dim("sequence", min=2, max=512)
-    return {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
-
-
 def export_onnx(model: nn.Module, path: Path) -> Path:
-    from engine.export import _quiet_exporter
-
-    with _quiet_exporter():
-        torch.onnx.export(
-            model,
-            _example(),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_shapes=_dynamic(),
-            dynamo=True,
-            verbose=False,
-            external_data=False,
-        )
-    return path
+    return text_helpers.export_onnx(model, path, _example())
 
 
 def export_pt2(model: nn.Module, path: Path) -> Path:
-    program = torch.export.export(model, _example(), dynamic_shapes=_dynamic())
-    torch.export.save(program, path)
-    return path
+    return text_helpers.export_pt2(model, path, _example())
 
 
 def save_npz(path: Path, data: dict[str, np.ndarray]) -> Path:

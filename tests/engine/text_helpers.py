@@ -71,13 +71,18 @@ def _dynamic() -> dict[str, object]:
     return {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
 
 
-def export_onnx(model: nn.Module, path: Path) -> Path:
+Example = tuple[torch.Tensor, torch.Tensor]
+
+
+def export_onnx(model: nn.Module, path: Path, example: Example | None = None) -> Path:
+    """``model`` as ONNX with int64 ``input_ids``/``attention_mask`` (dynamic batch and
+    sequence) and a ``logits`` output, traced on ``example`` (default: a token batch)."""
     from engine.export import _quiet_exporter
 
     with _quiet_exporter():
         torch.onnx.export(
             model,
-            _example(),
+            example or _example(),
             str(path),
             input_names=["input_ids", "attention_mask"],
             output_names=["logits"],
@@ -89,8 +94,8 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
     return path
 
 
-def export_pt2(model: nn.Module, path: Path) -> Path:
-    program = torch.export.export(model, _example(), dynamic_shapes=_dynamic())
+def export_pt2(model: nn.Module, path: Path, example: Example | None = None) -> Path:
+    program = torch.export.export(model, example or _example(), dynamic_shapes=_dynamic())
     torch.export.save(program, path)
     return path
 
