@@ -16,11 +16,21 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.mark.slow
-def test_scale_benchmark_prints_memory_and_time_per_sample(tmp_path: Path) -> None:
+def _scale(tmp_path: Path, *extra: str) -> str:
+    """bench.scale --quick (with ``extra``) run as a user runs it; its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "bench.scale", "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-m",
+            "bench.scale",
+            *extra,
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -34,8 +44,14 @@ def test_scale_benchmark_prints_memory_and_time_per_sample(tmp_path: Path) -> No
     assert len(rows) == 3
     # Every job was sampled while it ran, and the worker tree was seen holding memory.
     assert all(int(row.rstrip(" |").rsplit("|", 1)[1]) > 0 for row in rows)
-    assert not list((tmp_path / "scale").glob("*.npy"))
     assert not (tmp_path / "scale" / "var").exists()
+    return out
+
+
+@pytest.mark.slow
+def test_scale_benchmark_prints_memory_and_time_per_sample(tmp_path: Path) -> None:
+    _scale(tmp_path)
+    assert not list((tmp_path / "scale").glob("*.npy"))
     assert (tmp_path / "scale.md").exists()
 
 
@@ -43,32 +59,7 @@ def test_scale_benchmark_prints_memory_and_time_per_sample(tmp_path: Path) -> No
 def test_scale_benchmark_text_mode_streams_jsonl_through_a_text_cnn(tmp_path: Path) -> None:
     """``--text --quick``: JSON Lines sentences, an ONNX text teacher with its tokenizer.json,
     text_cnn students; the same table, memory sampled, the generated files removed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-W",
-            "error",
-            "-m",
-            "bench.scale",
-            "--text",
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    out = done.stdout
+    out = _scale(tmp_path, "--text")
     assert "student text_cnn" in out and "| file MiB |" in out
-    assert "| 8,000 | " in out and "time per sample, largest / smallest" in out
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "," in line[2:7]]
-    assert len(rows) == 3
-    assert all(int(row.rstrip(" |").rsplit("|", 1)[1]) > 0 for row in rows)
     assert not list((tmp_path / "scale").glob("*.jsonl"))
-    assert not (tmp_path / "scale" / "var").exists()
     assert (tmp_path / "scale_text.md").exists()
