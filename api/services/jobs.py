@@ -292,7 +292,8 @@ def submit(
         if existing is not None:
             return _replay(existing, digest), False
     check_active_jobs(uow.session, tenant_id)
-    validate_spec(uow, tenant_id, spec)
+    _, transfer = validate_spec(uow, tenant_id, spec)
+    spec = spec.scheduled(transfer.num_samples or 1)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,

@@ -48,7 +48,9 @@ def _nothing(resp: httpx.Response) -> None:
 
 def spec_body(spec: dict[str, Any] | BaseModel) -> dict[str, Any]:
     if isinstance(spec, BaseModel):
-        return spec.model_dump(mode="json", exclude_none=True)
+        # What the caller set, as a JSON body would say it: a field left out keeps the
+        # service's choice (training.epochs, left out, follows the transfer set's size).
+        return spec.model_dump(mode="json", exclude_none=True, exclude_unset=True)
     return dict(spec)
 
 

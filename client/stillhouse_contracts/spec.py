@@ -168,8 +168,30 @@ class PreprocessingSpec(_Strict):
         return self
 
 
+# A request that leaves ``training.epochs`` out gets DEFAULT_EPOCHS, or more for a small
+# transfer set: enough epochs for ``training.min_steps`` optimizer steps, at most
+# MAX_SCHEDULED_EPOCHS (a student of 1,000 rows at batch 128 takes 9 steps an epoch: 180 steps
+# in 20 epochs leave it short of a teacher that is not smooth, such as a tree ensemble).
+DEFAULT_EPOCHS = 20
+MAX_SCHEDULED_EPOCHS = 200
+
+
 class TrainingSpec(_Strict):
-    epochs: StrictInt = Field(default=20, ge=1, le=1000)
+    epochs: StrictInt = Field(
+        default=DEFAULT_EPOCHS,
+        ge=1,
+        le=1000,
+        description=f"passes over the transfer set; left out: {DEFAULT_EPOCHS}, or more for a "
+        f"small transfer set (enough for min_steps optimizer steps, at most "
+        f"{MAX_SCHEDULED_EPOCHS} epochs); the job's spec shows the number chosen",
+    )
+    min_steps: StrictInt = Field(
+        default=600,
+        ge=0,
+        le=1_000_000,
+        description="when epochs is left out: the fewest optimizer steps training takes (small "
+        "transfer sets get more epochs); 0: always the default epochs",
+    )
     batch_size: StrictInt = Field(default=128, ge=1, le=65536)
     learning_rate: StrictFloat = Field(default=1e-3, gt=0.0, le=10.0)
     seed: StrictInt = Field(default=0, ge=0, le=2**31 - 1)
@@ -178,6 +200,12 @@ class TrainingSpec(_Strict):
     eval_fraction: StrictFloat = Field(
         default=0.1, gt=0.0, lt=0.9, description="held-out split when no eval set is given"
     )
+
+    def scheduled_epochs(self, train_rows: int) -> int:
+        """The epochs a request that left ``epochs`` out trains for on ``train_rows`` rows."""
+        steps_per_epoch = max(1, math.ceil(train_rows / self.batch_size))
+        wanted = math.ceil(self.min_steps / steps_per_epoch)
+        return min(MAX_SCHEDULED_EPOCHS, max(DEFAULT_EPOCHS, wanted))
 
 
 class AugmentationSpec(_Strict):
@@ -289,6 +317,20 @@ class JobSpec(_Strict):
         self.export_formats = list(dict.fromkeys(self.export_formats))
         self.export.formats = self.export_formats
         return self
+
+    def scheduled(self, transfer_rows: int) -> JobSpec:
+        """This spec with ``training.epochs`` chosen for a transfer set of ``transfer_rows``
+        when the request left it out (see ``TrainingSpec.scheduled_epochs``); as it is when
+        the request gave it. Without an eval set the student trains on what the held-out
+        split leaves."""
+        training = self.training
+        if "epochs" in training.model_fields_set:
+            return self
+        rows = transfer_rows
+        if self.eval_dataset_id is None:
+            rows -= max(1, round(training.eval_fraction * transfer_rows))
+        epochs = training.scheduled_epochs(max(1, rows))
+        return self.model_copy(update={"training": training.model_copy(update={"epochs": epochs})})
 
     @property
     def soft_label_mode(self) -> SoftLabelMode:

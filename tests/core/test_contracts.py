@@ -46,6 +46,29 @@ def test_spec_refuses_wrong_types_and_names_the_field(patch: dict[str, object], 
     assert where in _locations(info.value)
 
 
+@pytest.mark.parametrize(
+    ("body", "rows", "epochs"),
+    [
+        ({}, 100_000, 20),  # 704 steps an epoch: the default is plenty
+        ({}, 1_078, 75),  # 970 rows after the 10 % split: 8 steps an epoch, 600 steps
+        ({"eval_dataset_id": "ds_e"}, 1_078, 67),  # no split: 9 steps an epoch
+        ({}, 150, 200),  # one step an epoch: capped
+        ({"training": {"batch_size": 32}}, 1_078, 20),  # 31 steps an epoch
+        ({"training": {"min_steps": 0}}, 1_078, 20),
+        ({"training": {"epochs": 3}}, 1_078, 3),  # asked for: kept
+        ({"training": {"epochs": 20}}, 1_078, 20),
+    ],
+)
+def test_left_out_epochs_follow_the_transfer_sets_size(
+    body: dict[str, object], rows: int, epochs: int
+) -> None:
+    spec = JobSpec.model_validate({**BASE, **body}).scheduled(rows)
+    assert spec.training.epochs == epochs
+    # Stored and read back (the worker's copy), the choice is kept, not made again.
+    again = JobSpec.model_validate(spec.model_dump(mode="json")).scheduled(10)
+    assert again.training.epochs == epochs
+
+
 def test_spec_fills_defaults_and_takes_ints_for_floats() -> None:
     spec = JobSpec.model_validate({**BASE, "distillation": {"temperature": 2}})
     assert spec.distillation.temperature == 2.0 and spec.training.epochs == 20
