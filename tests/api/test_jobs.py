@@ -193,6 +193,25 @@ def test_cancel_of_a_queued_job_is_immediate(client: TestClient, inputs: dict[st
     assert client.get("/v1/jobs", params={"status": "running"}).json()["items"] == []
 
 
+def test_left_out_epochs_are_chosen_from_the_transfer_sets_size(
+    client: TestClient, inputs: dict[str, str]
+) -> None:
+    """1,078 transfer rows at batch 128 are 9 steps an epoch: a request that leaves epochs out
+    gets 67 (600 steps); one that gives them keeps them. No gpu worker: the jobs stay queued."""
+    body = {k: v for k, v in _body(inputs).items() if k != "training"}
+    chosen = [
+        client.post("/v1/jobs", json={**body, **extra}).json()
+        for extra in ({}, {"training": {"batch_size": 64}}, {"training": {"epochs": 3}})
+    ]
+    assert [job["spec"]["training"]["epochs"] for job in chosen] == [67, 36, 3]
+    assert [job["epochs"] for job in chosen] == [67, 36, 3]
+    from core.spec import JobSpec, TrainingSpec
+    from stillhouse._calls import spec_body
+
+    sdk = spec_body(JobSpec(teacher_ids=["t"], dataset_id="d", training=TrainingSpec(seed=1)))
+    assert sdk["training"] == {"seed": 1}  # the SDK leaves out what its caller left out
+
+
 def test_events_stream_progress_then_status_and_resume(
     client: TestClient, inputs: dict[str, str], gpu_worker: object
 ) -> None:

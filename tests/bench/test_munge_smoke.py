@@ -24,11 +24,11 @@ def test_munge_quick_prints_both_twins_side_by_side() -> None:
         timeout=280,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
-    assert "| set | transfer rows | teacher | teacher acc. % | default spec | munge 0.5 |" in (
-        done.stdout
-    )
+    header = "| set | transfer rows | teacher | teacher acc. % | default epochs | 20 epochs |"
+    assert header + " default spec | default + munge 0.5 |" in done.stdout
     (row,) = [line for line in done.stdout.splitlines() if line.startswith("| iris")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2] == "forest" and int(cells[1]) == 90
-    for cell in cells[4:6]:
+    assert int(cells[4]) == 200  # 90 rows: one step an epoch, the schedule's cap
+    for cell in cells[5:8]:
         assert 0.0 <= float(cell.split(" ± ")[0]) <= 100.0, cells
