@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -224,17 +225,18 @@ def _delete_upload(
     row: Any,
     kind: Kind,
 ) -> None:
-    """Finished jobs keep the id in their spec; the row goes, then (once committed) the bytes."""
+    """Finished jobs keep the id in their spec; the row goes, then (once committed) the bytes:
+    its file's, and a teacher's tokenizer's."""
     if repo.used_by_active_job(row.id):
         raise Conflict(f"a queued or running job uses this {kind}; cancel it or wait")
     repo.detach_from_jobs(row.id)
     files = StoredFileRepository(uow.session)
-    stored = files.get(row.file_id)
+    file_ids = [row.file_id, getattr(row, "tokenizer_file_id", None)]
+    stored = [f for f in (files.get(i) for i in file_ids if i is not None) if f is not None]
     repo.delete(row)
-    if stored is not None:
-        files.delete(stored)
-        key = stored.key
-        uow.after_commit(lambda: storage.delete(key))
+    for found in stored:
+        files.delete(found)
+        uow.after_commit(functools.partial(storage.delete, found.key))
 
 
 def list_teachers(

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import get_settings
 from tests.api.conftest import _finished, _ready
 from tests.conftest import wait_for
 from tests.engine.text_helpers import (
@@ -152,6 +153,14 @@ def test_a_tokenizer_part_is_read_and_downloaded_with_the_job(
     other = client.post("/v1/jobs", json=plain).json()
     resp = client.get(f"/v1/jobs/{other['id']}/student", params={"format": "tokenizer"})
     assert resp.status_code == 404
+    # Deleting the teacher deletes its tokenizer's bytes too (nothing left to count or leak).
+    tokenizers = get_settings().storage_dir / "tokenizers"
+    before = {p for p in tokenizers.rglob("*") if p.is_file()}
+    for made in (job, other):
+        client.post(f"/v1/jobs/{made['id']}/cancel")
+    assert client.delete(f"/v1/teachers/{teacher['id']}").status_code == 204
+    after = {p for p in tokenizers.rglob("*") if p.is_file()}
+    assert len(before - after) == 1 and after <= before
 
 
 @pytest.mark.slow
