@@ -2,7 +2,8 @@
 
 An ``.npz`` holds ``input_ids`` ``[N, L]`` (required), optionally other inputs of the same
 shape (``attention_mask``, ``token_type_ids``, ...) and ``label`` ``[N]``; padding is 0.
-A missing ``attention_mask`` is 1 where the id is not 0 (padding), a missing
+A missing ``attention_mask`` is 1 where the id is not 0 (padding; a Parquet table's ragged
+rows give their own lengths instead, token_table.py), a missing
 ``token_type_ids`` zeros; any other input the teacher takes must be there.
 """
 
@@ -70,13 +71,22 @@ class TokenRows:
         self._shape = (len(arrays), int(self.ids.shape[1]))
 
     @classmethod
-    def build(cls, arrays: dict[str, np.ndarray], names: Sequence[str]) -> TokenRows:
-        """The arrays in the teacher's input order; defaults for a mask or segment ids."""
+    def build(
+        cls,
+        arrays: dict[str, np.ndarray],
+        names: Sequence[str],
+        row_mask: np.ndarray | None = None,
+    ) -> TokenRows:
+        """The arrays in the teacher's input order; defaults for a mask or segment ids.
+        ``row_mask``: 1 within each row's own length, where the file says where rows end
+        (a Parquet table of ragged rows); the default mask of a file that gives none."""
         ordered: list[np.ndarray | None] = []
         roles = [role(name) for name in names]
         single_ids = roles.count("ids") == 1
         for name, kind in zip(names, roles, strict=True):
             array = arrays.get(name)
+            if array is None and kind == "mask":
+                array = row_mask
             if array is None and kind == "ids" and single_ids:
                 array = arrays["input_ids"]  # the teacher names its ids otherwise
             if array is None and kind == "ids":

@@ -3,8 +3,10 @@
 ``label`` column.
 
 Rows may differ in length: each is padded with 0 to the longest row of the file (a missing
-``attention_mask`` is then 1 where the id is not 0, as for ``.npz``), but within a row every
-input has the length of its ``input_ids``. Read by record batch in two passes (check and
+``attention_mask`` is then 1 within each row's own length, so a vocabulary whose id 0 is a
+real token keeps it; ``.npz`` arrays, all of one length, say nothing of where a row ends and
+get 1 where the id is not 0), but within a row every input has the length of its
+``input_ids``. Read by record batch in two passes (check and
 measure, then write padded ``.npy`` arrays into the job's scratch folder once and map them):
 memory is O(batch) whatever the file's size.
 """
@@ -28,6 +30,9 @@ IDS = "input_ids"
 MAX_SEQUENCE = 8192  # tokens a row; longer rows are refused
 MAX_ID = 1 << 24  # float32 holds every id below it exactly (tokens.py)
 BLOCK_ROWS = 4096
+# 1 within each row's own length: the mask of a table that gives none (a file name no column
+# can take: column files are named after inputs, which are identifiers).
+ROW_MASK = "row-mask.npy"
 DONE = "tokens.json"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
@@ -191,7 +196,9 @@ def token_table_rows(path: str | Path, names: Sequence[str], scratch: Path) -> T
         name: np.load(scratch / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # ours
         for name in [*scan.inputs, *([LABEL] if scan.has_labels else [])]
     }
-    return TokenRows.build(arrays, names)
+    mask_file = scratch / ROW_MASK  # absent in a folder written before it existed
+    row_mask = np.load(mask_file, mmap_mode="r", allow_pickle=False) if mask_file.exists() else None
+    return TokenRows.build(arrays, names, row_mask)
 
 
 def _write(path: Path, scan: TokenTableScan, scratch: Path) -> None:
@@ -200,6 +207,7 @@ def _write(path: Path, scan: TokenTableScan, scratch: Path) -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     shape = (scan.num_rows, scan.length)
     out = {name: _NpyWriter(scratch / f"{name}.npy", shape) for name in scan.inputs}
+    row_mask = _NpyWriter(scratch / ROW_MASK, shape)
     labels = _NpyWriter(scratch / f"{LABEL}.npy", (scan.num_rows,)) if scan.has_labels else None
     try:
         for first, lengths, columns, batch in _blocks(path):
@@ -213,8 +221,11 @@ def _write(path: Path, scan: TokenTableScan, scratch: Path) -> None:
                 block = np.zeros((rows, scan.length), dtype=np.int64)
                 block[row_index, col_index] = _values(column, name)
                 out[name].write(block)
+            block = np.zeros((rows, scan.length), dtype=np.int64)
+            block[row_index, col_index] = 1
+            row_mask.write(block)
             if labels is not None:
                 labels.write(_labels(batch, first))
     finally:
-        for writer in (*out.values(), *([] if labels is None else [labels])):
+        for writer in (*out.values(), row_mask, *([] if labels is None else [labels])):
             writer.close()

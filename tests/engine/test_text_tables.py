@@ -152,8 +152,25 @@ def test_a_token_parquet_is_padded_like_an_npz(tmp_path: Path) -> None:
     everything = np.arange(200)
     x = rows.read(everything).numpy().astype(np.int64)
     np.testing.assert_array_equal(x[:, 0], data["input_ids"][:, :longest])
-    np.testing.assert_array_equal(x[:, 1], data["attention_mask"][:, :longest])  # ids != 0
+    np.testing.assert_array_equal(x[:, 1], data["attention_mask"][:, :longest])
     np.testing.assert_array_equal(rows.labels(everything).numpy(), data["label"])
+
+
+def test_a_ragged_token_parquet_masks_by_each_rows_length_not_by_id_0(tmp_path: Path) -> None:
+    """In vocabularies such as GPT-2's, id 0 is a real token: a row's own length says where it
+    ends, so an id 0 inside a row is taught and seen by the teacher, and padding is not."""
+    ids = [[5, 0, 7], [0], [3, 4, 0, 0, 9]]
+    path = _parquet(tmp_path, {"input_ids": ids}, "tokens.parquet")
+    rows = open_dataset(path, "parquet", scratch=tmp_path / "s", token_inputs=NAMES)
+    x = rows.read(np.arange(3)).numpy().astype(np.int64)
+    np.testing.assert_array_equal(x[:, 0], [[5, 0, 7, 0, 0], [0, 0, 0, 0, 0], [3, 4, 0, 0, 9]])
+    np.testing.assert_array_equal(x[:, 1], [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    # A mask the file gives is the teacher's, as it is.
+    given = {"input_ids": ids, "attention_mask": [[1, 1, 0], [1], [1, 1, 1, 1, 0]]}
+    path = _parquet(tmp_path, given, "masked.parquet")
+    rows = open_dataset(path, "parquet", scratch=tmp_path / "m", token_inputs=NAMES)
+    x = rows.read(np.arange(3)).numpy().astype(np.int64)
+    np.testing.assert_array_equal(x[:, 1], [[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
 
 
 @pytest.mark.parametrize(
