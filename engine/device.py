@@ -22,6 +22,11 @@ MAX_CUDA_BATCH = 65536
 # On CUDA a batch's input gets this share of the free memory: activations of a forward pass
 # take many times the input's bytes (a ResNet-50 at 224 px about 20x in bf16 inference).
 CUDA_INPUT_SHARE = 1 / 64
+# Token rows are small inputs to large activations: a transformer teacher keeps about
+# (hidden × 10) floats a token in flight (all-MiniLM-L6-v2, hidden 384: 8,192 rows of 32
+# tokens held 10.8 GB in ONNX Runtime). Its batches are sized in tokens instead.
+INFERENCE_TOKENS = 1 << 14  # tokens per teacher batch on the CPU (~0.7 GB for that MiniLM)
+CUDA_INFERENCE_TOKENS = 1 << 17
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -51,17 +56,27 @@ def _cpuinfo() -> list[str]:
 
 
 def inference_batch(
-    sample_shape: tuple[int, ...], device: torch.device, free_bytes: int | None = None
+    sample_shape: tuple[int, ...],
+    device: torch.device,
+    free_bytes: int | None = None,
+    *,
+    tokens: bool = False,
 ) -> int:
     """Rows per teacher batch: 64 MiB of input on the CPU; on CUDA a share of the memory that
-    is free now (``free_bytes`` overrides the reading), up to ``MAX_CUDA_BATCH`` rows."""
+    is free now (``free_bytes`` overrides the reading), up to ``MAX_CUDA_BATCH`` rows.
+    ``tokens``: rows ``[K, L]`` of token ids, also capped at a number of tokens a batch."""
     per_row = max(1, math.prod(sample_shape))
     if device.type != "cuda":
-        return max(1, min(MAX_INFERENCE_BATCH, INFERENCE_ELEMENTS // per_row))
-    if free_bytes is None:
-        free_bytes = int(torch.cuda.mem_get_info(device)[0])
-    rows = int(free_bytes * CUDA_INPUT_SHARE) // (4 * per_row)
-    return max(1, min(MAX_CUDA_BATCH, rows))
+        rows = min(MAX_INFERENCE_BATCH, INFERENCE_ELEMENTS // per_row)
+        budget = INFERENCE_TOKENS
+    else:
+        if free_bytes is None:
+            free_bytes = int(torch.cuda.mem_get_info(device)[0])
+        rows = min(MAX_CUDA_BATCH, int(free_bytes * CUDA_INPUT_SHARE) // (4 * per_row))
+        budget = CUDA_INFERENCE_TOKENS
+    if tokens:
+        rows = min(rows, budget // max(1, sample_shape[-1]))
+    return max(1, rows)
 
 
 def uses_channels_last(model: nn.Module, device: torch.device) -> bool:

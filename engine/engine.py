@@ -54,6 +54,7 @@ from engine.stages import (
 )
 from engine.sweep import run_sweep
 from engine.targets import make_targets
+from engine.token_data import TokenRows
 
 SAMPLE_ROWS = 256  # rows of real eval data for the export checks and the speed timings
 
@@ -261,7 +262,8 @@ def distill(
             else checkpoint_every_seconds
         ),
     )
-    ctx.inference_batch = inference_batch(transfer.sample_shape, ctx.device)
+    tokens = isinstance(transfer, TokenRows)
+    ctx.inference_batch = inference_batch(transfer.sample_shape, ctx.device, tokens=tokens)
     return run_stages(ctx, transfer, held)
 
 

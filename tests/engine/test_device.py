@@ -34,6 +34,12 @@ def test_teacher_batches_hold_64_mib_on_the_cpu_and_a_share_of_free_memory_on_cu
     assert inference_batch((3, 224, 224), CUDA, free_bytes=139 * GiB) == 3873
     assert inference_batch((784,), CUDA, free_bytes=139 * GiB) == MAX_CUDA_BATCH
     assert inference_batch((3, 1024, 1024), CUDA, free_bytes=1 << 20) == 1  # never zero
+    # Token rows [K, L]: sized in tokens (a transformer's activations, not its input ids).
+    assert inference_batch((3, 32), CPU) == 8192
+    assert inference_batch((3, 32), CPU, tokens=True) == 512
+    assert inference_batch((2, 128), CPU, tokens=True) == 128
+    assert inference_batch((2, 100_000), CPU, tokens=True) == 1  # never zero
+    assert inference_batch((3, 32), CUDA, free_bytes=139 * GiB, tokens=True) == 4096
 
 
 @dataclass
