@@ -182,7 +182,11 @@ def run(sets: list[str], teachers: list[str], seeds: list[int], quick: bool) -> 
                     warnings.simplefilter("ignore")
                     model = make_teacher(kind, quick).fit(split[0], split[1])
                     path = Path(tmp) / f"{name}-{kind}.onnx"
-                    path.write_bytes(export_onnx(model, kind, split[0]))
+                    try:
+                        path.write_bytes(export_onnx(model, kind, split[0]))
+                    except (TypeError, ValueError) as exc:  # a converter's, not the service's
+                        print(f"skipped {name} {kind}: its ONNX converter failed: {exc!s:.200}")
+                        continue
                 accuracy = float((model.predict(split[2]) == split[3]).mean())
                 plain = [distil(path, split, 0.0, s, epochs) for s in seeds]
                 fixed = plain if quick else [distil(path, split, 0.0, s, 20) for s in seeds]
