@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from core.contracts import Report  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
 from engine.engine import Source, run_distillation  # noqa: E402
 from engine.export import _quiet_exporter  # noqa: E402
@@ -79,42 +79,42 @@ def source(path: Path, fmt: str) -> Source:
     return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-def table(title: str, report: dict[str, Any], wall_s: float) -> str:
-    t, s = report["teacher"], report["student"]
+def table(title: str, report: Report, wall_s: float) -> str:
+    t, s = report.teacher, report.student
     rows = [
-        ("parameters", f"{t['parameters']:,}", f"{s['parameters']:,}"),
+        ("parameters", f"{t.parameters:,}", f"{s.parameters:,}"),
         (
             "size fp32 (MB)",
-            f"{t['size_bytes_fp32'] / 1e6:.2f}",
-            f"{s['size_bytes_fp32'] / 1e6:.2f}",
+            f"{(t.size_bytes_fp32 or 0) / 1e6:.2f}",
+            f"{(s.size_bytes_fp32 or 0) / 1e6:.2f}",
         ),
-        ("latency b=1 (ms)", f"{t['latency_ms_batch1']:.3f}", f"{s['latency_ms_batch1']:.3f}"),
-        ("throughput b=256 (/s)", f"{t['throughput_per_s']:,.0f}", f"{s['throughput_per_s']:,.0f}"),
-        ("runtime", t["runtime"], s["runtime"]),
-        ("accuracy", f"{report['teacher_accuracy']:.4f}", f"{report['student_accuracy']:.4f}"),
+        ("latency b=1 (ms)", f"{t.latency_ms_batch1:.3f}", f"{s.latency_ms_batch1:.3f}"),
+        ("throughput b=256 (/s)", f"{t.throughput_per_s:,.0f}", f"{s.throughput_per_s:,.0f}"),
+        ("runtime", str(t.runtime), str(s.runtime)),
+        ("accuracy", f"{report.teacher_accuracy:.4f}", f"{report.student_accuracy:.4f}"),
     ]
-    lines = [f"== {title} (device {report['device']}, soft labels {report['soft_labels']}) =="]
+    lines = [f"== {title} (device {report.device}, soft labels {report.soft_labels}) =="]
     lines += [f"{name:<24}{a:>18}{b:>18}" for name, a, b in [("", "teacher", "student"), *rows]]
     lines.append(
-        f"compression {report['compression_ratio']:.1f}x  speedup {report['speedup']:.2f}x  "
-        f"agreement {report['agreement_top1']:.4f}  KL {report['kl_divergence']:.4f}  "
-        f"eval samples {report['eval_samples']}  metrics from {report['metrics_source']}"
+        f"compression {report.compression_ratio:.1f}x  speedup {report.speedup:.2f}x  "
+        f"agreement {report.agreement_top1:.4f}  KL {report.kl_divergence:.4f}  "
+        f"eval samples {report.eval_samples}  metrics from {report.metrics_source}"
     )
-    timings = "  ".join(f"{k} {v:.2f}s" for k, v in report["timings_s"].items())
+    timings = "  ".join(f"{k} {v:.2f}s" for k, v in report.timings_s.items())
     lines.append(f"stages: {timings}  (wall {wall_s:.1f}s)")
     return "\n".join(lines)
 
 
-def sane(report: dict[str, Any], device: str) -> list[str]:
+def sane(report: Report, device: str) -> list[str]:
     problems = []
-    if report["device"] != torch.device(device).type:
-        problems.append(f"ran on {report['device']}, not {device}")
+    if report.device != torch.device(device).type:
+        problems.append(f"ran on {report.device}, not {device}")
     for key in ("agreement_top1", "kl_divergence", "student_accuracy", "speedup"):
-        value = report[key]
+        value = getattr(report, key)
         if value is None or not math.isfinite(value):
             problems.append(f"{key} is {value}")
-    if report["compression_ratio"] < 5:
-        problems.append(f"compression only {report['compression_ratio']:.1f}x")
+    if report.compression_ratio is None or report.compression_ratio < 5:
+        problems.append(f"compression only {report.compression_ratio}x")
     return problems
 
 

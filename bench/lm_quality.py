@@ -163,12 +163,12 @@ def run_job(
     report = result.report
     return {
         "file": result.files["onnx"],
-        "parameters": report["student"]["parameters"],
-        "teacher_parameters": report["teacher"]["parameters"],
-        "reported_ppl": report["student_perplexity"],
-        "teacher_ppl": report["teacher_perplexity"],
-        "agreement": report["next_token_agreement"],
-        "kl": report["kl_per_token"],
+        "parameters": report.student.parameters,
+        "teacher_parameters": report.teacher.parameters,
+        "reported_ppl": report.student_perplexity,
+        "teacher_ppl": report.teacher_perplexity,
+        "agreement": report.next_token_agreement,
+        "kl": report.kl_per_token,
         "seconds": time.perf_counter() - started,
     }
 

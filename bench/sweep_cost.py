@@ -185,7 +185,7 @@ def one_round(spec: JobSpec, x: torch.Tensor, tmp: Path, sweep_first: bool) -> d
 def row(r: int, got: dict[str, Any]) -> str:
     """One round's line: wall times, CPU times, and the sweep against its own parts."""
     a, b = got["least"], got["wall"]
-    timings = got["report"]["timings_s"]
+    timings = got["report"].timings_s
     own = timings["soft_labeling"] + timings["training"]
     trains = " + ".join(f"{t.wall:.1f}" for t in got["trains"])
     return (

@@ -179,13 +179,15 @@ class SoftLabelsEvent(_Closed):
 
 
 class Outcome(_Closed):
-    """The end of a successful distill run: the files to publish and the report."""
+    """The end of a successful distill run: the files to publish and the report. The engine
+    returns it (``engine.engine.run_distillation``), the child sends it, the worker publishes
+    it: one type from the engine to the API."""
 
     event: Literal["result"] = "result"
-    files: dict[ExportFormat, str]
+    files: dict[ExportFormat, Path] = Field(description="a sweep's: the chosen candidate's")
     report: Report
     metrics: dict[str, Any] = Field(default_factory=dict)
-    candidates: list[dict[ExportFormat, str]] = Field(
+    candidates: list[dict[ExportFormat, Path]] = Field(
         default_factory=list, description="a sweep's: every candidate's files, by index"
     )
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.contracts import CHECKPOINT_EVERY_SECONDS, CHECKPOINT_EVERY_STEPS, EngineLimits
+from core.contracts import (
+    CHECKPOINT_EVERY_SECONDS,
+    CHECKPOINT_EVERY_STEPS,
+    EngineLimits,
+    Outcome,
+)
 from core.errors import ErrorCode
 from core.spec import JobSpec
 from engine.device import inference_batch, resolve_device, set_threads
@@ -70,15 +75,6 @@ class Source:
     output_kind: str | None = None
 
 
-@dataclass
-class DistillResult:
-    files: dict[str, Path]
-    report: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    # A sweep's: every candidate's files, by index (``files`` is the chosen one's).
-    candidates: list[dict[str, Path]] = field(default_factory=list)
-
-
 def run_distillation(
     teachers: Sequence[Source],
     transfer: Source,
@@ -97,8 +93,11 @@ def run_distillation(
     threads: int | None = None,
     tokenizer: Source | None = None,
     limits: EngineLimits | None = None,
-) -> DistillResult:
+) -> Outcome:
     """Distil ``teachers`` into a student; re-calling with the same ``workdir`` resumes.
+    Returns the ``Outcome`` the child sends the worker: the student's files, the ``Report``
+    and the job's final metrics (a sweep's: the chosen candidate's, and every candidate's
+    files by index).
     ``tokenizer``: the first teacher's tokenizer.json, for text datasets; ``limits``: the
     operator's caps on what the uploads may unpack to (None: the defaults).
 
@@ -238,7 +237,7 @@ def distill(
     device: torch.device | None = None,
     checkpoint_every: int | None = None,
     checkpoint_every_seconds: float | None = None,
-) -> DistillResult:
+) -> Outcome:
     """The engine on loaded teachers and tensors (``y``/``eval_y`` their labels) or rows
     (which carry their own). ``identity`` (teacher and dataset sha256s) keys the soft-label
     cache; without it nothing is reused.
@@ -267,20 +266,18 @@ def distill(
     return run_stages(ctx, transfer, held)
 
 
-def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult:
+def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> Outcome:
     from engine.lm import is_language_model, run_lm_stages
 
     if is_language_model(ctx.teachers):  # token by token: its own chain (lm.py)
-        files, report, metrics = run_lm_stages(ctx, transfer, held)
-        return DistillResult(files=files, report=report, metrics=metrics)
+        return run_lm_stages(ctx, transfer, held)
     check_inputs(ctx.teachers, transfer, "dataset")
     if held is not None:
         check_inputs(ctx.teachers, held, "eval dataset")
     splits = split_stage(transfer, held, ctx.spec.training)
     soft = soft_label_stage(ctx, transfer)
     if ctx.spec.sweep is not None or ctx.spec.baseline:
-        swept = run_sweep(ctx, splits, soft, SAMPLE_ROWS)
-        return DistillResult(swept.files, swept.report, swept.metrics, swept.candidates)
+        return run_sweep(ctx, splits, soft, SAMPLE_ROWS)
     student = student_stage(ctx, splits.train)
     reference = teacher_eval_stage(ctx, splits.eval)
     sample = splits.eval.read(np.arange(min(splits.eval.num_samples, SAMPLE_ROWS)))
@@ -304,7 +301,7 @@ def run_stages(ctx: Context, transfer: Rows, held: Rows | None) -> DistillResult
     ctx.progress.emit(
         "exporting", 1.0, epoch=ctx.spec.training.epochs, step=trained.steps, metrics=metrics
     )
-    return DistillResult(files=exported.published, report=report, metrics=metrics)
+    return Outcome(files=exported.published, report=report, metrics=metrics)
 
 
 def _as_rows(x: torch.Tensor | Rows, y: torch.Tensor | None) -> Rows:

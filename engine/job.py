@@ -15,7 +15,6 @@ from core.contracts import (
     FileRef,
     Outcome,
     ProgressEvent,
-    Report,
     ResumedEvent,
     SoftLabelsEvent,
     StoppedEvent,
@@ -77,13 +76,5 @@ def run_from_request(
     except Stopped:
         return StoppedEvent(reason=stop_reason(stop_file))
     # Whether this ran in a spare child started ahead of the job (imports already done).
-    report = Report.model_validate({**result.report, "sandbox": {"preloaded": preloaded}})
-    return Outcome(
-        files={fmt: str(path) for fmt, path in result.files.items()},  # type: ignore[misc]
-        report=report,
-        metrics=result.metrics,
-        candidates=[
-            {fmt: str(path) for fmt, path in files.items()}  # type: ignore[misc]
-            for files in result.candidates
-        ],
-    )
+    sandbox = {"sandbox": {"preloaded": preloaded}}
+    return result.model_copy(update={"report": result.report.model_copy(update=sandbox)})

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.atomic import commit_file
-from core.contracts import soft_labels_file
+from core.contracts import Outcome, soft_labels_file
 from core.errors import ErrorCode
 from core.spec import LM_DEFAULT_TOP_K
 from engine.device import autocast, exact_fp32
@@ -458,10 +458,8 @@ def check_language_model_job(ctx: Context) -> None:
         )
 
 
-def run_lm_stages(
-    ctx: Context, transfer: Rows, held: Rows | None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The engine's chain for a language model: ``(files, report, metrics)``."""
+def run_lm_stages(ctx: Context, transfer: Rows, held: Rows | None) -> Outcome:
+    """The engine's chain for a language model: its files, report and metrics."""
     check_language_model_job(ctx)
     check_inputs(ctx.teachers, transfer, "dataset")
     if held is not None:
@@ -479,15 +477,19 @@ def run_lm_stages(
     exported = export_stage(ctx, student, sample, trained.steps, splits.train)
     evaluated = _evaluate(ctx, exported, splits.eval, student.module, sample, batch)
     report = report_stage(ctx, student, splits, trained, exported, evaluated)
-    report["teacher"].update(token_speed(evaluated.teacher_speed, length))
-    report["student"].update(token_speed(evaluated.speed, length))
-    report.update(
-        task="language_model",
-        top_k=effective_top_k(ctx.spec.distillation.top_k, vocab),
-        beta=ctx.spec.distillation.beta if ctx.spec.distillation.loss == "jsd" else None,
+    report = report.model_copy(
+        update={
+            "teacher": report.teacher.model_copy(
+                update=token_speed(evaluated.teacher_speed, length)
+            ),
+            "student": report.student.model_copy(update=token_speed(evaluated.speed, length)),
+            "task": "language_model",
+            "top_k": effective_top_k(ctx.spec.distillation.top_k, vocab),
+            "beta": ctx.spec.distillation.beta if ctx.spec.distillation.loss == "jsd" else None,
+        }
     )
     metrics = {**evaluated.metrics, "train_loss": trained.final_loss}
     ctx.progress.emit(
         "exporting", 1.0, epoch=ctx.spec.training.epochs, step=trained.steps, metrics=metrics
     )
-    return exported.published, report, metrics
+    return Outcome(files=exported.published, report=report, metrics=metrics)

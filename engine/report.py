@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from core.enums import ExportFormat
 from engine.device import device_name, synchronize
 
 THROUGHPUT_BATCH = 256
@@ -180,7 +181,7 @@ def model_section(
     parameters: int | None,
     speed: dict[str, float],
     runtime: str,
-    files: dict[str, Path] | None = None,
+    files: dict[ExportFormat, Path] | None = None,
 ) -> dict[str, Any]:
     section: dict[str, Any] = {
         "parameters": parameters,

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.contracts import soft_labels_file
+from core.contracts import Report, soft_labels_file
+from core.enums import ExportFormat
 from core.errors import ErrorCode
 from core.spec import JobSpec, TrainingSpec
 from engine import evaluate as ev
@@ -463,7 +464,7 @@ def time_teacher_stage(
 @dataclass
 class Exported:
     files: dict[str, Path]  # every written format (and the JSON config)
-    published: dict[str, Path]  # the formats the job asked for
+    published: dict[ExportFormat, Path]  # the formats the job asked for
     max_abs_diff: dict[str, float]
 
 
@@ -504,7 +505,7 @@ def export_stage(
         module, student.name, student.config, sample, ctx.workdir / "export", formats, calibration
     )
     diffs = verify_exports(module, files, sample)
-    published: dict[str, Path] = {k: v for k, v in files.items() if k in formats}
+    published = {ExportFormat(k): v for k, v in files.items() if k in formats}
     ctx.timings["exporting"] = time.perf_counter() - started
     ctx.stop_point()
     return Exported(files, published, diffs)
@@ -630,12 +631,13 @@ def report_stage(
     trained: TrainResult,
     exported: Exported,
     evaluated: Evaluated,
-) -> dict[str, Any]:
+) -> Report:
+    """The single student's report (the dict of ``build_report`` validated once, here)."""
     dev, dist, tr = ctx.device, ctx.spec.distillation, ctx.spec.training
     runtimes = {
         "onnxruntime-cpu" if t.format == "onnx" else f"torch-{dev.type}" for t in ctx.teachers
     }
-    return build_report(
+    fields = build_report(
         teacher=model_section(
             student.teacher_parameters, evaluated.teacher_speed, "+".join(sorted(runtimes))
         ),
@@ -671,3 +673,4 @@ def report_stage(
             **objective_report(ctx.spec),
         },
     )
+    return Report.model_validate(fields)

@@ -33,8 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 
 from core.atomic import atomic_write
+from core.contracts import Baseline, Candidate, DistillationGain, Outcome, Report
+from core.enums import ExportFormat
 from core.errors import ErrorCode
 from core.spec import JobSpec
 from engine.errors import UserError
@@ -79,28 +82,28 @@ def choose(scores: Sequence[Score]) -> int:
 LATENCY_TOLERANCE = 0.1
 
 
-def pareto_front(entries: Sequence[dict[str, Any]]) -> list[bool]:
+def pareto_front(entries: Sequence[Candidate]) -> list[bool]:
     """For each candidate: True when no other is at least as good on every measure (fewer or
     as many parameters, as fast or faster at batch 1, as much or more agreement and accuracy)
     and better on one. Accuracy counts only when every candidate has it (eval labels);
     latencies within ``LATENCY_TOLERANCE`` of each other are equal."""
-    with_accuracy = all(e.get("student_accuracy") is not None for e in entries)
+    with_accuracy = all(e.student_accuracy is not None for e in entries)
 
-    def as_good(q: dict[str, Any], p: dict[str, Any]) -> tuple[bool, bool]:
+    def as_good(q: Candidate, p: Candidate) -> tuple[bool, bool]:
         """(q is at least as good as p everywhere, q is better somewhere)."""
         slack = 1.0 + LATENCY_TOLERANCE
-        ql, pl = q["latency_ms_batch1"], p["latency_ms_batch1"]
-        pairs = [
-            (q["parameters"], p["parameters"]),
-            (-q["agreement_top1"], -p["agreement_top1"]),
+        ql, pl = q.latency_ms_batch1, p.latency_ms_batch1
+        pairs: list[tuple[float, float]] = [
+            (q.parameters, p.parameters),
+            (-q.agreement_top1, -p.agreement_top1),
         ]
-        if with_accuracy:
-            pairs.append((-q["student_accuracy"], -p["student_accuracy"]))
+        if with_accuracy:  # then no candidate's is None
+            pairs.append((-(q.student_accuracy or 0.0), -(p.student_accuracy or 0.0)))
         no_worse = all(a <= b for a, b in pairs) and ql <= pl * slack
         better = any(a < b for a, b in pairs) or ql * slack < pl
         return no_worse, better
 
-    def dominated(p: dict[str, Any]) -> bool:
+    def dominated(p: Candidate) -> bool:
         return any(all(as_good(q, p)) for q in entries if q is not p)
 
     return [not dominated(p) for p in entries]
@@ -148,8 +151,17 @@ class Shared:
 
 @dataclass
 class Finished:
-    report: dict[str, Any]  # the candidate's own full report (as a single-student job's)
-    files: dict[str, Path]  # the formats the job asked for
+    report: Report  # the candidate's own full report (as a single-student job's)
+    files: dict[ExportFormat, Path]  # the formats the job asked for
+
+
+class Stored(BaseModel):
+    """A candidate's ``result.json``: its report and files (relative to its folder), keyed by
+    everything that decides them."""
+
+    key: str
+    report: Report
+    files: dict[ExportFormat, str]
 
 
 def _key(ctx: Context, spec: JobSpec, splits: Splits) -> str:
@@ -170,27 +182,19 @@ def _key(ctx: Context, spec: JobSpec, splits: Splits) -> str:
 def load_finished(folder: Path, key: str) -> Finished | None:
     """The stored result in ``folder`` when it matches ``key`` and its files are there."""
     try:
-        stored = json.loads((folder / RESULT).read_text())
-    except (OSError, ValueError):
+        stored = Stored.model_validate_json((folder / RESULT).read_bytes())
+    except (OSError, ValidationError):
         return None
-    files = {fmt: folder / name for fmt, name in stored.get("files", {}).items()}
-    if stored.get("key") != key or not all(p.is_file() for p in files.values()):
+    files = {fmt: folder / name for fmt, name in stored.files.items()}
+    if stored.key != key or not all(p.is_file() for p in files.values()):
         return None
-    return Finished(stored["report"], files)
-
-
-def _plain(value: Any) -> Any:
-    """numpy and torch scalars as numbers, anything else as its text."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
+    return Finished(stored.report, files)
 
 
 def _store(folder: Path, key: str, done: Finished) -> None:
     files = {fmt: str(p.relative_to(folder)) for fmt, p in done.files.items()}
-    blob = json.dumps({"key": key, "report": done.report, "files": files}, default=_plain)
-    atomic_write(folder / RESULT, blob.encode())
+    stored = Stored(key=key, report=done.report, files=files)
+    atomic_write(folder / RESULT, stored.model_dump_json().encode())
 
 
 def _in_slice(on_progress: Progress, index: int, count: int) -> Progress:
@@ -249,45 +253,44 @@ def run_candidate(
         shared.sample,
         shared.teacher,
     )
-    report = report_stage(own, student, shared.splits, trained, exported, evaluated)
-    report["timings_s"] = {k: round(v, 3) for k, v in own.timings.items()}
-    done = Finished(json.loads(json.dumps(report, default=_plain)), exported.published)
+    # Its timings are its own (``own.timings``): the job's are summed in ``_timings``.
+    done = Finished(
+        report_stage(own, student, shared.splits, trained, exported, evaluated),
+        exported.published,
+    )
     _store(folder, key, done)
     return done
 
 
-def candidate_entry(index: int, spec: JobSpec, done: Finished) -> dict[str, Any]:
+def _extra(report: Report, name: str) -> Any:
+    """A field of the report that its model does not name (the engine's own)."""
+    return (report.model_extra or {}).get(name)
+
+
+def candidate_entry(index: int, spec: JobSpec, done: Finished) -> Candidate:
     """One line of the report's ``candidates``: its spec values and its measures."""
     report = done.report
-    return {
-        "index": index,
-        "temperature": spec.distillation.temperature,
-        "alpha": spec.distillation.alpha,
-        "size_ratio": spec.student.size_ratio,
-        "parameters": report["student"]["parameters"],
-        "latency_ms_batch1": report["student"]["latency_ms_batch1"],
-        "throughput_per_s": report["student"]["throughput_per_s"],
-        "agreement_top1": report["agreement_top1"],
-        "student_accuracy": report["student_accuracy"],
-        "kl_divergence": report["kl_divergence"],
-        "student_architecture": report["student_architecture"],
-        "training_s": report["timings_s"].get("training"),
-        "formats": sorted(done.files),
-        "variants": report.get("variants"),
-    }
+    return Candidate.model_validate(
+        {
+            "index": index,
+            "temperature": spec.distillation.temperature,
+            "alpha": spec.distillation.alpha,
+            "size_ratio": spec.student.size_ratio,
+            "parameters": _parameters(report),
+            "latency_ms_batch1": report.student.latency_ms_batch1,
+            "throughput_per_s": report.student.throughput_per_s,
+            "agreement_top1": report.agreement_top1,
+            "student_accuracy": report.student_accuracy,
+            "kl_divergence": report.kl_divergence,
+            "student_architecture": _extra(report, "student_architecture"),
+            "training_s": report.timings_s.get("training"),
+            "formats": sorted(done.files),
+            "variants": report.variants,
+        }
+    )
 
 
-@dataclass
-class SweepResult:
-    files: dict[str, Path]  # the chosen student's
-    report: dict[str, Any]
-    metrics: dict[str, Any]
-    candidates: list[dict[str, Path]]  # every candidate's files, by index (empty: no sweep)
-
-
-def run_sweep(
-    ctx: Context, splits: Splits, soft: SoftLabels | None, sample_rows: int
-) -> SweepResult:
+def run_sweep(ctx: Context, splits: Splits, soft: SoftLabels | None, sample_rows: int) -> Outcome:
     """Every candidate (and the baseline when asked) from one soft-label pass; the first
     ``sample_rows`` eval rows check the exports and time the models."""
     if soft is None:
@@ -300,31 +303,42 @@ def run_sweep(
     finished = [
         run_candidate(ctx, str(i), spec, shared, (i, slots)) for i, spec in enumerate(specs)
     ]
-    chosen = choose(
-        [Score(d.report["agreement_top1"], d.report["student"]["parameters"]) for d in finished]
-    )
-    report = dict(finished[chosen].report)
-    report["timings_s"] = _timings(ctx, finished)
+    chosen = choose([Score(d.report.agreement_top1, _parameters(d.report)) for d in finished])
+    update: dict[str, Any] = {"timings_s": _timings(ctx, finished)}
     if ctx.spec.sweep is not None:
         entries = [
             candidate_entry(i, spec, d)
             for i, (spec, d) in enumerate(zip(specs, finished, strict=True))
         ]
-        for entry, on_front in zip(entries, pareto_front(entries), strict=True):
-            entry["pareto"] = on_front
-        report["candidates"] = entries
-        report["chosen"] = chosen
+        update["candidates"] = [
+            entry.model_copy(update={"pareto": on_front})
+            for entry, on_front in zip(entries, pareto_front(entries), strict=True)
+        ]
+        update["chosen"] = chosen
     if ctx.spec.baseline:
         base = run_candidate(
             ctx, BASELINE, baseline_spec(specs[chosen]), shared, (len(specs), slots)
         )
-        report["timings_s"] = _timings(ctx, [*finished, base])
-        report |= baseline_sections(report, base.report)
+        update["timings_s"] = _timings(ctx, [*finished, base])
+        update["baseline"], update["distillation_gain"] = baseline_sections(
+            finished[chosen].report, base.report
+        )
+    report = finished[chosen].report.model_copy(update=update)
     metrics = _metrics(report)
     epochs = ctx.spec.training.epochs
     ctx.progress.emit("exporting", 1.0, epoch=epochs, metrics=metrics)
     candidates = [d.files for d in finished] if ctx.spec.sweep is not None else []
-    return SweepResult(finished[chosen].files, report, metrics, candidates)
+    return Outcome(
+        files=finished[chosen].files, report=report, metrics=metrics, candidates=candidates
+    )
+
+
+def _parameters(report: Report) -> int:
+    """A student's parameter count (a student's is always known; a teacher's may not be)."""
+    parameters = report.student.parameters
+    if parameters is None:
+        raise ValueError("a student's report without its parameter count")
+    return parameters
 
 
 def _shared(ctx: Context, splits: Splits, soft: SoftLabels, sample_rows: int) -> Shared:
@@ -341,40 +355,47 @@ def _timings(ctx: Context, finished: Sequence[Finished]) -> dict[str, float]:
     """The job's: its one soft-label pass and teacher measurements, plus every candidate's."""
     total = dict(ctx.timings)
     for done in finished:
-        for stage, seconds in done.report["timings_s"].items():
+        for stage, seconds in done.report.timings_s.items():
             total[stage] = total.get(stage, 0.0) + seconds
     return {k: round(v, 3) for k, v in total.items()}
 
 
-def baseline_sections(distilled: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+def baseline_sections(distilled: Report, baseline: Report) -> tuple[Baseline, DistillationGain]:
     """``baseline``: the hard-label student's numbers; ``distillation_gain``: the distilled
     student's minus the baseline's (positive: distillation helped)."""
 
-    def gain(name: str) -> float | None:
-        a, b = distilled.get(name), baseline.get(name)
+    def gain(a: float | None, b: float | None) -> float | None:  # accuracies: with labels
         return None if a is None or b is None else a - b
 
-    measures = ("agreement_top1", "student_accuracy", "kl_divergence")
-    return {
-        "baseline": {
+    section = Baseline.model_validate(
+        {
             "alpha": 1.0,
-            "parameters": baseline["student"]["parameters"],
-            "latency_ms_batch1": baseline["student"]["latency_ms_batch1"],
-            "student_architecture": baseline["student_architecture"],
-            "training_s": baseline["timings_s"].get("training"),
-            **{m: baseline.get(m) for m in measures},
-        },
-        "distillation_gain": {m: gain(m) for m in measures},
-    }
-
-
-def _metrics(report: dict[str, Any]) -> dict[str, Any]:
-    names = (
-        "agreement_top1",
-        "agreement_top5",
-        "kl_divergence",
-        "teacher_accuracy",
-        "student_accuracy",
-        "eval_samples",
+            "parameters": _parameters(baseline),
+            "latency_ms_batch1": baseline.student.latency_ms_batch1,
+            "student_architecture": _extra(baseline, "student_architecture"),
+            "training_s": baseline.timings_s.get("training"),
+            "agreement_top1": baseline.agreement_top1,
+            "student_accuracy": baseline.student_accuracy,
+            "kl_divergence": baseline.kl_divergence,
+        }
     )
-    return {k: report[k] for k in names if k in report}
+    return section, DistillationGain(
+        agreement_top1=distilled.agreement_top1 - baseline.agreement_top1,
+        student_accuracy=gain(distilled.student_accuracy, baseline.student_accuracy),
+        kl_divergence=distilled.kl_divergence - baseline.kl_divergence,
+    )
+
+
+# The job's final metrics of a sweep: the chosen candidate's evaluation.
+METRICS = (
+    "agreement_top1",
+    "agreement_top5",
+    "kl_divergence",
+    "teacher_accuracy",
+    "student_accuracy",
+    "eval_samples",
+)
+
+
+def _metrics(report: Report) -> dict[str, Any]:
+    return {name: getattr(report, name) for name in METRICS}

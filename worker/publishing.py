@@ -9,7 +9,7 @@ from typing import Any
 from core.artifacts import Artifact, Artifacts
 from core.contracts import Outcome
 from core.db import session_scope
-from core.enums import EXTENSIONS
+from core.enums import EXTENSIONS, ExportFormat
 from core.storage import get_storage
 from models import StoredFile, new_id, utcnow
 from models.job_repository import JobRepository
@@ -56,7 +56,7 @@ class _Files:
     def __init__(self, job_id: str, attempt: int, tenant_id: str, rows: list[StoredFile]) -> None:
         self.job_id, self.attempt, self.tenant_id, self.rows = job_id, attempt, tenant_id, rows
 
-    def store(self, files: dict[Any, str], tag: str) -> dict[str, Artifact]:
+    def store(self, files: dict[ExportFormat, Path], tag: str) -> dict[str, Artifact]:
         """Store one student's files (a candidate's: in a folder named ``tag``); their
         artifacts. The rows to add go to ``rows``."""
         storage = get_storage()
@@ -65,7 +65,7 @@ class _Files:
             ext = EXTENSIONS[fmt]
             folder = f"students/{self.job_id}/attempt-{self.attempt}/{tag + '/' if tag else ''}"
             key = f"{folder}student.{ext}"
-            put = storage.put_file(key, Path(path))
+            put = storage.put_file(key, path)
             file_id = new_id("file")
             filename = f"student-{self.job_id}{'-' + tag if tag else ''}.{ext}"
             self.rows.append(

@@ -341,8 +341,8 @@ class Child:
             if isinstance(event, ErrorEvent):
                 return
 
-    def _outside_files(self, files: dict[ExportFormat, str]) -> dict[ExportFormat, str]:
-        return {fmt: str(self.outside(path)) for fmt, path in files.items()}
+    def _outside_files(self, files: dict[ExportFormat, Path]) -> dict[ExportFormat, Path]:
+        return {fmt: self.outside(str(path)) for fmt, path in files.items()}
 
     def kill(self) -> None:
         """Stop the child. One that wrote its last line gets EXIT_GRACE_S to end on its own:

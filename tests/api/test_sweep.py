@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from core.contracts import Candidate
 from engine.sweep import pareto_front
 from tests.api.conftest import _body, _finished, _ready
 from tests.api.test_jobs import _teacher_logits
@@ -74,7 +75,8 @@ def test_a_sweep_reports_its_candidates_and_each_downloads_as_measured(
     assert client.get(url, params={"format": "onnx", "candidate": -1}).status_code == 422
     # The Pareto flags are the front of what was reported (tests/engine/test_sweep.py
     # checks the rule itself).
-    assert [c["pareto"] for c in candidates] == pareto_front(candidates)
+    front = pareto_front([Candidate.model_validate(c) for c in candidates])
+    assert [c["pareto"] for c in candidates] == front
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@ line that is not an event is an error event, never a dict read later."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -182,5 +184,5 @@ def test_outcome_carries_a_typed_report_and_keeps_extra_fields() -> None:
     line = Outcome.model_validate({"files": {"onnx": "/s.onnx"}, "report": report})
     parsed = parse_event(line.model_dump_json())
     assert isinstance(parsed, Outcome)
-    assert parsed.files == {ExportFormat.ONNX: "/s.onnx"}
+    assert parsed.files == {ExportFormat.ONNX: Path("/s.onnx")}
     assert parsed.report.model_dump()["steps"] == 12

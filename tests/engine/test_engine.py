@@ -12,32 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from core.contracts import Outcome, Report
 from core.spec import JobSpec
-from engine.engine import DistillResult, Source, distill, run_distillation
+from engine.engine import Source, distill, run_distillation
 from engine.errors import Stopped, UserError
 from tests.engine.helpers import ModuleTeacher, digits_split, fit
-
-REPORT_KEYS = {
-    "teacher",
-    "student",
-    "compression_ratio",
-    "speedup",
-    "agreement_top1",
-    "kl_divergence",
-    "teacher_accuracy",
-    "student_accuracy",
-    "eval_samples",
-    "device",
-    "soft_labels",
-    "timings_s",
-}
-SECTION_KEYS = {
-    "parameters",
-    "size_bytes_fp32",
-    "size_bytes_fp16",
-    "latency_ms_batch1",
-    "throughput_per_s",
-}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +45,7 @@ def spec(**training: Any) -> JobSpec:
 
 def run(
     tmp: Path, teacher: nn.Module, digits: tuple[torch.Tensor, ...], job: JobSpec, **kw: Any
-) -> DistillResult:
+) -> Outcome:
     x, _, xe, ye = digits
     teachers = kw.pop("teachers", [ModuleTeacher(teacher, 10, [None, 64])])
     return distill(
@@ -90,15 +69,20 @@ def test_report_has_every_api_field_and_the_student_is_smaller(
     events: list[dict[str, Any]] = []
     result = run(tmp_path, teacher_module, digits, job, on_progress=events.append)
     report = result.report
-    assert set(report) >= REPORT_KEYS
-    assert set(report["teacher"]) >= SECTION_KEYS and set(report["student"]) >= SECTION_KEYS
+    # The API's fields are the model's: the report is one, and its JSON is the API's answer.
+    assert isinstance(report, Report)
+    assert Report.model_validate_json(report.model_dump_json()).model_dump(
+        mode="json"
+    ) == report.model_dump(mode="json")
+    assert report.student.size_bytes_fp32 == 4 * report.student.parameters
     assert set(result.files) == {"torch_export", "onnx", "safetensors"}
-    assert report["compression_ratio"] >= 5
-    spread = report["speedup_spread"]  # teacher and student timed in turns
-    assert report["speedup"] == spread["median"] and spread["rounds"] == 7
-    assert spread["min"] <= spread["median"] <= spread["max"]
-    assert isinstance(spread["disturbed"], bool)
-    assert set(report["timings_s"]) == {
+    assert report.compression_ratio >= 5
+    spread = report.speedup_spread  # teacher and student timed in turns
+    assert spread is not None
+    assert report.speedup == spread.median and spread.rounds == 7
+    assert spread.min <= spread.median <= spread.max
+    assert isinstance(spread.disturbed, bool)
+    assert set(report.timings_s) == {
         "export_check",
         "soft_labeling",
         "training",
@@ -124,17 +108,17 @@ def test_reported_numbers_are_what_the_downloaded_onnx_gives(
     session = ort.InferenceSession(str(result.files["onnx"]), providers=["CPUExecutionProvider"])
     student = session.run(None, {session.get_inputs()[0].name: xe.numpy()})[0]
     teacher = teacher_module(xe).detach().numpy()
-    assert result.report["agreement_top1"] == np.mean(student.argmax(1) == teacher.argmax(1))
-    assert result.report["student_accuracy"] == np.mean(student.argmax(1) == ye.numpy())
-    assert result.report["teacher_accuracy"] == np.mean(teacher.argmax(1) == ye.numpy())
+    assert result.report.agreement_top1 == np.mean(student.argmax(1) == teacher.argmax(1))
+    assert result.report.student_accuracy == np.mean(student.argmax(1) == ye.numpy())
+    assert result.report.teacher_accuracy == np.mean(teacher.argmax(1) == ye.numpy())
     p = torch.softmax(torch.from_numpy(teacher).double(), -1)
     kl = (
         (torch.xlogy(p, p) - p * torch.log_softmax(torch.from_numpy(student).double(), -1))
         .sum(-1)
         .mean()
     )
-    assert result.report["kl_divergence"] == pytest.approx(float(kl), rel=1e-6)
-    assert result.report["metrics_source"] == "onnx"
+    assert result.report.kl_divergence == pytest.approx(float(kl), rel=1e-6)
+    assert result.report.metrics_source == "onnx"
 
 
 def test_every_variant_is_reported_as_a_user_measures_it(
@@ -144,26 +128,26 @@ def test_every_variant_is_reported_as_a_user_measures_it(
     result = run(tmp_path, teacher_module, digits, job)
     _, _, xe, ye = digits
     teacher = teacher_module(xe).detach().numpy().argmax(1)
-    variants = {v["format"]: v for v in result.report["variants"]}
+    variants = {v.format: v for v in result.report.variants or []}
     assert set(variants) == {"onnx", "onnx_fp16", "onnx_int8"} == set(result.files)
     for fmt, row in variants.items():
         path = result.files[fmt]
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         student = session.run(None, {"input": xe.numpy()})[0].argmax(1)
-        assert row["agreement_top1"] == np.mean(student == teacher), fmt
-        assert row["student_accuracy"] == np.mean(student == ye.numpy()), fmt
-        assert row["size_bytes"] == path.stat().st_size
-        assert row["latency_ms_batch1"] > 0 and row["throughput_per_s"] > 0
-        assert row["throughput_batch"] == 32 and row["runtime"] == "onnxruntime-cpu"
-    fp32 = variants["onnx"]["agreement_top1"]
-    assert variants["onnx"]["agreement_loss"] is None
+        assert row.agreement_top1 == np.mean(student == teacher), fmt
+        assert row.student_accuracy == np.mean(student == ye.numpy()), fmt
+        assert row.size_bytes == path.stat().st_size
+        assert row.latency_ms_batch1 > 0 and row.throughput_per_s > 0
+        assert row.throughput_batch == 32 and row.runtime == "onnxruntime-cpu"
+    fp32 = variants["onnx"].agreement_top1
+    assert variants["onnx"].agreement_loss is None
     for fmt in ("onnx_fp16", "onnx_int8"):
-        loss = variants[fmt]["agreement_loss"]
-        assert loss == pytest.approx(fp32 - variants[fmt]["agreement_top1"])
-        assert variants[fmt]["within_margin"] == (loss <= 0.005 + 1e-12)
+        loss = variants[fmt].agreement_loss
+        assert loss == pytest.approx(fp32 - variants[fmt].agreement_top1)
+        assert variants[fmt].within_margin == (loss <= 0.005 + 1e-12)
     # A 4 k-weight student: the scales and zero points of each channel weigh in.
-    assert variants["onnx_int8"]["size_bytes"] < 0.8 * variants["onnx"]["size_bytes"]
-    assert result.report["agreement_top1"] == fp32  # the student is the fp32 file
+    assert variants["onnx_int8"].size_bytes < 0.8 * variants["onnx"].size_bytes
+    assert result.report.agreement_top1 == fp32  # the student is the fp32 file
 
 
 def test_same_seed_gives_the_same_student_bytes(
@@ -246,12 +230,12 @@ def test_online_mode_and_an_ensemble(
             ModuleTeacher(other, 10, [None, 64]),
         ],
     )
-    assert result.report["soft_labels"] == "online"
-    assert result.report["teachers"] == 2
+    assert result.report.soft_labels == "online"
+    assert result.report.teachers == 2
     assert not (tmp_path / "cache").exists()
-    each = result.report["teacher_parameters_each"]
-    assert result.report["teacher"]["parameters"] == sum(each)
-    assert result.report["student_target_parameters"] == round(0.1 * max(each))
+    each = result.report.teacher_parameters_each
+    assert result.report.teacher.parameters == sum(each)
+    assert result.report.student_target_parameters == round(0.1 * max(each))
 
 
 def test_without_an_eval_set_a_reproducible_split_is_held_out(
@@ -268,12 +252,12 @@ def test_without_an_eval_set_a_reproducible_split_is_held_out(
         workdir=tmp_path,
         cache_dir=None,
     )
-    split = result.report["eval_split"]
+    split = result.report.eval_split
     perm = np.random.default_rng(split["seed"]).permutation(len(x))
     held = np.sort(perm[: max(1, round(split["fraction"] * len(x)))]).astype("<i8")
     assert split["indices_sha256"] == hashlib.sha256(held.tobytes()).hexdigest()
-    assert result.report["eval_samples"] == len(held) == 40
-    assert result.report["train_samples"] == 360
+    assert result.report.eval_samples == len(held) == 40
+    assert result.report.train_samples == 360
 
 
 def test_mismatched_shapes_are_a_user_error(
@@ -325,8 +309,8 @@ def test_run_distillation_from_pt2_and_onnx_files(
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",
     )
-    assert result.report["teachers"] == 2
-    assert result.report["eval_samples"] == 200
+    assert result.report.teachers == 2
+    assert result.report.eval_samples == 200
     assert result.files["onnx"].exists()
 
 
@@ -347,7 +331,7 @@ def test_the_final_train_loss_is_the_last_epochs_as_metrics_has_it(
     )
     records = [e["record"] for e in history if e["event"] == "epoch"]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert result.report["final_train_loss"] == records[-1]["train_loss"]
+    assert result.report.final_train_loss == records[-1]["train_loss"]
     assert result.metrics["train_loss"] == records[-1]["train_loss"]
     epoch_ends = [e for e in progress if "eval_agreement" in e["metrics"]]
     assert [(e["epoch"], e["metrics"]["train_loss"]) for e in epoch_ends] == [

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from core.contracts import Outcome
 from core.spec import JobSpec
 from engine import trainer
-from engine.engine import DistillResult, distill
+from engine.engine import distill
 from engine.errors import Stopped
 from tests.engine.helpers import ModuleTeacher, digits_split, fit
 
@@ -47,7 +48,7 @@ def _spec(**extra: Any) -> JobSpec:
 
 def _run(
     tmp: Path, teacher: nn.Module, images: tuple[torch.Tensor, ...], spec: JobSpec, **kw: Any
-) -> DistillResult:
+) -> Outcome:
     x, y, xe, ye = images
     return distill(
         [ModuleTeacher(teacher, 10, [None, 1, 8, 8])],
@@ -74,8 +75,9 @@ def test_the_report_says_which_loss_and_augmentation_ran(
     tmp_path: Path, teacher: nn.Module, images: tuple[torch.Tensor, ...]
 ) -> None:
     report = _run(tmp_path, teacher, images, _spec(**JACOBIAN_AUGMENTED)).report
-    assert report["loss"] == "kd_jacobian" and report["jacobian_weight"] == 0.5
-    assert report["augmentation"] == {
+    assert report.loss == "kd_jacobian" and report.jacobian_weight == 0.5
+    assert report.augmentation is not None
+    assert report.augmentation.model_dump(mode="json") == {
         "shift": 1,
         "flip": True,
         "mixup": 0.2,
@@ -83,11 +85,11 @@ def test_the_report_says_which_loss_and_augmentation_ran(
         "munge": 0.0,
         "munge_scale": 10.0,
     }
-    assert report["soft_labels"] == "online"  # cached labels were asked for by default
+    assert report.soft_labels == "online"  # cached labels were asked for by default
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     plain = _run(tmp_path / "plain", teacher, images, _spec()).report
-    assert (plain["loss"], plain["jacobian_weight"], plain["augmentation"]) == ("kd", None, None)
-    assert plain["soft_labels"] == "cached"
+    assert (plain.loss, plain.jacobian_weight, plain.augmentation) == ("kd", None, None)
+    assert plain.soft_labels == "cached"
 
 
 def test_a_stopped_kd_jacobian_job_with_augmentation_resumes_to_the_same_bytes(
@@ -135,8 +137,9 @@ def test_an_onnx_teacher_runs_in_onnxruntime_on_each_augmented_batch(tmp_path: P
         cache_dir=None,
         device=torch.device("cpu"),
     ).report
-    assert report["soft_labels"] == "online" and report["loss"] == "kd"
-    assert report["augmentation"] == {
+    assert report.soft_labels == "online" and report.loss == "kd"
+    assert report.augmentation is not None
+    assert report.augmentation.model_dump(mode="json") == {
         "shift": 0,
         "flip": False,
         "mixup": 0.2,
@@ -144,7 +147,7 @@ def test_an_onnx_teacher_runs_in_onnxruntime_on_each_augmented_batch(tmp_path: P
         "munge": 0.0,
         "munge_scale": 10.0,
     }
-    assert report["agreement_top1"] > 0.5  # 0.61 measured in 6 epochs; chance is 0.1
+    assert report.agreement_top1 > 0.5  # 0.61 measured in 6 epochs; chance is 0.1
 
 
 def test_a_stopped_munge_job_resumes_to_the_same_bytes(
@@ -157,7 +160,7 @@ def test_a_stopped_munge_job_resumes_to_the_same_bytes(
     tabular = tuple(t.flatten(1) if t.dim() > 1 else t for t in images)
     spec = _spec(augmentation={"munge": 0.5, "mixup": 0.2})
 
-    def run(folder: str, **kw: Any) -> DistillResult:
+    def run(folder: str, **kw: Any) -> Outcome:
         x, y, xe, ye = tabular
         return distill(
             [ModuleTeacher(teacher, 10, [None, 64])],  # it flattens its input
@@ -174,7 +177,7 @@ def test_a_stopped_munge_job_resumes_to_the_same_bytes(
         )
 
     straight = run("straight")
-    assert straight.report["augmentation"]["munge"] == 0.5
+    assert straight.report.augmentation.munge == 0.5
     calls = {"n": 0}
 
     def stop_once() -> bool:

@@ -92,10 +92,10 @@ def test_raw_text_distils_into_a_drop_in_onnx_student(folder: Path, tmp_path: Pa
         cache_dir=tmp_path / "cache",
     )
     report = result.report
-    assert report["sequence_length"] == LENGTH
-    teacher = report["teacher"]
-    assert teacher["latency_ms_batch1"] > 0 and teacher["throughput_per_s"] > 0
-    assert report["speedup"] > 0
+    assert report.sequence_length == LENGTH
+    teacher = report.teacher
+    assert teacher.latency_ms_batch1 > 0 and teacher.throughput_per_s > 0
+    assert report.speedup > 0
     session = ort.InferenceSession(str(result.files["onnx"]), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     assert names == ["input_ids", "attention_mask", "token_type_ids"]
@@ -106,7 +106,7 @@ def test_raw_text_distils_into_a_drop_in_onnx_student(folder: Path, tmp_path: Pa
     }
     predicted = session.run(None, feed)[0].argmax(1)
     accuracy = float(np.mean(predicted == held_set["label"]))
-    assert abs(report["student_accuracy"] - accuracy) < 1e-6
+    assert abs(report.student_accuracy - accuracy) < 1e-6
 
 
 class _Boom:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.contracts import Outcome
 from core.spec import JobSpec
 from engine.engine import Source, run_distillation
 from engine.errors import Stopped
@@ -67,7 +68,7 @@ def job(
 
 def run(
     files: dict[str, Path], spec: JobSpec, workdir: Path, train: str = "train", **kwargs: Any
-) -> Any:
+) -> Outcome:
     return run_distillation(
         [source(files["onnx"], "onnx")],
         source(files[train], "npz"),
@@ -96,12 +97,12 @@ def test_a_gpt_student_learns_the_teachers_next_tokens(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
     result = run(files, job(), tmp_path)
-    report = result.report  # type: ignore[attr-defined]
-    assert report["task"] == "language_model"
-    assert report["student_architecture"]["architecture"] == "gpt"
-    assert report["top_k"] == 8
+    report = result.report
+    assert report.task == "language_model"
+    assert report.student_architecture["architecture"] == "gpt"
+    assert report.top_k == 8
     held = lm_set(N_EVAL, 2)
-    student_file = result.files["onnx"]  # type: ignore[attr-defined]
+    student_file = result.files["onnx"]
     # The downloaded student: the teacher's inputs, [N, L, vocab] logits.
     session = ort.InferenceSession(str(student_file), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
@@ -109,20 +110,20 @@ def test_a_gpt_student_learns_the_teachers_next_tokens(
     assert out.shape == (N_EVAL, held["input_ids"].shape[1], VOCAB)
     # Its perplexity, computed here from the file, is the reported one.
     assert perplexity_with_onnxruntime(student_file, held) == pytest.approx(
-        report["student_perplexity"], rel=1e-4
+        report.student_perplexity, rel=1e-4
     )
-    assert report["agreement_top1"] == report["next_token_agreement"]
-    assert report["kl_divergence"] == report["kl_per_token"]
+    assert report.agreement_top1 == report.next_token_agreement
+    assert report.kl_divergence == report.kl_per_token
     real = int(held["attention_mask"].sum())
-    assert report["eval_tokens"] == real
+    assert report.eval_tokens == real
     # Uniform guessing has perplexity VOCAB (24); the best possible is about 2.9. Measured
     # here: teacher 4.9, student 3.9, agreement 0.97.
-    assert report["teacher_perplexity"] < 6
-    assert report["student_perplexity"] < 1.5 * report["teacher_perplexity"]
-    assert report["next_token_agreement"] > 0.8
-    for side in ("teacher", "student"):
-        assert report[side]["tokens_per_s"] > 0
-        assert report[side]["latency_ms_per_token"] > 0
+    assert report.teacher_perplexity < 6
+    assert report.student_perplexity < 1.5 * report.teacher_perplexity
+    assert report.next_token_agreement > 0.8
+    for side in (report.teacher, report.student):
+        assert side.tokens_per_s > 0
+        assert side.latency_ms_per_token > 0
 
 
 @pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
@@ -132,7 +133,7 @@ def test_padding_is_never_taught(files: dict[str, Path], tmp_path: Path, loss: s
     spec = job(epochs=2, formats=("safetensors",), loss=loss, beta=0.3)
     clean = run(files, spec, tmp_path / "clean")
     noisy = run(files, spec, tmp_path / "noisy", train="noisy_padding")
-    assert noisy.report["loss"] == loss
+    assert noisy.report.loss == loss
     a, b = clean.files["safetensors"], noisy.files["safetensors"]
     assert a.read_bytes() == b.read_bytes()
 
@@ -156,7 +157,7 @@ def test_a_stopped_job_resumes_to_the_same_bytes(
     events: list[dict[str, Any]] = []
     resumed = run(files, spec, tmp_path / "resumed", checkpoint_every=3, on_event=events.append)
     started = [e for e in events if e["event"] == "resumed"]
-    assert started and 0 < started[0]["step"] < resumed.report["steps"]
+    assert started and 0 < started[0]["step"] < resumed.report.steps
     assert resumed.files["safetensors"].read_bytes() == straight.files["safetensors"].read_bytes()
 
 
@@ -179,8 +180,8 @@ def test_soft_labels_are_cached_and_reused_by_another_temperature(
     monkeypatch.setattr(lm, "_compute", refuse)
     spec = job(epochs=1, formats=("safetensors",), temperature=4.0)
     again = run(files, spec, tmp_path / "b", cache_dir=tmp_path / "cache")
-    assert again.report["temperature"] == 4.0
-    assert first.report["student_perplexity"] != again.report["student_perplexity"]
+    assert again.report.temperature == 4.0
+    assert first.report.student_perplexity != again.report.student_perplexity
 
 
 def test_online_soft_labels_match_cached_ones(files: dict[str, Path], tmp_path: Path) -> None:
@@ -189,10 +190,10 @@ def test_online_soft_labels_match_cached_ones(files: dict[str, Path], tmp_path: 
     cached = run(files, job(epochs=2, formats=("safetensors",), top_k=VOCAB), tmp_path / "c")
     spec = job(epochs=2, formats=("safetensors",), top_k=VOCAB, soft_labels="online")
     online = run(files, spec, tmp_path / "o")
-    assert online.report["soft_labels"] == "online"
+    assert online.report.soft_labels == "online"
     assert not list((tmp_path / "o" / "cache").glob("soft-labels-*"))
-    assert online.report["student_perplexity"] == pytest.approx(
-        cached.report["student_perplexity"], rel=2e-2
+    assert online.report.student_perplexity == pytest.approx(
+        cached.report.student_perplexity, rel=2e-2
     )
 
 
@@ -225,6 +226,6 @@ def test_raw_text_is_tokenized_with_the_teachers_tokenizer(
         threads=1,
     )
     report = result.report
-    assert report["task"] == "language_model" and report["sequence_length"] == 12
-    assert report["eval_tokens"] == int(lm_set(N_EVAL, 2)["attention_mask"].sum())
-    assert report["next_token_agreement"] > 0.6
+    assert report.task == "language_model" and report.sequence_length == 12
+    assert report.eval_tokens == int(lm_set(N_EVAL, 2)["attention_mask"].sum())
+    assert report.next_token_agreement > 0.6

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.contracts import Report
 from core.spec import JobSpec
 from engine.engine import distill
 from tests.engine.helpers import ModuleTeacher, cnn_teacher, digits_split, fit, mlp_teacher
@@ -34,7 +35,7 @@ def _job(alpha: float = 0.1, export: str = "onnx") -> JobSpec:
 
 def _distil_and_baseline(
     tmp: Path, teacher: nn.Module, shape: list[int | None], images: bool
-) -> tuple[dict[str, object], dict[str, object]]:
+) -> tuple[Report, Report]:
     x, y, xe, ye = digits_split(seed=0)
     if images:
         x, xe = x.view(-1, 1, 8, 8), xe.view(-1, 1, 8, 8)
@@ -54,36 +55,36 @@ def _distil_and_baseline(
     )
     kd, base = distilled.report, hard.report
     print(
-        f"\n{'CNN' if images else 'MLP'} teacher {kd['teacher']['parameters']} params, "  # type: ignore[index]
-        f"acc {kd['teacher_accuracy']:.4f} | student {kd['student']['parameters']} params "  # type: ignore[index]
-        f"({kd['student_architecture']['architecture']}): distilled agreement "  # type: ignore[index]
-        f"{kd['agreement_top1']:.4f} acc {kd['student_accuracy']:.4f} KL {kd['kl_divergence']:.4f}"
-        f" | hard labels only: agreement {base['agreement_top1']:.4f} acc "
-        f"{base['student_accuracy']:.4f}"
+        f"\n{'CNN' if images else 'MLP'} teacher {kd.teacher.parameters} params, "
+        f"acc {kd.teacher_accuracy:.4f} | student {kd.student.parameters} params "
+        f"({kd.student_architecture['architecture']}): distilled agreement "
+        f"{kd.agreement_top1:.4f} acc {kd.student_accuracy:.4f} KL {kd.kl_divergence:.4f}"
+        f" | hard labels only: agreement {base.agreement_top1:.4f} acc "
+        f"{base.student_accuracy:.4f}"
     )
     return kd, base
 
 
-def _check(kd: dict[str, float], agreement: float) -> None:
-    assert kd["agreement_top1"] >= agreement
-    assert kd["student_accuracy"] >= kd["teacher_accuracy"] - 0.02
-    assert kd["compression_ratio"] >= 5
+def _check(kd: Report, agreement: float) -> None:
+    assert kd.agreement_top1 >= agreement
+    assert kd.student_accuracy >= kd.teacher_accuracy - 0.02
+    assert kd.compression_ratio >= 5
 
 
 @pytest.mark.slow
 def test_mlp_teacher_distils_into_an_auto_student(tmp_path: Path) -> None:
     torch.manual_seed(0)
     kd, _ = _distil_and_baseline(tmp_path, mlp_teacher(), [None, 64], images=False)
-    assert kd["teacher"]["parameters"] == 1_531_210  # type: ignore[index]
-    _check(kd, 0.95)  # type: ignore[arg-type]
+    assert kd.teacher.parameters == 1_531_210
+    _check(kd, 0.95)
 
 
 @pytest.mark.slow
 def test_cnn_teacher_distils_into_an_auto_student(tmp_path: Path) -> None:
     torch.manual_seed(0)
     kd, _ = _distil_and_baseline(tmp_path, cnn_teacher(), [None, 1, 8, 8], images=True)
-    assert kd["student_architecture"]["architecture"] == "cnn"  # type: ignore[index]
-    _check(kd, 0.95)  # type: ignore[arg-type]
+    assert kd.student_architecture["architecture"] == "cnn"
+    _check(kd, 0.95)
 
 
 pytestmark = [pytest.mark.filterwarnings("error")]

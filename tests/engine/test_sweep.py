@@ -10,10 +10,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from core.contracts import Candidate, Outcome
 from core.spec import JobSpec
-from engine.engine import DistillResult, distill
+from engine.engine import distill
 from engine.errors import Stopped, UserError
-from engine.sweep import Score, candidate_specs, choose, pareto_front
+from engine.sweep import Score, Stored, candidate_specs, choose, pareto_front
 from tests.engine.helpers import ModuleTeacher, digits_split, fit
 
 
@@ -54,7 +55,7 @@ def spec(**extra: Any) -> JobSpec:
 
 def run(
     tmp: Path, teacher: nn.Module, digits: Any, job: JobSpec, labels: bool = False, **kw: Any
-) -> DistillResult:
+) -> Outcome:
     x, y, xe, ye = digits
     return distill(
         [CountingTeacher(teacher, 10, [None, 64])],
@@ -88,13 +89,18 @@ def test_equal_sizes_go_to_the_better_agreement_then_the_earlier() -> None:
     assert choose([Score(0.950, 100), Score(0.950, 100)]) == 0
 
 
-def _entry(params: int, latency: float, agreement: float, accuracy: float | None) -> dict:
-    return {
-        "parameters": params,
-        "latency_ms_batch1": latency,
-        "agreement_top1": agreement,
-        "student_accuracy": accuracy,
-    }
+def _entry(params: int, latency: float, agreement: float, accuracy: float | None) -> Candidate:
+    return Candidate(
+        index=0,
+        temperature=4.0,
+        alpha=0.1,
+        size_ratio=0.1,
+        parameters=params,
+        latency_ms_batch1=latency,
+        agreement_top1=agreement,
+        student_accuracy=accuracy,
+        kl_divergence=0.0,
+    )
 
 
 def test_the_pareto_front_keeps_every_trade_off_and_drops_the_dominated() -> None:
@@ -157,20 +163,21 @@ def test_every_candidate_comes_from_one_teacher_pass(
     result = run(tmp_path, teacher_module, digits, job)
     assert CountingTeacher.passes == 1
     report = result.report
-    assert [c["index"] for c in report["candidates"]] == [0, 1, 2, 3]
+    assert report.candidates is not None and report.chosen is not None
+    assert [c.index for c in report.candidates] == [0, 1, 2, 3]
     assert len(result.candidates) == 4
-    chosen = report["candidates"][report["chosen"]]
-    assert report["agreement_top1"] == chosen["agreement_top1"]
-    assert report["student"]["parameters"] == chosen["parameters"]
-    assert result.files == result.candidates[report["chosen"]]
-    small, big = report["candidates"][0], report["candidates"][1]
-    assert small["parameters"] < big["parameters"]
-    best = max(c["agreement_top1"] for c in report["candidates"])
-    assert chosen["agreement_top1"] >= best - 0.005
-    for c in report["candidates"]:  # each candidate's own file, measured as it runs
-        (variant,) = c["variants"]
-        assert variant["format"] == "safetensors"
-        assert variant["agreement_top1"] == c["agreement_top1"]
+    chosen = report.candidates[report.chosen]
+    assert report.agreement_top1 == chosen.agreement_top1
+    assert report.student.parameters == chosen.parameters
+    assert result.files == result.candidates[report.chosen]
+    small, big = report.candidates[0], report.candidates[1]
+    assert small.parameters < big.parameters
+    best = max(c.agreement_top1 for c in report.candidates)
+    assert chosen.agreement_top1 >= best - 0.005
+    for c in report.candidates:  # each candidate's own file, measured as it runs
+        (variant,) = c.variants or []
+        assert variant.format == "safetensors"
+        assert variant.agreement_top1 == c.agreement_top1
 
 
 def test_a_stopped_sweep_resumes_at_the_next_candidate(
@@ -182,13 +189,15 @@ def test_a_stopped_sweep_resumes_at_the_next_candidate(
         run(tmp_path, teacher_module, digits, job, should_stop=first.exists)
     assert first.exists()
     assert not (tmp_path / "work" / "candidates" / "1" / "result.json").exists()
-    stored = first.stat().st_mtime_ns
+    stored = Stored.model_validate_json(first.read_bytes())  # the report as the model has it
+    assert stored.report.variants is not None and set(stored.files) == {"safetensors"}
+    written = first.stat().st_mtime_ns
     result = run(tmp_path, teacher_module, digits, job)
-    assert first.stat().st_mtime_ns == stored  # candidate 0 was not trained again
-    assert len(result.report["candidates"]) == 2
+    assert first.stat().st_mtime_ns == written  # candidate 0 was not trained again
+    assert len(result.report.candidates or []) == 2
     fresh = run(tmp_path / "fresh", teacher_module, digits, job)
-    assert [c["agreement_top1"] for c in result.report["candidates"]] == [
-        c["agreement_top1"] for c in fresh.report["candidates"]
+    assert [c.agreement_top1 for c in result.report.candidates or []] == [
+        c.agreement_top1 for c in fresh.report.candidates or []
     ]
 
 
@@ -196,16 +205,11 @@ def test_a_baseline_reports_what_distillation_bought(
     tmp_path: Path, teacher_module: nn.Module, digits: Any
 ) -> None:
     result = run(tmp_path, teacher_module, digits, spec(baseline=True), labels=True)
-    report, base = result.report, result.report["baseline"]
-    assert "candidates" not in report
-    assert base["parameters"] == report["student"]["parameters"]
-    gain = report["distillation_gain"]
-    assert gain["student_accuracy"] == pytest.approx(
-        report["student_accuracy"] - base["student_accuracy"]
-    )
-    assert gain["agreement_top1"] == pytest.approx(
-        report["agreement_top1"] - base["agreement_top1"]
-    )
+    report, base, gain = result.report, result.report.baseline, result.report.distillation_gain
+    assert report.candidates is None and base is not None and gain is not None
+    assert base.parameters == report.student.parameters
+    assert gain.student_accuracy == pytest.approx(report.student_accuracy - base.student_accuracy)
+    assert gain.agreement_top1 == pytest.approx(report.agreement_top1 - base.agreement_top1)
 
 
 def test_a_baseline_without_labels_is_refused(
@@ -220,9 +224,11 @@ def test_a_sweeps_baseline_is_the_chosen_students_size(
 ) -> None:
     job = spec(sweep={"size_ratio": [0.02, 0.2]}, baseline=True)
     report = run(tmp_path, teacher_module, digits, job, labels=True).report
-    chosen = report["candidates"][report["chosen"]]
-    assert report["baseline"]["parameters"] == chosen["parameters"]
-    assert report["distillation_gain"]["agreement_top1"] == pytest.approx(
-        chosen["agreement_top1"] - report["baseline"]["agreement_top1"]
+    assert report.candidates is not None and report.chosen is not None
+    assert report.baseline is not None and report.distillation_gain is not None
+    chosen = report.candidates[report.chosen]
+    assert report.baseline.parameters == chosen.parameters
+    assert report.distillation_gain.agreement_top1 == pytest.approx(
+        chosen.agreement_top1 - report.baseline.agreement_top1
     )
     assert (tmp_path / "work" / "candidates" / "baseline" / "result.json").exists()

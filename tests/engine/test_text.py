@@ -88,8 +88,8 @@ def test_text_student_onnx_takes_the_teachers_inputs_and_matches_the_report(
         cache_dir=tmp_path / "cache",
     )
     report = result.report
-    assert report["student_architecture"]["architecture"] == architecture
-    assert report["sequence_length"] == 12
+    assert report.student_architecture["architecture"] == architecture
+    assert report.sequence_length == 12
     session = ort.InferenceSession(str(result.files["onnx"]), providers=["CPUExecutionProvider"])
     assert [(i.name, i.type) for i in session.get_inputs()] == [
         ("input_ids", "tensor(int64)"),
@@ -100,13 +100,13 @@ def test_text_student_onnx_takes_the_teachers_inputs_and_matches_the_report(
     student = session.run(None, feed)[0]
     teacher_logits = teacher(*(torch.from_numpy(v) for v in feed.values()))
     agree = float(np.mean(student.argmax(1) == teacher_logits.detach().numpy().argmax(1)))
-    assert report["agreement_top1"] == pytest.approx(agree)
+    assert report.agreement_top1 == pytest.approx(agree)
 
-    assert report["agreement_top1"] > FLOOR
+    assert report.agreement_top1 > FLOOR
     # Dynamic sequence length: a shorter batch runs too.
     short = {k: v[:5, :6] for k, v in feed.items()}
     assert session.run(None, short)[0].shape == (5, 3)
-    assert {v["format"] for v in report["variants"]} >= {"onnx_int8", "onnx_fp16"}
+    assert {v.format for v in report.variants or []} >= {"onnx_int8", "onnx_fp16"}
     # int8 is quantized dynamically for token students (a row's answer depends on its batch):
     # the report counts it a row at a time, which anyone can rerun.
     int8 = ort.InferenceSession(str(result.files["onnx_int8"]), providers=["CPUExecutionProvider"])
@@ -114,9 +114,9 @@ def test_text_student_onnx_takes_the_teachers_inputs_and_matches_the_report(
     alone = np.array(
         [int8.run(None, {k: v[i : i + 1] for k, v in feed.items()})[0][0] for i in range(rows)]
     )
-    reported = next(v for v in report["variants"] if v["format"] == "onnx_int8")
+    reported = next(v for v in report.variants or [] if v.format == "onnx_int8")
     expected = float(np.mean(alone.argmax(1) == teacher_logits.detach().numpy().argmax(1)))
-    assert reported["agreement_top1"] == pytest.approx(expected)
+    assert reported.agreement_top1 == pytest.approx(expected)
 
 
 def test_a_pt2_teacher_with_dict_output_and_ids_alone(
@@ -130,8 +130,8 @@ def test_a_pt2_teacher_with_dict_output_and_ids_alone(
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",
     )
-    assert result.report["student_architecture"]["architecture"] == "text_cnn"
-    assert result.report["agreement_top1"] > FLOOR
+    assert result.report.student_architecture["architecture"] == "text_cnn"
+    assert result.report.agreement_top1 > FLOOR
 
 
 def test_a_token_set_missing_a_teacher_input_names_it(tmp_path: Path) -> None:
@@ -165,8 +165,8 @@ def test_a_jsonl_text_set_is_tokenized_with_the_teachers_tokenizer(
         cache_dir=tmp_path / "cache",
         tokenizer=source(tokenizer, "tokenizer"),
     )
-    assert result.report["sequence_length"] == 12  # the tokenizer's truncation length
-    assert result.report["agreement_top1"] > FLOOR
+    assert result.report.sequence_length == 12  # the tokenizer's truncation length
+    assert result.report.agreement_top1 > FLOOR
     # Both sets tokenized once, into the cache folder beside the soft labels.
     cached = sorted((tmp_path / "cache").glob("tokens-*/*.npy"))
     assert len([p for p in cached if p.name == "input_ids.npy"]) == 2
@@ -181,7 +181,7 @@ def test_a_jsonl_text_set_is_tokenized_with_the_teachers_tokenizer(
         cache_dir=tmp_path / "cache",
         tokenizer=source(tokenizer, "tokenizer"),
     )
-    assert again.report["sequence_length"] == 12
+    assert again.report.sequence_length == 12
     assert sorted((tmp_path / "cache").glob("tokens-*/*.npy")) == cached
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cached} == written
     assert not list((tmp_path / "work2").rglob("tokens-*"))
