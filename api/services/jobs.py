@@ -292,8 +292,9 @@ def submit(
         if existing is not None:
             return _replay(existing, digest), False
     check_active_jobs(uow.session, tenant_id)
-    _, transfer = validate_spec(uow, tenant_id, spec)
-    spec = spec.scheduled(transfer.num_samples or 1)
+    teachers, transfer = validate_spec(uow, tenant_id, spec)
+    tabular = teachers[0].input_kind != "tokens" and len(transfer.sample_shape or []) == 1
+    spec = spec.scheduled(transfer.num_samples or 1, tabular=tabular)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,

@@ -205,6 +205,8 @@ def test_left_out_epochs_are_chosen_from_the_transfer_sets_size(
     ]
     assert [job["spec"]["training"]["epochs"] for job in chosen] == [67, 36, 3]
     assert [job["epochs"] for job in chosen] == [67, 36, 3]
+    # Digits are [64] vectors: a small tabular set left to the service also gets MUNGE.
+    assert [job["spec"]["augmentation"]["munge"] for job in chosen] == [0.5, 0.5, 0.0]
     from core.spec import JobSpec, TrainingSpec
     from stillhouse._calls import spec_body
 

@@ -71,6 +71,27 @@ def test_left_out_epochs_follow_the_transfer_sets_size(
     assert again.training.epochs == epochs
 
 
+@pytest.mark.parametrize(
+    ("body", "rows", "munge"),
+    [
+        ({}, 1_078, 0.5),  # small and tabular: MUNGE samples beside the long schedule
+        ({}, 100_000, 0.0),  # 20 epochs: not small
+        ({"training": {"epochs": 60}}, 1_078, 0.0),  # a chosen schedule is left as it is
+        ({"augmentation": {"noise": 0.1}}, 1_078, 0.0),  # chosen augmentation: kept
+        ({"augmentation": {"munge": 0.2}}, 1_078, 0.2),
+        ({"distillation": {"soft_labels": "cached"}}, 1_078, 0.0),
+        ({"distillation": {"loss": "kd"}}, 1_078, 0.0),
+        ({"sweep": {"temperature": [2.0, 4.0]}}, 1_078, 0.0),  # one cached soft-label pass
+    ],
+)
+def test_a_small_tabular_set_left_to_the_service_gets_munge(
+    body: dict[str, object], rows: int, munge: float
+) -> None:
+    spec = JobSpec.model_validate({**BASE, **body})
+    assert spec.scheduled(rows, tabular=True).augmentation.munge == munge
+    assert spec.scheduled(rows).augmentation.munge == (0.2 if munge == 0.2 else 0.0)
+
+
 def test_spec_fills_defaults_and_takes_ints_for_floats() -> None:
     spec = JobSpec.model_validate({**BASE, "distillation": {"temperature": 2}})
     assert spec.distillation.temperature == 2.0 and spec.training.epochs == 20
