@@ -232,7 +232,9 @@ class AugmentationSpec(_Strict):
         ge=0.0,
         le=1.0,
         description="MUNGE (tabular samples): each batch also holds a synthetic copy of every "
-        "row, each attribute swapped with probability p for its nearest neighbour's; 0: off",
+        "row, each attribute swapped with probability p for its nearest neighbour's; 0: off. "
+        "A request that leaves epochs and augmentation out on a small tabular transfer set "
+        f"gets {DEFAULT_MUNGE}",
     )
     munge_scale: StrictFloat = Field(
         default=10.0,
