@@ -9,6 +9,11 @@ STAMP_DEV := $(VENV)/.installed-dev
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
+# make test-fast runs its tests in this many pytest-xdist workers (0: none, in this process).
+# Each worker has its own database, data folder and broker key prefix: tests/conftest.py names
+# them after its process. Not --dist loadfile: it keys tests by node id, and schemathesis's 29
+# API operations share one (tests/security/test_schemathesis.py), so it would run only one.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -50,7 +55,8 @@ test: $(STAMP_DEV) services tools ## Run every test against real Postgres and Re
 
 test-fast: $(STAMP_DEV) services tools ## Unit and API tests only (no benchmark smoke or quality runs)
 	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
-		$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+		$(PY) -m pytest -q -p no:cacheprovider -m "not slow" \
+		$(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 lint: $(STAMP_DEV) ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["STILLHOUSE_MAX_UPLOAD_BYTES"] = str(2 * max(sizes) * file_bytes)
     started = time.perf_counter()
     try:
-        with Service(args.folder, threads=args.threads) as svc:
+        with Service(args.folder, threads=args.threads, shared=False) as svc:
             if args.text:
                 tokenizer = args.folder / "tokenizer.json"
                 vocab = make_tokenizer(tokenizer)

@@ -3,6 +3,10 @@ filesystem broker under its own data folder, a free port, a bootstrap key), uplo
 and downloads through the SDK, and the downloaded ONNX students run with onnxruntime.
 
 No ``main``: a helper of the quality benchmarks, not a benchmark of its own.
+
+With ``STILLHOUSE_BENCH_SERVICE_URL`` set (and ``STILLHOUSE_BENCH_SERVICE_KEY``, default the
+bootstrap key below), ``Service`` starts nothing and drives the service already serving there:
+the smoke tests start one for all the quality benchmarks (tests/bench/conftest.py).
 """
 
 from __future__ import annotations
@@ -27,20 +31,36 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 KEY = "sh_bench_quality_key"
 SERVICE_VARS = ("STILLHOUSE_DATABASE_URL", "STILLHOUSE_BROKER_URL", "STILLHOUSE_BROKER_KEY_PREFIX")
+SHARED_URL = "STILLHOUSE_BENCH_SERVICE_URL"
+SHARED_KEY = "STILLHOUSE_BENCH_SERVICE_KEY"
 
 
 class Service:
-    """``with Service(folder) as svc:`` serves on a free port; ``svc.client`` is the SDK."""
+    """``with Service(folder) as svc:`` serves on a free port; ``svc.client`` is the SDK.
 
-    def __init__(self, folder: Path, *, threads: int | None = None) -> None:
+    ``shared=True`` (or ``STILLHOUSE_BENCH_SERVICE_URL`` in the environment, with
+    ``shared=None``) drives the service at that URL instead: nothing is started or stopped,
+    ``svc.proc`` stays None and ``threads`` is the running service's business."""
+
+    def __init__(
+        self, folder: Path, *, threads: int | None = None, shared: bool | None = None
+    ) -> None:
         self.folder = folder
         self.threads = threads
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
+        self.shared = bool(os.environ.get(SHARED_URL)) if shared is None else shared
 
     def __enter__(self) -> Service:
         from stillhouse.client import Client
 
+        if self.shared:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.url = os.environ[SHARED_URL].rstrip("/")
+            if not self._ready():
+                raise RuntimeError(f"{SHARED_URL}: no ready service at {self.url}")
+            self.client = Client(self.url, os.environ.get(SHARED_KEY, KEY), timeout=600)
+            return self
         shutil.rmtree(self.folder / "var", ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
@@ -88,7 +108,8 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
+        if not self.shared:
+            self.log.close()
 
     def upload(self, kind: str, path: Path, *, tokenizer: Path | None = None) -> str:
         """Upload a teacher (with its tokenizer.json, if given) or dataset, wait for

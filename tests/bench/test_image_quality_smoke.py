@@ -16,10 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.timeout(660)
-def test_image_quality_quick_measures_the_downloaded_student() -> None:
+def test_image_quality_quick_measures_the_downloaded_student(
+    shared_service: dict[str, str],
+) -> None:
     done = subprocess.run(
         [sys.executable, "-W", "error", "-m", "bench.image_quality", "--quick", "--threads", "1"],
         cwd=ROOT,
+        env=shared_service,
         capture_output=True,
         text=True,
         timeout=600,

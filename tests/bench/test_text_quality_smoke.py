@@ -23,10 +23,13 @@ if shutil.which("apt-cache") is None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(660)
-def test_text_quality_quick_measures_the_downloaded_students() -> None:
+def test_text_quality_quick_measures_the_downloaded_students(
+    shared_service: dict[str, str],
+) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.text_quality", "--quick", "--threads", "1"],
         cwd=ROOT,
+        env=shared_service,
         capture_output=True,
         text=True,
         timeout=600,
