@@ -847,6 +847,8 @@ def run(
             "transfer_from_transfer_split": n_transfer,
             "transfer_from_teacher_split": n_unused,
             "test": len(y),
+            # The largest section's share of the test texts: what always guessing it scores.
+            "test_majority": float(np.bincount(np.asarray(y)).max() / len(y)),
         },
         "load_before": list(load_before),
         "wall_min": None,
