@@ -51,7 +51,8 @@ tools: ## Install the command-line tools the tests drive (Chromium, wrk, curl, b
 
 test: $(STAMP_DEV) services tools ## Run every test against real Postgres and Redis (and SQLite)
 	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
-		$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+		$(PY) -m pytest -q -p no:cacheprovider \
+		$(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 test-fast: $(STAMP_DEV) services tools ## Unit and API tests only (no benchmark smoke or quality runs)
 	STILLHOUSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) STILLHOUSE_TEST_REDIS_URL=$(TEST_REDIS_URL) \
