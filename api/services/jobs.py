@@ -202,6 +202,14 @@ def _check_token_spec(spec: JobSpec, architectures: tuple[str, ...] = TOKEN_ARCH
         raise _invalid("preprocessing", "token ids are not normalised; leave mean and std unset")
 
 
+def _sample_shape(teacher: Teacher, transfer: Dataset) -> list[int]:
+    """A sample's shape as the student sees it: the teacher's input shape when it names every
+    dimension (the loader reshapes, 64 -> 1x8x8), else the transfer set's."""
+    known = [d for d in (teacher.input_shape or [None])[1:] if d is not None]
+    teacher_rank = len(teacher.input_shape or [None]) - 1
+    return known if len(known) == teacher_rank else list(transfer.sample_shape or [])
+
+
 def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[Teacher], Dataset]:
     teachers = _teachers(uow, tenant_id, spec)
     transfer = _dataset(uow, tenant_id, "dataset_id", spec.dataset_id)
@@ -226,9 +234,7 @@ def validate_spec(uow: UnitOfWork, tenant_id: str, spec: JobSpec) -> tuple[list[
             _check_baseline(uow, tenant_id, spec, transfer)
         _check_sweep(spec)
         return teachers, transfer
-    known = [d for d in (teachers[0].input_shape or [None])[1:] if d is not None]
-    teacher_rank = len(teachers[0].input_shape or [None]) - 1
-    shape = known if len(known) == teacher_rank else list(transfer.sample_shape or [])
+    shape = _sample_shape(teachers[0], transfer)
     if not fits_input(spec.student.architecture, shape):
         raise _invalid(
             "student.architecture",
@@ -293,7 +299,9 @@ def submit(
             return _replay(existing, digest), False
     check_active_jobs(uow.session, tenant_id)
     teachers, transfer = validate_spec(uow, tenant_id, spec)
-    tabular = teachers[0].input_kind != "tokens" and len(transfer.sample_shape or []) == 1
+    # Tabular as the engine sees the samples: a [64] set for a 1x8x8 teacher is reshaped to
+    # images, where MUNGE does not apply.
+    tabular = teachers[0].input_kind != "tokens" and len(_sample_shape(teachers[0], transfer)) == 1
     spec = spec.scheduled(transfer.num_samples or 1, tabular=tabular)
     job = Job(
         id=new_id("job"),

@@ -117,3 +117,24 @@ def test_mobilenetv2_picked_by_name_distils_a_cnn_teacher(
     predicted = session.run(None, {session.get_inputs()[0].name: xe})[0].argmax(1)
     assert abs(report["student_accuracy"] - float(np.mean(predicted == ye))) < 1e-6
     assert report["agreement_top1"] >= FLOOR
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_flat_rows_for_an_image_teacher_are_images_so_no_munge_by_default(
+    client: TestClient, image_inputs: dict[str, str]
+) -> None:
+    """A [1024] set for a 1x32x32 teacher is reshaped to images by the loader: the service's
+    default for a small set adds no MUNGE (which needs tabular samples) beside the longer
+    schedule. No gpu worker: the job stays queued."""
+    x, _, _, _ = _images()
+    flat = _ready(client, "datasets", "flat.npz", npz_bytes(x.reshape(len(x), -1)))
+    body = {
+        "teacher_ids": [image_inputs["teacher"]],
+        "dataset_id": flat,
+        "eval_dataset_id": image_inputs["eval"],
+    }
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    spec = resp.json()["spec"]
+    assert spec["training"]["epochs"] == 67 and spec["augmentation"]["munge"] == 0.0
