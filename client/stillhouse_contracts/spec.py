@@ -171,9 +171,11 @@ class PreprocessingSpec(_Strict):
 # A request that leaves ``training.epochs`` out gets DEFAULT_EPOCHS, or more for a small
 # transfer set: enough epochs for ``training.min_steps`` optimizer steps, at most
 # MAX_SCHEDULED_EPOCHS (a student of 1,000 rows at batch 128 takes 9 steps an epoch: 180 steps
-# in 20 epochs leave it short of a teacher that is not smooth, such as a tree ensemble).
+# in 20 epochs leave it short of a teacher that is not smooth, such as a tree ensemble). The
+# cap is what a set of one batch needs for the default 600 steps: wine's 107 rows with a
+# LightGBM teacher agreed 94.4 % at a cap of 200 epochs (200 steps), 97.2 % at 600.
 DEFAULT_EPOCHS = 20
-MAX_SCHEDULED_EPOCHS = 200
+MAX_SCHEDULED_EPOCHS = 600
 # ... and a small *tabular* transfer set also gets MUNGE at the paper's p (Bucila, Caruana and
 # Niculescu-Mizil 2006): synthetic rows the teacher labels, which keep a long schedule from
 # fitting the few real rows only (digits, 1,078 rows: a random forest's student at 67 epochs

@@ -29,6 +29,6 @@ def test_munge_quick_prints_both_twins_side_by_side() -> None:
     (row,) = [line for line in done.stdout.splitlines() if line.startswith("| iris")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2] == "forest" and int(cells[1]) == 90
-    assert int(cells[4]) == 200  # 90 rows: one step an epoch, the schedule's cap
+    assert int(cells[4]) == 600  # 90 rows: one step an epoch, the schedule's cap
     for cell in cells[5:8]:
         assert 0.0 <= float(cell.split(" ± ")[0]) <= 100.0, cells

@@ -54,7 +54,9 @@ def test_spec_refuses_wrong_types_and_names_the_field(patch: dict[str, object], 
         ({}, 100_000, 20),  # 704 steps an epoch: the default is plenty
         ({}, 1_078, 75),  # 970 rows after the 10 % split: 8 steps an epoch, 600 steps
         ({"eval_dataset_id": "ds_e"}, 1_078, 67),  # no split: 9 steps an epoch
-        ({}, 150, 200),  # one step an epoch: capped
+        ({}, 150, 300),  # 135 rows after the split: two steps an epoch
+        ({}, 100, 600),  # one step an epoch: 600 epochs
+        ({"training": {"min_steps": 5_000}}, 100, 600),  # capped
         ({"training": {"batch_size": 32}}, 1_078, 20),  # 31 steps an epoch
         ({"training": {"min_steps": 0}}, 1_078, 20),
         ({"training": {"epochs": 3}}, 1_078, 3),  # asked for: kept
