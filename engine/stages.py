@@ -68,6 +68,7 @@ from engine.students import (
     TokenShape,
     config_to_dict,
     count_parameters,
+    floored_target,
     init_student,
     size_student,
     student_target,
@@ -268,14 +269,12 @@ def student_stage(ctx: Context, train: Rows) -> Student:
     known = [p for p in sizes if p is not None]
     largest = max(known) if len(known) == len(sizes) else None
     target, cap = student_target(largest, spec.size_ratio, spec.max_parameters)
+    shape, classes = train.sample_shape, ctx.teachers[0].num_classes
+    tokens = token_shape(ctx.teachers[0], train)
+    if spec.hidden is None and tokens is None:
+        target = floored_target(target, cap, spec.architecture, shape, classes)
     name, config = size_student(
-        spec.architecture,
-        train.sample_shape,
-        ctx.teachers[0].num_classes,
-        target=target,
-        cap=cap,
-        hidden=spec.hidden,
-        tokens=token_shape(ctx.teachers[0], train),
+        spec.architecture, shape, classes, target=target, cap=cap, hidden=spec.hidden, tokens=tokens
     )
     chunks = (chunk for _, chunk in row_chunks(train))
     module = init_student(name, config, seed=ctx.spec.training.seed, inputs=chunks)

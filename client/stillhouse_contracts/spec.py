@@ -63,7 +63,12 @@ class StudentSpec(_Strict):
         default="auto", description="a name from GET /v1/students, or auto (picked by input rank)"
     )
     size_ratio: StrictFloat = Field(
-        default=0.1, gt=0.0, le=1.0, description="target student parameters / teacher parameters"
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="target student parameters / teacher parameters (an auto or mlp student "
+        "of feature vectors is at least 2 hidden units a class wide, where the teacher's size "
+        "allows: the report's student_target_parameters)",
     )
     max_parameters: StrictInt | None = Field(
         default=None, ge=16, description="an absolute cap on parameters; wins over size_ratio"

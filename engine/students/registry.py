@@ -448,6 +448,27 @@ def _explicit_mlp(
     return config
 
 
+# A student for feature vectors sized by the ratio alone is never narrower than this many
+# hidden units a class (where the teacher's size allows): digits' 64-unit MLP teacher (4.8 k
+# parameters, 98 % accurate) got a 6-6 student from a tenth of its size, which agreed with it
+# on 40-61 % of held-out digits; 10-10 on 78-86 %, 16-16 on 93-94 % (two seeds each).
+MIN_WIDTH_PER_CLASS = 2
+
+
+def floored_target(
+    target: float, cap: int, architecture: str, sample_shape: Sequence[int], num_classes: int
+) -> float:
+    """``target`` raised to the size of a two-layer MLP ``MIN_WIDTH_PER_CLASS`` × classes
+    wide, for an ``auto`` or ``mlp`` student of feature vectors, when that fits the cap
+    (the teacher's size and ``max_parameters``); any other target is kept."""
+    if architecture not in ("auto", "mlp") or len(sample_shape) != 1:
+        return target
+    floor = mlp_parameters(
+        mlp_for_width(tuple(sample_shape), num_classes, MIN_WIDTH_PER_CLASS * num_classes)
+    )
+    return float(floor) if target < floor <= cap else target
+
+
 def student_target(
     teacher_parameters: int | None, size_ratio: float, max_parameters: int | None
 ) -> tuple[float, int]:

@@ -16,6 +16,7 @@ from core.contracts import Outcome, Report
 from core.spec import JobSpec
 from engine.engine import Source, distill, run_distillation
 from engine.errors import Stopped, UserError
+from engine.students import floored_target
 from tests.engine.helpers import ModuleTeacher, digits_split, fit
 
 
@@ -235,7 +236,10 @@ def test_online_mode_and_an_ensemble(
     assert not (tmp_path / "cache").exists()
     each = result.report.teacher_parameters_each
     assert result.report.teacher.parameters == sum(each)
-    assert result.report.student_target_parameters == round(0.1 * max(each))
+    # Sized from the largest member (a tenth, floored at 20-20 hidden units for 10 classes).
+    target = floored_target(0.1 * max(each), max(each), "auto", (64,), 10)
+    assert target > 0.1 * max(each)
+    assert result.report.student_target_parameters == round(target)
 
 
 def test_without_an_eval_set_a_reproducible_split_is_held_out(

@@ -15,6 +15,7 @@ from engine.students import (
     config_from_dict,
     config_to_dict,
     count_parameters,
+    floored_target,
     size_student,
     student_target,
 )
@@ -66,6 +67,19 @@ def test_target_is_size_ratio_of_teacher_capped_by_max_parameters_and_teacher() 
     assert student_target(None, 0.1, 5_000) == (5_000.0, 5_000)
     with pytest.raises(UserError):
         student_target(None, 0.1, None)
+
+
+def test_a_vector_student_sized_by_ratio_is_at_least_two_units_a_class_wide() -> None:
+    # digits' 64-unit MLP teacher (4,810 parameters): a tenth is a 6-6 student; floored, 20-20.
+    target = floored_target(481.0, 4_810, "auto", (64,), 10)
+    name, config = size_student("auto", (64,), 10, target=target, cap=4_810)
+    assert name == "mlp" and config.hidden == (20, 20)
+    assert floored_target(481.0, 4_810, "mlp", (64,), 10) == target
+    # Kept: a target above the floor, a floor above the cap, images, other architectures.
+    assert floored_target(30_000.0, 300_000, "auto", (64,), 10) == 30_000.0
+    assert floored_target(481.0, 1_000, "auto", (64,), 10) == 481.0
+    assert floored_target(481.0, 4_810, "auto", (1, 8, 8), 10) == 481.0
+    assert floored_target(481.0, 4_810, "cnn1d", (64,), 10) == 481.0
 
 
 def test_student_never_exceeds_the_cap() -> None:
