@@ -5,12 +5,16 @@
 
 Real text that ships with every Python: the standard library's top-level ``.py`` files
 (``sysconfig``'s stdlib folder), read as bytes (vocabulary 256, no tokenizer to train).
-Files are split by a hash of their name: most train, some are held out; nothing of the held
+Files are split by a hash of their name into three parts: the teacher's text, the transfer
+set (the students' text) and held-out files; no file is in two parts, and nothing of the held
 out files is seen by any model before the evaluation. The text is cut into sequences of
 ``--length`` bytes (every byte real: ``attention_mask`` all ones).
 
 A teacher GPT (the service's own ``gpt`` builder, 4 layers) is trained here by next-token
-cross-entropy and exported to ONNX with ``input_ids`` / ``attention_mask``. Then, for each
+cross-entropy on its own text and exported to ONNX with ``input_ids`` / ``attention_mask``:
+as when a user distils a pretrained model on their own text, the teacher has not seen the
+transfer set, so its distributions there are what it predicts on new text, not what it
+memorised. Then, for each
 size (``size_ratio`` 0.2 and 0.1: 5x and 10x fewer parameters) and each seed, two jobs run
 through the engine (``engine.engine.run_distillation``: soft labels, training,
 export, evaluation, as a worker runs them, without the HTTP service around it):
@@ -51,16 +55,18 @@ NAMES = ("input_ids", "attention_mask")
 VOCAB = 256
 
 
-def read_corpus(limit_bytes: int) -> tuple[bytes, bytes]:
-    """(train, held-out) bytes of the stdlib's top-level sources, split by file name hash
-    (1 file in 8 held out), in sorted order, each side cut at ``limit_bytes``."""
+def read_corpus(limit_bytes: int) -> dict[str, bytes]:
+    """The stdlib's top-level sources as bytes, split by a hash of the file name into
+    ``held`` (1 file in 8), ``teacher`` and ``transfer`` (half each of the rest), in sorted
+    order, each part cut at ``limit_bytes``."""
     folder = Path(sysconfig.get_paths()["stdlib"])
-    train, held = bytearray(), bytearray()
+    parts = {name: bytearray() for name in ("teacher", "transfer", "held")}
     for path in sorted(folder.glob("*.py")):
-        side = held if hashlib.sha256(path.name.encode()).digest()[0] % 8 == 0 else train
-        if len(side) < limit_bytes:
-            side += path.read_bytes()
-    return bytes(train[:limit_bytes]), bytes(held[:limit_bytes])
+        digest = hashlib.sha256(path.name.encode()).digest()
+        part = "held" if digest[0] % 8 == 0 else ("teacher", "transfer")[digest[1] % 2]
+        if len(parts[part]) < limit_bytes:
+            parts[part] += path.read_bytes()
+    return {name: bytes(text[:limit_bytes]) for name, text in parts.items()}
 
 
 def sequences(text: bytes, length: int, count: int) -> dict[str, np.ndarray]:
@@ -186,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--train-sequences", type=int, default=4000)
     parser.add_argument("--eval-sequences", type=int, default=400)
+    parser.add_argument(
+        "--teacher-sequences", type=int, default=12000, help="the teacher's own training text"
+    )
     parser.add_argument("--teacher-width", type=int, default=128)
     parser.add_argument("--teacher-layers", type=int, default=4)
     parser.add_argument("--teacher-steps", type=int, default=1500)
@@ -199,17 +208,23 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [float(r) for r in args.ratios.split(",")]
     if args.quick:
         args.seeds, args.length, args.train_sequences, args.eval_sequences = 2, 32, 300, 40
+        args.teacher_sequences = 600
         args.teacher_width, args.teacher_layers, args.teacher_steps = 48, 2, 60
         args.epochs = 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_text, held_text = read_corpus(args.length * max(args.train_sequences, 1) * 2)
-    train = sequences(train_text, args.length, args.train_sequences)
-    held = sequences(held_text, args.length, args.eval_sequences)
-    print(f"text: {len(train['input_ids'])} train, {len(held['input_ids'])} held-out sequences")
+    most = max(args.train_sequences, args.teacher_sequences, args.eval_sequences, 1)
+    corpus = read_corpus(args.length * most)
+    own = sequences(corpus["teacher"], args.length, args.teacher_sequences)
+    train = sequences(corpus["transfer"], args.length, args.train_sequences)
+    held = sequences(corpus["held"], args.length, args.eval_sequences)
+    print(
+        f"text: {len(own['input_ids'])} teacher, {len(train['input_ids'])} transfer, "
+        f"{len(held['input_ids'])} held-out sequences"
+    )
     started = time.perf_counter()
     model, config = train_teacher(
-        train, args.teacher_width, args.teacher_layers, args.teacher_steps, seed=0
+        own, args.teacher_width, args.teacher_layers, args.teacher_steps, seed=0
     )
     teacher_seconds = time.perf_counter() - started
     from bench.service import OUT
@@ -230,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         teacher_file = export_student(model, "gpt", config, example, tmp / "teacher", ["onnx"])
         teacher_path = teacher_file["onnx"]
         teacher_ppl = perplexity(teacher_path, held)
+        own_sample = {k: v[: len(held["input_ids"])] for k, v in own.items()}
+        teacher_on = {
+            "own text": perplexity(teacher_path, own_sample),
+            "transfer set": perplexity(teacher_path, train),
+        }
+        print(f"teacher perplexity: held-out {teacher_ppl:.3f}, {teacher_on}", flush=True)
         transfer = tmp / "train.npz"
         np.savez(transfer, **train)
         held_path = tmp / "held.npz"
@@ -263,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     teacher_parameters = sum(p.numel() for p in model.parameters())
-    summary: dict[str, Any] = {"teacher_ppl": teacher_ppl, "teacher_parameters": teacher_parameters}
+    summary: dict[str, Any] = {
+        "teacher_ppl": teacher_ppl,
+        "teacher_ppl_on": teacher_on,
+        "teacher_parameters": teacher_parameters,
+    }
     for ratio in ratios:
         distilled, twin = results[(ratio, "distilled")], results[(ratio, "twin")]
         d_ppl, d_se = mean_se([r["ppl"] for r in distilled])
