@@ -757,6 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1 (default 0,1,2)")
     parser.add_argument("--teacher-only", action="store_true", help="fine-tune and stop")
     parser.add_argument(
+        "--student-epochs", type=int, default=None, help="override the plan's (3 in the full run)"
+    )
+    parser.add_argument(
         "--tables", type=Path, default=None, help="render a result.json (a run cut short) and stop"
     )
     parser.add_argument(
@@ -776,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.seeds:
         plan = Plan(**{**asdict(plan), "seeds": tuple(int(s) for s in args.seeds.split(","))})
+    if args.student_epochs:
+        plan = Plan(**{**asdict(plan), "student_epochs": args.student_epochs})
     torch.set_num_threads(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()
     name = "text_quality_quick" if args.quick else "text_quality"
@@ -830,6 +835,7 @@ def run(
         + (["--quick"] if args.quick else [])
         + [f"--threads {args.threads}"]
         + ([f"--seeds {args.seeds}"] if args.seeds else [])
+        + ([f"--student-epochs {args.student_epochs}"] if args.student_epochs else [])
     )
     transfer, n_transfer, n_unused = transfer_set(data, plan)
     result: dict[str, Any] = {
