@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from core.contracts import Report  # noqa: E402
+from core.contracts import FileRef, Report  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
-from engine.engine import Source, run_distillation  # noqa: E402
+from engine.engine import run_distillation  # noqa: E402
 from engine.export import _quiet_exporter  # noqa: E402
 
 
@@ -75,8 +75,8 @@ def save_teacher(model: nn.Module, example: torch.Tensor, folder: Path) -> tuple
     return pt2, onnx_path
 
 
-def source(path: Path, fmt: str) -> Source:
-    return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
+def source(path: Path, fmt: str) -> FileRef:
+    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def table(title: str, report: Report, wall_s: float) -> str:

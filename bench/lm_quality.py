@@ -135,11 +135,14 @@ def run_job(
     seed: int,
     epochs: int,
 ) -> dict[str, Any]:
+    from core.contracts import FileRef
     from core.spec import JobSpec
-    from engine.engine import Source, run_distillation
+    from engine.engine import run_distillation
 
-    def source(path: Path, fmt: str) -> Source:
-        return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
+    def source(path: Path, fmt: str) -> FileRef:
+        return FileRef(
+            path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+        )
 
     spec = JobSpec.model_validate(
         {

@@ -77,10 +77,14 @@ class EngineLimits(_Closed):
 
 
 class FileRef(_Closed):
+    """An input file handed to the engine (a teacher, a dataset, a tokenizer): where it is
+    (in a sandbox, the child's name for it), its format and its content's sha256."""
+
     path: str
     format: str
     sha256: str
-    # Teachers: the output to distil and what it holds (None: picked again at run time).
+    # Teachers: the output to distil and what it holds (None: the dry run decides again at
+    # run time, see engine/teacher_outputs.py).
     output_name: str | None = None
     output_kind: str | None = None
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from core.contracts import (
     CHECKPOINT_EVERY_SECONDS,
     CHECKPOINT_EVERY_STEPS,
     EngineLimits,
+    FileRef,
     Outcome,
 )
 from core.errors import ErrorCode
@@ -64,21 +64,10 @@ from engine.token_data import TokenRows
 SAMPLE_ROWS = 256  # rows of real eval data for the export checks and the speed timings
 
 
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    format: str
-    sha256: str
-    # Teachers only: which output holds the class scores and what kind (None: the dry run
-    # decides, see teacher_outputs.py).
-    output_name: str | None = None
-    output_kind: str | None = None
-
-
 def run_distillation(
-    teachers: Sequence[Source],
-    transfer: Source,
-    eval_set: Source | None,
+    teachers: Sequence[FileRef],
+    transfer: FileRef,
+    eval_set: FileRef | None,
     spec: JobSpec,
     *,
     workdir: Path,
@@ -91,7 +80,7 @@ def run_distillation(
     checkpoint_every_seconds: float | None = None,
     allow_torchscript: bool = False,
     threads: int | None = None,
-    tokenizer: Source | None = None,
+    tokenizer: FileRef | None = None,
     limits: EngineLimits | None = None,
 ) -> Outcome:
     """Distil ``teachers`` into a student; re-calling with the same ``workdir`` resumes.
@@ -124,7 +113,8 @@ def run_distillation(
     ]
     if tokenizer is None and loaded[0].tokenizer_path is not None:  # a model folder's own
         path = loaded[0].tokenizer_path
-        tokenizer = Source(path, "tokenizer", hashlib.sha256(path.read_bytes()).hexdigest())
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        tokenizer = FileRef(path=str(path), format="tokenizer", sha256=sha256)
     dims = loaded[0].input_shape[1:]
     # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
     shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]
@@ -190,10 +180,10 @@ def run_distillation(
 def _open_text(
     prep: Callable[..., Rows],
     teacher: Any,
-    tokenizer: Source | None,
-    texts: dict[Path, bool],
+    tokenizer: FileRef | None,
+    texts: dict[str, bool],
     cache_dir: Path,
-    path: Path,
+    path: str,
     fmt: str,
     *,
     scratch: Path,

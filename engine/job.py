@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -12,7 +12,6 @@ from core.contracts import (
     CheckpointEvent,
     DistillRequest,
     EpochEvent,
-    FileRef,
     Outcome,
     ProgressEvent,
     ResumedEvent,
@@ -25,18 +24,6 @@ from engine.errors import Stopped
 History = EpochEvent | CheckpointEvent | ResumedEvent | SoftLabelsEvent
 # The engine's history events ({"event": "epoch" | "checkpoint" | "resumed" | "soft_labels"}).
 _HISTORY: TypeAdapter[History] = TypeAdapter(Annotated[History, Field(discriminator="event")])
-
-
-def _source(ref: FileRef) -> Any:
-    from engine.engine import Source
-
-    return Source(
-        path=Path(ref.path),
-        format=ref.format,
-        sha256=ref.sha256,
-        output_name=ref.output_name,
-        output_kind=ref.output_kind,
-    )
 
 
 def stop_reason(stop_file: Path) -> StopReason:
@@ -57,9 +44,9 @@ def run_from_request(
     stop_file = Path(request.stop_file)
     try:
         result = run_distillation(
-            [_source(t) for t in request.teachers],
-            _source(request.transfer),
-            _source(request.eval) if request.eval is not None else None,
+            request.teachers,
+            request.transfer,
+            request.eval,
             request.spec,
             workdir=Path(request.workdir),
             cache_dir=Path(request.cache_dir),
@@ -70,7 +57,7 @@ def run_from_request(
             checkpoint_every=request.checkpoint_every,
             checkpoint_every_seconds=request.checkpoint_every_seconds,
             allow_torchscript=request.allow_torchscript,
-            tokenizer=None if request.tokenizer is None else _source(request.tokenizer),
+            tokenizer=request.tokenizer,
             limits=request.limits,
         )
     except Stopped:

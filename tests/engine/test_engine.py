@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.contracts import Outcome, Report
+from core.contracts import FileRef, Outcome, Report
 from core.spec import JobSpec
-from engine.engine import Source, distill, run_distillation
+from engine.engine import distill, run_distillation
 from engine.errors import Stopped, UserError
 from engine.students import floored_target
 from tests.engine.helpers import ModuleTeacher, digits_split, fit
@@ -302,8 +302,10 @@ def test_run_distillation_from_pt2_and_onnx_files(
     np.savez(tmp_path / "train.npz", x=x.numpy())
     np.savez(tmp_path / "eval.npz", x=xe.numpy(), y=ye.numpy())
 
-    def src(path: Path, fmt: str) -> Source:
-        return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
+    def src(path: Path, fmt: str) -> FileRef:
+        return FileRef(
+            path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+        )
 
     result = run_distillation(
         [src(pt2, "torch_export"), src(onnx_path, "onnx")],

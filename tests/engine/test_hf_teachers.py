@@ -14,10 +14,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from core.contracts import FileRef
 from core.errors import ErrorCode
 from core.formats import sniff_teacher
 from core.spec import JobSpec
-from engine.engine import Source, run_distillation
+from engine.engine import run_distillation
 from engine.errors import UserError
 from engine.hf import ARCHITECTURES
 from engine.teachers import inspect_teacher, load_teacher
@@ -31,8 +32,8 @@ from tests.engine.text_helpers import (
 )
 
 
-def source(path: Path, fmt: str) -> Source:
-    return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
+def source(path: Path, fmt: str) -> FileRef:
+    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.contracts import Outcome
+from core.contracts import FileRef, Outcome
 from core.spec import JobSpec
-from engine.engine import Source, run_distillation
+from engine.engine import run_distillation
 from engine.errors import Stopped
 from tests.engine.lm_helpers import VOCAB, export_onnx, lm_set, save_npz, train_lm
 
@@ -47,8 +47,8 @@ def noisy_padding(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**data, "input_ids": ids}
 
 
-def source(path: Path, fmt: str) -> Source:
-    return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
+def source(path: Path, fmt: str) -> FileRef:
+    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def job(

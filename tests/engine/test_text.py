@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from core.contracts import FileRef
 from core.spec import JobSpec
-from engine.engine import Source, run_distillation
+from engine.engine import run_distillation
 from engine.errors import UserError
 from engine.teachers import inspect_teacher
 from tests.engine.text_helpers import (
@@ -48,8 +49,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, teacher: nn.Module) -> dict[
     }
 
 
-def source(path: Path, fmt: str) -> Source:
-    return Source(path, fmt, hashlib.sha256(path.read_bytes()).hexdigest())
+def source(path: Path, fmt: str) -> FileRef:
+    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def job(architecture: str, formats: list[str]) -> JobSpec:
