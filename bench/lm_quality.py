@@ -1,6 +1,6 @@
 """A byte-level language model distilled token by token, against a twin trained on the text.
 
-    python -m bench.lm_quality                # the real run (see docs/benchmarks.md)
+    python -m bench.lm_quality --threads 2    # the real run (docs/benchmarks.md: about 50 min)
     python -m bench.lm_quality --quick        # smoke run (tiny, a few minutes)
 
 Real text that ships with every Python: the standard library's top-level ``.py`` files
@@ -193,15 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--train-sequences", type=int, default=4000)
-    parser.add_argument("--eval-sequences", type=int, default=400)
+    parser.add_argument("--train-sequences", type=int, default=12000)
+    parser.add_argument("--eval-sequences", type=int, default=300)
     parser.add_argument(
         "--teacher-sequences", type=int, default=12000, help="the teacher's own training text"
     )
     parser.add_argument("--teacher-width", type=int, default=128)
     parser.add_argument("--teacher-layers", type=int, default=4)
-    parser.add_argument("--teacher-steps", type=int, default=1500)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--teacher-steps", type=int, default=800)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--ratios", default="0.2,0.1", help="student size_ratio values, comma-separated"
