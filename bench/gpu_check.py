@@ -13,7 +13,6 @@ run fails or its numbers are not sane.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 import tempfile
@@ -73,10 +72,6 @@ def save_teacher(model: nn.Module, example: torch.Tensor, folder: Path) -> tuple
             external_data=False,
         )
     return pt2, onnx_path
-
-
-def source(path: Path, fmt: str) -> FileRef:
-    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def table(title: str, report: Report, wall_s: float) -> str:
@@ -148,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         pt2, onnx_path = save_teacher(teacher, torch.from_numpy(x[:4]), tmp)
         np.savez(tmp / "transfer.npz", x=x[tr])  # unlabeled, as users upload them
         np.savez(tmp / "eval.npz", x=x[te], y=y[te])
-        runs = [("pt2 teacher, cached", [source(pt2, "torch_export")], "cached")]
+        runs = [("pt2 teacher, cached", [FileRef.of(pt2, "torch_export")], "cached")]
         if not args.quick:
-            both = [source(pt2, "torch_export"), source(onnx_path, "onnx")]
+            both = [FileRef.of(pt2, "torch_export"), FileRef.of(onnx_path, "onnx")]
             runs.append(("pt2 + ONNX ensemble, online", both, "online"))
         for i, (title, teachers, mode) in enumerate(runs):
             spec = JobSpec.model_validate(
@@ -164,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             result = run_distillation(
                 teachers,
-                source(tmp / "transfer.npz", "npz"),
-                source(tmp / "eval.npz", "npz"),
+                FileRef.of(tmp / "transfer.npz", "npz"),
+                FileRef.of(tmp / "eval.npz", "npz"),
                 spec,
                 workdir=tmp / f"work-{i}",
                 cache_dir=tmp / "cache",

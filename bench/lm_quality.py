@@ -139,11 +139,6 @@ def run_job(
     from core.spec import JobSpec
     from engine.engine import run_distillation
 
-    def source(path: Path, fmt: str) -> FileRef:
-        return FileRef(
-            path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest()
-        )
-
     spec = JobSpec.model_validate(
         {
             "teacher_ids": ["t"],
@@ -162,9 +157,9 @@ def run_job(
     )
     started = time.perf_counter()
     result = run_distillation(
-        [source(teacher, "onnx")],
-        source(transfer, "npz"),
-        source(held, "npz"),
+        [FileRef.of(teacher, "onnx")],
+        FileRef.of(transfer, "npz"),
+        FileRef.of(held, "npz"),
         spec,
         workdir=workdir,
         cache_dir=cache,

@@ -10,6 +10,7 @@ of these events is a protocol error, never a ``KeyError`` later. The ``Report`` 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -87,6 +88,13 @@ class FileRef(_Closed):
     # run time, see engine/teacher_outputs.py).
     output_name: str | None = None
     output_kind: str | None = None
+
+    @classmethod
+    def of(cls, path: Path | str, format: str) -> FileRef:
+        """A local file, its sha256 read from its bytes."""
+        with open(path, "rb") as file:
+            sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+        return cls(path=str(path), format=format, sha256=sha256)
 
 
 class InspectTeacherRequest(_Closed):

@@ -112,9 +112,7 @@ def run_distillation(
         for s in teachers
     ]
     if tokenizer is None and loaded[0].tokenizer_path is not None:  # a model folder's own
-        path = loaded[0].tokenizer_path
-        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        tokenizer = FileRef(path=str(path), format="tokenizer", sha256=sha256)
+        tokenizer = FileRef.of(loaded[0].tokenizer_path, "tokenizer")
     dims = loaded[0].input_shape[1:]
     # Images are resized to the teacher's size; with a dynamic dimension, left as they are.
     shape = None if any(d is None for d in dims) else [int(d) for d in dims if d is not None]

@@ -302,15 +302,10 @@ def test_run_distillation_from_pt2_and_onnx_files(
     np.savez(tmp_path / "train.npz", x=x.numpy())
     np.savez(tmp_path / "eval.npz", x=xe.numpy(), y=ye.numpy())
 
-    def src(path: Path, fmt: str) -> FileRef:
-        return FileRef(
-            path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest()
-        )
-
     result = run_distillation(
-        [src(pt2, "torch_export"), src(onnx_path, "onnx")],
-        src(tmp_path / "train.npz", "npz"),
-        src(tmp_path / "eval.npz", "npz"),
+        [FileRef.of(pt2, "torch_export"), FileRef.of(onnx_path, "onnx")],
+        FileRef.of(tmp_path / "train.npz", "npz"),
+        FileRef.of(tmp_path / "eval.npz", "npz"),
         spec().model_copy(update={"export_formats": ["onnx"]}),
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",

@@ -32,10 +32,6 @@ from tests.engine.text_helpers import (
 )
 
 
-def source(path: Path, fmt: str) -> FileRef:
-    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return hf_folder(tmp_path_factory.mktemp("hf"))
@@ -85,9 +81,9 @@ def test_raw_text_distils_into_a_drop_in_onnx_student(folder: Path, tmp_path: Pa
     )
     # No tokenizer given: the folder's own tokenizes the text.
     result = run_distillation(
-        [source(folder, "hf")],
-        source(train, "jsonl"),
-        source(held, "jsonl"),
+        [FileRef.of(folder, "hf")],
+        FileRef.of(train, "jsonl"),
+        FileRef.of(held, "jsonl"),
         spec,
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",
@@ -226,8 +222,8 @@ def test_token_rows_longer_than_the_position_embeddings_name_the_dataset(
     spec = JobSpec.model_validate({"teacher_ids": ["t"], "dataset_id": "d"})
     with pytest.raises(UserError) as error:
         run_distillation(
-            [source(folder, "hf")],
-            source(path, "parquet"),
+            [FileRef.of(folder, "hf")],
+            FileRef.of(path, "parquet"),
             None,
             spec,
             workdir=tmp_path / "work",

@@ -3,7 +3,6 @@ drops in for the teacher, the report's perplexities checked against the download
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -47,10 +46,6 @@ def noisy_padding(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**data, "input_ids": ids}
 
 
-def source(path: Path, fmt: str) -> FileRef:
-    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-
-
 def job(
     epochs: int = 10, formats: tuple[str, ...] = ("onnx", "safetensors"), **distillation: object
 ) -> JobSpec:
@@ -70,9 +65,9 @@ def run(
     files: dict[str, Path], spec: JobSpec, workdir: Path, train: str = "train", **kwargs: Any
 ) -> Outcome:
     return run_distillation(
-        [source(files["onnx"], "onnx")],
-        source(files[train], "npz"),
-        source(files["eval"], "npz"),
+        [FileRef.of(files["onnx"], "onnx")],
+        FileRef.of(files[train], "npz"),
+        FileRef.of(files["eval"], "npz"),
         spec,
         workdir=workdir,
         cache_dir=kwargs.pop("cache_dir", workdir / "cache"),
@@ -216,13 +211,13 @@ def test_raw_text_is_tokenized_with_the_teachers_tokenizer(
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_text(tokenizer_json(VOCAB))
     result = run_distillation(
-        [source(files["onnx"], "onnx")],
-        source(write(lm_set(N_TRAIN, 1), tmp_path / "train.jsonl"), "jsonl"),
-        source(write(lm_set(N_EVAL, 2), tmp_path / "eval.jsonl"), "jsonl"),
+        [FileRef.of(files["onnx"], "onnx")],
+        FileRef.of(write(lm_set(N_TRAIN, 1), tmp_path / "train.jsonl"), "jsonl"),
+        FileRef.of(write(lm_set(N_EVAL, 2), tmp_path / "eval.jsonl"), "jsonl"),
         job(epochs=4, formats=("onnx",)),
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",
-        tokenizer=source(tokenizer, "tokenizer"),
+        tokenizer=FileRef.of(tokenizer, "tokenizer"),
         threads=1,
     )
     report = result.report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +48,6 @@ def files(tmp_path_factory: pytest.TempPathFactory, teacher: nn.Module) -> dict[
     }
 
 
-def source(path: Path, fmt: str) -> FileRef:
-    return FileRef(path=str(path), format=fmt, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-
-
 def job(architecture: str, formats: list[str]) -> JobSpec:
     return JobSpec.model_validate(
         {
@@ -81,9 +76,9 @@ def test_text_student_onnx_takes_the_teachers_inputs_and_matches_the_report(
     tmp_path: Path, files: dict[str, Path], teacher: nn.Module, architecture: str
 ) -> None:
     result = run_distillation(
-        [source(files["onnx"], "onnx")],
-        source(files["train"], "npz"),
-        source(files["eval"], "npz"),
+        [FileRef.of(files["onnx"], "onnx")],
+        FileRef.of(files["train"], "npz"),
+        FileRef.of(files["eval"], "npz"),
         job(architecture, ["onnx", "torch_export", "onnx_int8", "onnx_fp16"]),
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",
@@ -124,8 +119,8 @@ def test_a_pt2_teacher_with_dict_output_and_ids_alone(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
     result = run_distillation(
-        [source(files["pt2"], "torch_export")],
-        source(files["ids_only"], "npz"),
+        [FileRef.of(files["pt2"], "torch_export")],
+        FileRef.of(files["ids_only"], "npz"),
         None,
         job("auto", ["onnx"]),
         workdir=tmp_path / "work",
@@ -158,13 +153,13 @@ def test_a_jsonl_text_set_is_tokenized_with_the_teachers_tokenizer(
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_text(tokenizer_json())
     result = run_distillation(
-        [source(files["onnx"], "onnx")],
-        source(train, "jsonl"),
-        source(held, "jsonl"),
+        [FileRef.of(files["onnx"], "onnx")],
+        FileRef.of(train, "jsonl"),
+        FileRef.of(held, "jsonl"),
         job("auto", ["onnx"]),
         workdir=tmp_path / "work",
         cache_dir=tmp_path / "cache",
-        tokenizer=source(tokenizer, "tokenizer"),
+        tokenizer=FileRef.of(tokenizer, "tokenizer"),
     )
     assert result.report.sequence_length == 12  # the tokenizer's truncation length
     assert result.report.agreement_top1 > FLOOR
@@ -174,13 +169,13 @@ def test_a_jsonl_text_set_is_tokenized_with_the_teachers_tokenizer(
     written = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cached}
     # A second job on the same data and tokenizer maps those arrays: not one is written again.
     again = run_distillation(
-        [source(files["onnx"], "onnx")],
-        source(train, "jsonl"),
-        source(held, "jsonl"),
+        [FileRef.of(files["onnx"], "onnx")],
+        FileRef.of(train, "jsonl"),
+        FileRef.of(held, "jsonl"),
         job("text_cnn", ["onnx"]),
         workdir=tmp_path / "work2",
         cache_dir=tmp_path / "cache",
-        tokenizer=source(tokenizer, "tokenizer"),
+        tokenizer=FileRef.of(tokenizer, "tokenizer"),
     )
     assert again.report.sequence_length == 12
     assert sorted((tmp_path / "cache").glob("tokens-*/*.npy")) == cached
@@ -196,8 +191,8 @@ def test_a_text_set_without_a_tokenizer_names_the_dataset(
     train = jsonl_text(token_set(50, 1), tmp_path / "train.jsonl")
     with pytest.raises(UserError, match="dataset_id"):
         run_distillation(
-            [source(files["onnx"], "onnx")],
-            source(train, "jsonl"),
+            [FileRef.of(files["onnx"], "onnx")],
+            FileRef.of(train, "jsonl"),
             None,
             job("auto", ["onnx"]),
             workdir=tmp_path / "work",
