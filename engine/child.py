@@ -116,11 +116,27 @@ def _inspect(request: InspectTeacherRequest | InspectDatasetRequest) -> AnyEvent
     return DatasetInfo.model_validate(inspect_dataset(request.path, request.format, limits=limits))
 
 
-def _preload() -> None:
-    """While waiting for a request: import what a job imports and run each export path once
-    on a tiny model of our own (the first ``torch.export``/ONNX export of a process pays for
-    imports and lazy set-up). Nothing here can fail the job that comes next."""
+def _preload(kind: str) -> None:
+    """While waiting for a request: import what it will import. ``job``: what a job imports,
+    and each export path run once on a tiny model of our own (the first ``torch.export``/ONNX
+    export of a process pays for imports and lazy set-up); ``dataset``: the datasets' guarded
+    loaders (numpy); ``teacher``: the teachers' (torch, torch.export's archive reader, onnx,
+    onnxruntime). Nothing here can fail the request that comes next."""
     try:
+        if kind == "dataset":
+            import engine.data  # noqa: F401 - imported for its side effects
+
+            return
+        if kind == "teacher":
+            _torch_threads()
+            import onnx  # noqa: F401 - imported for its side effects
+            import onnxruntime  # noqa: F401
+            import torch.export._trace  # noqa: F401 - what a .pt2's symbolic shapes import
+            import torch.export.pt2_archive._package  # noqa: F401
+
+            import engine.teachers  # noqa: F401
+
+            return
         import tempfile
 
         import torch
@@ -179,10 +195,10 @@ def _run(channel: Channel, preloaded: bool) -> int:
 def main() -> int:
     Path(".ready").touch()  # it runs: the sandbox's mounts are made (worker/sandbox.py, adopt)
     channel = _private_channel()
-    preloaded = os.environ.get("STILLHOUSE_CHILD_PRELOAD") == "1"
-    if preloaded:
-        _preload()
-    return _run(channel, preloaded)
+    preload = os.environ.get("STILLHOUSE_CHILD_PRELOAD", "")
+    if preload:
+        _preload(preload)
+    return _run(channel, preloaded=preload == "job")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ folder become paths under ``/job``, and the soft labels of the request's cache f
 linked into ``/job/cache`` (new ones join that folder when the child is closed). The
 outcome's files come back as the worker's paths.
 
-A child may be started before its request exists (``request=None``, ``preload=True``): it
+A child may be started before its request exists (``request=None``, ``preload="job"``): it
 imports torch and warms the export paths while it waits on stdin, and ``send`` hands it the
 request later. The gpu worker keeps one such spare; ``adopt`` makes the job's folder the
-spare's (the mount follows the renamed folder), so a spare serves any job.
+spare's (the mount follows the renamed folder), so a spare serves any job. The validate
+worker keeps two (``preload="teacher"`` and ``"dataset"``: the guarded loaders imported),
+for the next uploads.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -63,12 +65,17 @@ from worker.bwrap import (
     stage_input,
 )
 
+if TYPE_CHECKING:
+    from worker.spare import Spare
+
 __all__ = ["PR_SET_PDEATHSIG", "Child", "SandboxError", "run_command", "run_once"]
 
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
 # The operator's caps on uploads: the child's loaders read them from these settings.
 FINAL_EVENTS = frozenset({"result", "teacher", "dataset"})
 EXIT_GRACE_S = 2.0  # for a child that wrote its last line to end on its own
+# What a child started ahead of its request imports while it waits (engine/child.py).
+Preload = Literal["job", "teacher", "dataset"]
 READY = ".ready"  # the child writes it in its folder once it runs: its mounts are made
 SOFT_LABELS = "soft-labels-*.safetensors"  # engine/soft_labels.py's file names
 # engine/text_data.py's tokenized text: a folder per (dataset, tokenizer, max length),
@@ -117,7 +124,7 @@ class Child:
         threads: int,
         memory_bytes: int,
         cpu_seconds: int,
-        preload: bool = False,
+        preload: Preload | None = None,
         settings: Settings | None = None,
     ) -> None:
         settings = settings or get_settings()
@@ -133,7 +140,7 @@ class Child:
         self.stderr_tail: deque[str] = deque(maxlen=40)
         env = child_env(JOB_DIR if self.sandboxed else workdir, threads)
         if preload:
-            env["STILLHOUSE_CHILD_PRELOAD"] = "1"
+            env["STILLHOUSE_CHILD_PRELOAD"] = preload
         lim = bwrap.limits(settings, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes)
         argv = [sys.executable, "-m", "engine.child"]
         with bwrap.sandboxed_argv(argv, workdir, settings, uid=self.uid) as (full, fds):
@@ -416,36 +423,49 @@ def run_once(
     timeout_s: float,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     settings: Settings | None = None,
+    spare: Spare | None = None,
 ) -> AnyEvent:
     """Run one request to completion in a fresh folder and return its final event, or raise
-    ``SandboxError``."""
+    ``SandboxError``. ``spare``: a holder of a child started ahead with the same limits,
+    taken when it is alive, else a cold start; another is started for the next request."""
     settings = settings or get_settings()
     workdir = _scratch(settings, "once")
+    child: Child | None = None
     try:
-        child = Child(
-            None,
-            workdir=workdir,
-            threads=threads,
-            memory_bytes=memory_bytes,
-            cpu_seconds=cpu_seconds,
-            settings=settings,
-        )
+        if spare is not None:
+            child = spare.take(settings, request, workdir)
+        cold = child is None
+        if child is None:
+            child = Child(
+                None,
+                workdir=workdir,
+                threads=threads,
+                memory_bytes=memory_bytes,
+                cpu_seconds=cpu_seconds,
+                settings=settings,
+            )
         try:
-            return _finish(child, request, timeout_s, on_progress)
+            return _finish(child, request if cold else None, timeout_s, on_progress)
         finally:
             child.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if child is not None:  # unsandboxed, a spare keeps its own folder
+            shutil.rmtree(child.workdir, ignore_errors=True)
+        if spare is not None:
+            spare.start(settings)  # for the next request
 
 
 def _finish(
     child: Child,
-    request: BaseModel,
+    request: BaseModel | None,
     timeout_s: float,
     on_progress: Callable[[ProgressEvent], None] | None,
 ) -> AnyEvent:
+    """The child's final event; ``request`` is sent first unless it has been (None)."""
     try:
-        child.send(request)
+        if request is not None:
+            child.send(request)
     except BrokenPipeError:
         raise SandboxError(ErrorCode.TEACHER_CRASHED, child.crash_message()) from None
     timer = threading.Timer(timeout_s, child.kill)

@@ -1,8 +1,10 @@
 """The spare: a sandboxed child a worker process starts ahead of the work it will get.
 
-It imports what a job imports while it waits (``STILLHOUSE_CHILD_PRELOAD``), so the next job
-starts warm; it is handed one request only, then it is that job's child (one user's files
-never meet another's process). At most one per worker process, held by a ``Spare``.
+It imports what its request will import while it waits (``STILLHOUSE_CHILD_PRELOAD``: a
+job's modules and export paths on a gpu worker, the guarded loaders on a validate worker), so
+the next job or upload starts warm; it is handed one request only, then it is that request's
+child (one user's files never meet another's process). At most one per kind and worker
+process, held by a ``Spare``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from core.settings import Settings, get_settings
-from worker.sandbox import Child
+from worker.sandbox import Child, Preload
 from worker.shutdown import pid_alive, stopping
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ def drop(child: Child) -> None:
 class Spare:
     """This process's spare child (``child``), started with ``limits`` and taken once."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self, limits: Limits, preload: Preload = "job") -> None:
+        self.limits, self.preload = limits, preload
         self.child: Child | None = None
 
     def start(self, settings: Settings | None = None) -> None:
@@ -65,7 +67,7 @@ class Spare:
                 threads=threads,
                 memory_bytes=memory_bytes,
                 cpu_seconds=cpu_seconds,
-                preload=True,
+                preload=self.preload,
                 settings=settings,
             )
         except Exception:
@@ -85,6 +87,9 @@ class Spare:
                 return child
             except BrokenPipeError:  # it died just now: start cold instead
                 pass
+            except BaseException:  # the request could not be staged: the caller says why
+                child.close() if child.workdir == jobdir else drop(child)
+                raise
         if child.workdir == jobdir:  # adopted: the folder (and its checkpoints) is the job's
             child.close()
         else:

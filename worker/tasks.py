@@ -16,6 +16,7 @@ from core.queue import (
     TASK_RUN_JOB,
     TASK_VALIDATE_DATASET,
     TASK_VALIDATE_TEACHER,
+    VALIDATE_QUEUE,
 )
 from core.settings import get_settings
 from models.outbox import drain
@@ -79,12 +80,16 @@ def _publish_run(job_id: str) -> None:
 @worker_process_init.connect
 def _die_with_the_worker(**_: object) -> None:
     """A pool process must not outlive its worker: an orphan would keep a GPU busy and
-    race the attempt that takes the job over. A job worker's pool process also starts its
-    spare sandbox child here, so that the first job does not wait for torch to import."""
+    race the attempt that takes the job over. A pool process also starts its spare sandbox
+    children here (a job worker's, a validate worker's), so that the first job does not wait
+    for torch to import, nor the first upload for a new interpreter."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     shutdown.pool_process_started()
     if _consumes(GPU_QUEUE):
         pipeline.SPARE.start()
+    if _consumes(VALIDATE_QUEUE):
+        for spare in validation.SPARES.values():
+            spare.start()
 
 
 def _consumes(queue: str) -> bool:

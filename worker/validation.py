@@ -15,12 +15,13 @@ from core.contracts import InspectDatasetRequest, InspectTeacherRequest
 from core.db import session_scope
 from core.enums import UploadStatus
 from core.errors import ErrorCode
-from core.settings import engine_limits, get_settings
+from core.settings import Settings, engine_limits, get_settings
 from core.storage import get_storage, new_key
 from models import StoredFile, new_id
 from models.base import utcnow
 from models.repositories import DatasetRepository, StoredFileRepository, TeacherRepository
 from worker.sandbox import SandboxError, run_once
+from worker.spare import Spare
 
 log = logging.getLogger(__name__)
 VALIDATE_TIMEOUT_S = 600
@@ -32,15 +33,30 @@ REPOSITORIES: dict[Kind, Repository] = {"teacher": TeacherRepository, "dataset":
 _MISSING = {"code": ErrorCode.INTERNAL, "message": "the uploaded file is missing from storage"}
 
 
+def _child_limits(settings: Settings) -> tuple[int, int, int]:
+    return 1, VALIDATE_TIMEOUT_S, settings.validation_memory_bytes
+
+
+# This worker process's spare children, for its next uploads (worker/spare.py): a teacher's
+# validation need not wait seconds for torch and onnxruntime to import, nor a dataset's about
+# a second for a new interpreter and numpy.
+SPARES: dict[Kind, Spare] = {
+    "teacher": Spare(_child_limits, preload="teacher"),
+    "dataset": Spare(_child_limits, preload="dataset"),
+}
+
+
 def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     settings = get_settings()
+    threads, cpu_seconds, memory_bytes = _child_limits(settings)
     try:
         result = run_once(
             request,
-            threads=1,
-            memory_bytes=settings.validation_memory_bytes,
-            cpu_seconds=VALIDATE_TIMEOUT_S,
+            threads=threads,
+            memory_bytes=memory_bytes,
+            cpu_seconds=cpu_seconds,
             timeout_s=VALIDATE_TIMEOUT_S,
+            spare=SPARES["teacher" if isinstance(request, InspectTeacherRequest) else "dataset"],
         )
     except SandboxError as exc:
         return None, {"code": exc.code, "message": exc.message}

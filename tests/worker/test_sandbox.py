@@ -1,4 +1,4 @@
-"""The sandboxed child started ahead of its request (the gpu worker's spare)."""
+"""The sandboxed child started ahead of its request (the gpu and validate workers' spares)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,13 +17,15 @@ from core.contracts import (
     DatasetInfo,
     ErrorEvent,
     InspectDatasetRequest,
+    InspectTeacherRequest,
     ProgressEvent,
     parse_event,
 )
 from core.enums import Stage
 from core.errors import ErrorCode
 from core.settings import Settings
-from worker import bwrap, pipeline
+from tests.factories import save_pt2, train_mlp_teacher
+from worker import bwrap, pipeline, validation
 from worker import spare as spare_module
 from worker.sandbox import Child, SandboxError, run_once
 
@@ -48,12 +51,12 @@ def test_a_preloaded_child_takes_its_request_later(tmp_path: Path) -> None:
     os.environ["STILLHOUSE_SECRET_FOR_TEST"] = "x"
     try:
         child = Child(
-            None, workdir=tmp_path / "c", threads=1, memory_bytes=0, cpu_seconds=120, preload=True
+            None, workdir=tmp_path / "c", threads=1, memory_bytes=0, cpu_seconds=120, preload="job"
         )
     finally:
         del os.environ["STILLHOUSE_SECRET_FOR_TEST"]
     environ = Path(f"/proc/{child.proc.pid}/environ").read_bytes().split(b"\0")
-    assert b"STILLHOUSE_CHILD_PRELOAD=1" in environ
+    assert b"STILLHOUSE_CHILD_PRELOAD=job" in environ
     assert not any(e.startswith(b"STILLHOUSE_SECRET") for e in environ)
     child.send(_dataset(tmp_path))
     result = _result(child)
@@ -256,3 +259,43 @@ def test_tokenized_text_joins_the_cache_folder_and_the_next_child_maps_it(tmp_pa
     finally:
         second.close()
     assert sorted(p.name for p in scope.iterdir()) == ["tokens-done"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["teacher", "dataset"])
+def test_a_validation_takes_its_spare_and_leaves_a_new_one(
+    settings: Settings, tmp_path: Path, kind: str
+) -> None:
+    """The validate worker's spares (worker/validation.py): the upload is inspected by the
+    child started ahead, which then ends with its folder, and a fresh spare waits for the
+    next upload."""
+    spare = validation.SPARES[kind]
+    spare.start(settings)
+    first = spare.child
+    assert first is not None and first.alive()
+    environ = Path(f"/proc/{first.proc.pid}/environ").read_bytes().split(b"\0")
+    assert f"STILLHOUSE_CHILD_PRELOAD={kind}".encode() in environ
+    if kind == "teacher":
+        path = save_pt2(train_mlp_teacher(hidden=8, epochs=1), tmp_path / "t.pt2")
+        request: Any = InspectTeacherRequest(path=str(path), format="torch_export")
+    else:
+        request = _dataset(tmp_path)
+    threads, cpu_seconds, memory_bytes = validation._child_limits(settings)
+    try:
+        result = run_once(
+            request,
+            threads=threads,
+            memory_bytes=memory_bytes,
+            cpu_seconds=cpu_seconds,
+            timeout_s=120,
+            settings=settings,
+            spare=spare,
+        )
+        assert result.event == kind, result
+        assert not first.alive() and not first.workdir.exists()
+        assert spare.child is not None and spare.child is not first and spare.child.alive()
+        assert [p.name for p in (tmp_path / "work").iterdir()] == [spare.child.workdir.name]
+    finally:
+        if spare.child is not None:
+            spare_module.drop(spare.child)
+            spare.child = None
