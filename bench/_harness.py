@@ -246,6 +246,19 @@ def _stat(pid: int) -> list[str]:
     return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]).split()
 
 
+def settle(root: int, *, below: float = 0.05, timeout_s: float = 90.0) -> float:
+    """Wait until ``root``'s process tree uses less than ``below`` of a core over a second
+    (a service just started is still importing torch in its spare children); returns the
+    seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = tree_cpu_seconds(root)
+        time.sleep(1.0)
+        if tree_cpu_seconds(root) - before < below:
+            break
+    return time.monotonic() - started
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds (user + system) used so far by ``root`` and every descendant, the exited
     ones included (a reaped child's time is in its parent's cutime/cstime). Unlike wall

@@ -209,6 +209,9 @@ def service(
         with h.embedded_service(data_dir, port, extra) as procs:
             url = f"http://127.0.0.1:{port}"
             with Client(url, h.KEY, timeout=600) as client:
+                # A service that has just started imports torch in its spare children (a
+                # job's, a teacher's): the uploads come once it is idle, as on a running one.
+                settled = h.settle(procs[0].pid)
                 started = time.perf_counter()
                 teacher = client.upload_teacher(files["teacher"])
                 sent = {"teacher": time.perf_counter()}
@@ -243,9 +246,10 @@ def service(
                 cpu = h.tree_cpu_seconds(procs[0].pid) - cpu
     report = job["report"]
     return {
+        "settle_s": settled,
         "upload_s": uploaded - started,
         "validation_s": validated - uploaded,
-        # each upload's own: from its upload's answer until it read ready (polled every 20 ms)
+        # each upload's own: from its upload's answer until it read ready (polled every 50 ms)
         "validation_each_s": {name: ready[name] - sent[name] for name in ready},
         "total": Timed(finished - submitted, cpu),
         "stages": report["timings_s"],
@@ -260,7 +264,7 @@ VALIDATED = ("teacher", "transfer", "eval")
 
 
 def _until_ready(client: Client, uploads: dict[str, tuple[str, str]]) -> dict[str, float]:
-    """When each upload read ``ready`` (``time.perf_counter()``), polled every 20 ms: the
+    """When each upload read ``ready`` (``time.perf_counter()``), polled every 50 ms: the
     client's ``wait_ready`` sleeps half a second, too coarse for a validation's time."""
     ready: dict[str, float] = {}
     deadline = time.monotonic() + 600
@@ -272,7 +276,7 @@ def _until_ready(client: Client, uploads: dict[str, tuple[str, str]]) -> dict[st
             if obj["status"] != "validating":
                 assert obj["status"] == "ready", obj
                 ready[name] = time.perf_counter()
-        time.sleep(0.02)
+        time.sleep(0.05)
     assert len(ready) == len(uploads), f"still validating after 600 s: {uploads}"
     return ready
 
