@@ -143,9 +143,41 @@ def database_unavailable(
     return render(ServiceUnavailable(detail, headers={"Retry-After": str(RETRY_AFTER_S)}))
 
 
+def _union_tag(part: object) -> bool:
+    """pydantic's name for one member of a union in an error's location:
+    ``str-enum[ExportFormat]``, ``literal['tokenizer']``, ``function-after[...]``."""
+    return isinstance(part, str) and "[" in part
+
+
+def _merged_unions(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per field for a value no member of a union accepted, not one per member
+    named by its internal type (``query.format.str-enum[ExportFormat]: ...``)."""
+    out: list[dict[str, Any]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if not loc or not _union_tag(loc[-1]):
+            out.append(err)
+            continue
+        msg = str(err.get("msg", ""))
+        last = out[-1] if out else None
+        if last is not None and last.get("union") and tuple(last["loc"]) == loc[:-1]:
+            last["msgs"].append(msg)
+        else:
+            out.append({**err, "loc": loc[:-1], "union": True, "msgs": [msg]})
+    for err in out:
+        if err.pop("union", False):
+            msgs = err.pop("msgs")
+            prefix = "Input should be "
+            if all(m.startswith(prefix) for m in msgs):
+                err["msg"] = prefix + ", or ".join(m[len(prefix) :] for m in msgs)
+            else:
+                err["msg"] = "; or ".join(msgs)
+    return out
+
+
 def _field_errors(exc: RequestValidationError, content_type: str) -> list[dict[str, Any]]:
     out = []
-    for err in exc.errors():
+    for err in _merged_unions(list(exc.errors())):
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         message = err.get("msg", "")
         if not loc and err.get("loc", ())[:1] == ("body",):

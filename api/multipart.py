@@ -117,6 +117,14 @@ class _State:
             if name in self.out.blobs:
                 raise BadRequest(f"send at most one {name!r} part")
             self.blob_name = name
+        elif b"filename" in params:  # a file under another name: not a field to count
+            accepted = " or ".join(repr(n) for n in ("file", *self.limits.blob_names))
+            raise BadRequest(
+                f"the form has a file part named {name!r}: send the upload as a part named "
+                f"'file' (curl -F file=@PATH), the only file parts accepted here being "
+                f"{accepted}",
+                headers=CLOSE,
+            )
         else:
             self.field_name = name
 

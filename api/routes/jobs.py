@@ -28,16 +28,10 @@ from core.storage import get_storage
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=CheckedJsonRoute)
 
-EXAMPLE_JOB = {
-    "teacher_ids": ["tch_..."],
-    "dataset_id": "ds_...",
-    "eval_dataset_id": None,
-    "student": {"architecture": "auto", "size_ratio": 0.1, "max_parameters": None},
-    "distillation": {"temperature": 4.0, "alpha": 0.1, "soft_labels": "cached", "loss": "kd"},
-    "preprocessing": {"mean": None, "std": None},
-    "training": {"epochs": 20, "batch_size": 128, "learning_rate": 0.001, "seed": 0},
-    "export_formats": ["torch_export", "onnx", "safetensors"],
-}
+# What "Try it out" pre-fills: the ids alone. Everything else left out takes its default,
+# some of which depend on the data (the epochs, MUNGE for small tabular sets); the schema
+# below the example lists every field with its default.
+EXAMPLE_JOB = {"teacher_ids": ["tch_..."], "dataset_id": "ds_..."}
 SSE_POLL_S = 0.5
 SSE_KEEPALIVE_S = 15.0
 

@@ -202,7 +202,8 @@ _STATUS_HINTS = {
     404: "check the id (`stillhouse teachers|datasets|jobs list`)",
     409: "the object is in use or already finished",
     413: "the file is larger than the server accepts (STILLHOUSE_MAX_UPLOAD_BYTES)",
-    415: "teachers: .pt2 (torch.export) or ONNX; datasets: npy, npz, csv, parquet, zip of images",
+    415: "teachers: .pt2 (torch.export), ONNX or a ZIP of a Hugging Face model folder; "
+    "datasets: npy, npz, csv, parquet, jsonl, zip of images",
     422: "fix the named field and try again",
     429: "over a quota or the rate limit: wait and try again",
 }

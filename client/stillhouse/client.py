@@ -139,7 +139,9 @@ class Client:
         progress: ProgressCallback | None = None,
         tokenizer: str | Path | None = None,
     ) -> Teacher:
-        """Upload a teacher (``.pt2`` or ONNX). It comes back ``validating``: see ``wait_ready``."""
+        """Upload a teacher (``.pt2``, ONNX, or a ZIP of a Hugging Face model folder; a text
+        teacher's ``tokenizer.json`` beside it). It comes back ``validating``: see
+        ``wait_ready``."""
         extra = {"output_name": output_name, "output_kind": output_kind}
         attachments = None if tokenizer is None else {"tokenizer": Path(tokenizer)}
         return Teacher.model_validate(
@@ -149,7 +151,7 @@ class Client:
     def upload_dataset(
         self, file: str | Path, name: str | None = None, *, progress: ProgressCallback | None = None
     ) -> Dataset:
-        """Upload a transfer or eval set (npy, npz, csv, parquet, zip of images)."""
+        """Upload a transfer or eval set (npy, npz, csv, parquet, jsonl, zip of images)."""
         return Dataset.model_validate(self._upload("/v1/datasets", Path(file), name, {}, progress))
 
     def teacher(self, teacher_id: str) -> Teacher:

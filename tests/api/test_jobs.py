@@ -270,7 +270,13 @@ def test_download_supports_range_and_conditional_requests(
     head = client.head(url)
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(size) and head.headers["etag"] == etag
-    assert client.get(f"/v1/jobs/{job['id']}/student?format=pickle").status_code == 422
+    bad = client.get(f"/v1/jobs/{job['id']}/student?format=pickle")
+    assert bad.status_code == 422
+    # One error naming the field and every accepted value, not one per member of the union
+    # under pydantic's internal type names.
+    assert [e["field"] for e in bad.json()["errors"]] == ["query.format"], bad.json()
+    detail = bad.json()["detail"]
+    assert "'onnx_int8'" in detail and "'tokenizer'" in detail and "[" not in detail, detail
 
 
 def test_uploads_in_use_by_a_queued_job_cannot_be_deleted(
@@ -325,6 +331,8 @@ def test_the_openapi_body_of_submit_is_the_full_job_spec(client: TestClient) -> 
         "onnx_fp16",
         "onnx_int8",
     ]
+    # "Try it out" pre-fills the ids alone: run as given, every default applies.
+    assert body["schema"]["examples"] == [{"teacher_ids": ["tch_..."], "dataset_id": "ds_..."}]
     job = schema["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]["content"]
     read = components[job["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert read["properties"]["report"]["anyOf"][0] == {"$ref": "#/components/schemas/Report"}

@@ -91,6 +91,18 @@ def test_form_without_file_is_400(client: TestClient) -> None:
     assert resp.status_code == 400
 
 
+def test_a_file_under_another_name_is_400_naming_the_file_part(client: TestClient) -> None:
+    """curl -F data=@x.npz: a file part, not a form field too long or too large."""
+    before = _files()
+    resp = client.post("/v1/datasets", files={"data": ("x.npz", b"x" * 100_000)})
+    assert resp.status_code == 400, resp.text
+    detail = resp.json()["detail"]
+    assert "'data'" in detail and "part named 'file'" in detail, detail
+    resp = client.post("/v1/teachers", files={"tok": ("t.json", b"{}")})
+    assert resp.status_code == 400 and "'file' or 'tokenizer'" in resp.json()["detail"]
+    assert _files() == before
+
+
 def test_other_tenants_objects_answer_404(client: TestClient, worker: object) -> None:
     x, _, _, _ = digits()
     created = _upload(client, "datasets", "a.npz", npz_bytes(x[:10]))
