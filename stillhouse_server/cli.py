@@ -47,9 +47,23 @@ def run() -> None:
     """Migrate, then serve the API with its workers (embedded default: SQLite, no servers)."""
     with server_packages("run", "api,worker"):
         from core.settings import get_settings
-        from stillhouse_server.supervisor import Supervisor, banner, prepare, processes
+        from stillhouse_server.supervisor import (
+            Supervisor,
+            banner,
+            port_taken,
+            prepare,
+            processes,
+        )
 
         settings = get_settings()
+        if port_taken(settings.host, settings.port):
+            typer.echo(
+                f"stillhouse run: {settings.host}:{settings.port} is in use (another "
+                f"`stillhouse run`?). Stop it, or serve on another port: "
+                f"STILLHOUSE_PORT={settings.port + 1} make run",
+                err=True,
+            )
+            raise typer.Exit(1)
         key = prepare(settings)
     typer.echo(banner(settings, key))
     supervisor = Supervisor(processes(settings), settings.log_format, banner(settings, key, True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -201,6 +202,20 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait()
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether another process listens on (host, port): binding it the way uvicorn does
+    (SO_REUSEADDR) fails. Asked before anything starts, so that a second ``stillhouse run``
+    says so instead of restarting its API forever."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def prepare(settings: Settings) -> str | None:

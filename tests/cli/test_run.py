@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,32 @@ def test_the_first_run_ends_its_start_up_output_with_the_new_key(tmp_path: Path)
     assert f"shown once: {key}" in last and f"STILLHOUSE_API_KEY={key}" in last
     assert "-------------- " not in text and "[queues]" not in text  # no Celery banners
     assert len(lines) < 50, text  # (as root, Celery adds a 9-line warning per worker)
+
+
+def test_a_taken_port_is_said_at_once_not_restarted_forever(tmp_path: Path) -> None:
+    """A second `make run` on a busy port: one line naming STILLHOUSE_PORT, exit 1, nothing
+    migrated or printed as if it served (its export line would point at the other one)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            STILLHOUSE_DATA_DIR=str(tmp_path / "var"),
+            STILLHOUSE_PORT=str(port),
+        )
+        env.pop("STILLHOUSE_DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "stillhouse.cli", "run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done
+    assert f"127.0.0.1:{port} is in use" in done.stderr
+    assert f"STILLHOUSE_PORT={port + 1}" in done.stderr
+    assert "API key" not in done.stdout + done.stderr
+    assert not (tmp_path / "var").exists()
