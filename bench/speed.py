@@ -228,6 +228,9 @@ def service(
                     },
                 )
                 validated = max(ready.values())
+                # The validate worker starts the next uploads' spares (torch imported): let
+                # them finish, so that the job's CPU seconds are the job's.
+                h.settle(procs[0].pid)
                 body = {
                     **spec_body,
                     "teacher_ids": [teacher["id"]],
