@@ -6,8 +6,8 @@ distribution (``client/``); the server (database, broker, torch) is another, whi
 commands to the same CLI.
 """
 
-from stillhouse._core import ApiError, RetryPolicy
+from stillhouse._core import ApiError, RetryPolicy, UploadRejected
 from stillhouse.aclient import AsyncClient
 from stillhouse.client import Client
 
-__all__ = ["ApiError", "AsyncClient", "Client", "RetryPolicy"]
+__all__ = ["ApiError", "AsyncClient", "Client", "RetryPolicy", "UploadRejected"]

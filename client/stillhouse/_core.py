@@ -25,6 +25,26 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({429, 503})
 
 
+class UploadRejected(Exception):
+    """``wait_ready``: validation refused the upload; ``upload`` is the teacher or dataset
+    (its ``error`` says why)."""
+
+    def __init__(self, upload: Any) -> None:
+        self.upload = upload
+        error = getattr(upload, "error", None)
+        reason = f"{error.code}: {error.message}" if error is not None else "no reason given"
+        super().__init__(f"{upload.id} was rejected: {reason}")
+
+
+def checked_upload(upload: Any, object_id: str, timeout: float) -> Any:
+    """``wait_ready``'s end: the upload if ready; else UploadRejected or TimeoutError."""
+    if upload.status == "rejected":
+        raise UploadRejected(upload)
+    if upload.status == "validating":
+        raise TimeoutError(f"{object_id} is still validating after {timeout:g} s")
+    return upload
+
+
 class ApiError(Exception):
     """A problem+json answer: ``status``, ``title``, ``detail`` and the whole ``problem``."""
 

@@ -23,6 +23,7 @@ from stillhouse._core import (
     RetryPolicy,
     SseParser,
     attachment_parts,
+    checked_upload,
     download_name,
     student_params,
     upload_form,
@@ -156,8 +157,11 @@ class AsyncClient:
         await self._run(api.delete(kind, object_id))
 
     async def wait_ready(
-        self, kind: UploadKind, object_id: str, timeout: float = 300.0
+        self, kind: UploadKind, object_id: str, timeout: float = 300.0, *, check: bool = True
     ) -> Teacher | Dataset:
+        """Poll a teacher or dataset until it leaves ``validating``. ``check``: raise
+        ``UploadRejected`` (the reason in its message) or ``TimeoutError`` unless it is ready;
+        ``check=False`` returns it whatever its status."""
         deadline = time.monotonic() + timeout
         while True:
             obj: Teacher | Dataset = (
@@ -166,7 +170,7 @@ class AsyncClient:
                 else await self.dataset(object_id)
             )
             if obj.status != "validating" or time.monotonic() > deadline:
-                return obj
+                return checked_upload(obj, object_id, timeout) if check else obj
             await asyncio.sleep(0.5)
 
     async def page(
@@ -302,8 +306,10 @@ class AsyncTeachers:
     async def get(self, teacher_id: str) -> Teacher:
         return await self._client.teacher(teacher_id)
 
-    async def wait_ready(self, teacher_id: str, timeout: float = 300.0) -> Teacher:
-        teacher = await self._client.wait_ready("teachers", teacher_id, timeout)
+    async def wait_ready(
+        self, teacher_id: str, timeout: float = 300.0, *, check: bool = True
+    ) -> Teacher:
+        teacher = await self._client.wait_ready("teachers", teacher_id, timeout, check=check)
         assert isinstance(teacher, Teacher)
         return teacher
 
@@ -322,7 +328,9 @@ class AsyncDatasets:
     async def get(self, dataset_id: str) -> Dataset:
         return await self._client.dataset(dataset_id)
 
-    async def wait_ready(self, dataset_id: str, timeout: float = 300.0) -> Dataset:
-        dataset = await self._client.wait_ready("datasets", dataset_id, timeout)
+    async def wait_ready(
+        self, dataset_id: str, timeout: float = 300.0, *, check: bool = True
+    ) -> Dataset:
+        dataset = await self._client.wait_ready("datasets", dataset_id, timeout, check=check)
         assert isinstance(dataset, Dataset)
         return dataset

@@ -119,7 +119,7 @@ def upload_command(
                 obj = client.upload_dataset(file, name, progress=progress)
         if wait:
             with spinner(f"validating {obj.id}", ctx.show_progress):
-                obj = client.wait_ready(kind, obj.id)
+                obj = client.wait_ready(kind, obj.id, check=False)
     print_object(ctx, obj)
     if obj.status == "rejected":
         error = obj.error

@@ -28,6 +28,7 @@ from stillhouse._core import (
     RetryPolicy,
     SseParser,
     attachment_parts,
+    checked_upload,
     download_name,
     student_params,
     upload_form,
@@ -168,14 +169,16 @@ class Client:
         self._run(api.delete(kind, object_id))
 
     def wait_ready(
-        self, kind: UploadKind, object_id: str, timeout: float = 300.0
+        self, kind: UploadKind, object_id: str, timeout: float = 300.0, *, check: bool = True
     ) -> Teacher | Dataset:
-        """Poll a teacher or dataset until it leaves ``validating`` (or ``timeout`` passes)."""
+        """Poll a teacher or dataset until it leaves ``validating``. ``check``: raise
+        ``UploadRejected`` (the reason in its message) or ``TimeoutError`` unless it is ready;
+        ``check=False`` returns it whatever its status."""
         deadline = time.monotonic() + timeout
         while True:
             obj = self.teacher(object_id) if kind == "teachers" else self.dataset(object_id)
             if obj.status != "validating" or time.monotonic() > deadline:
-                return obj
+                return checked_upload(obj, object_id, timeout) if check else obj
             time.sleep(0.5)
 
     # lists
@@ -311,8 +314,8 @@ class Teachers:
     def get(self, teacher_id: str) -> Teacher:
         return self._client.teacher(teacher_id)
 
-    def wait_ready(self, teacher_id: str, timeout: float = 300.0) -> Teacher:
-        teacher = self._client.wait_ready("teachers", teacher_id, timeout)
+    def wait_ready(self, teacher_id: str, timeout: float = 300.0, *, check: bool = True) -> Teacher:
+        teacher = self._client.wait_ready("teachers", teacher_id, timeout, check=check)
         assert isinstance(teacher, Teacher)
         return teacher
 
@@ -331,7 +334,7 @@ class Datasets:
     def get(self, dataset_id: str) -> Dataset:
         return self._client.dataset(dataset_id)
 
-    def wait_ready(self, dataset_id: str, timeout: float = 300.0) -> Dataset:
-        dataset = self._client.wait_ready("datasets", dataset_id, timeout)
+    def wait_ready(self, dataset_id: str, timeout: float = 300.0, *, check: bool = True) -> Dataset:
+        dataset = self._client.wait_ready("datasets", dataset_id, timeout, check=check)
         assert isinstance(dataset, Dataset)
         return dataset

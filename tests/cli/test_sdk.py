@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stillhouse import ApiError, AsyncClient, Client, RetryPolicy
+from stillhouse import ApiError, AsyncClient, Client, RetryPolicy, UploadRejected
 from stillhouse.models import Dataset, Page, Teacher
 from tests.cli.conftest import empty_tenant_data
 from tests.conftest import DEV_KEY
@@ -239,3 +239,34 @@ def test_teachers_upload_sends_the_tokenizer_beside_the_file(api_url: str, tmp_p
 
     assert asyncio.run(scenario()).status == "validating"
     empty_tenant_data()
+
+
+def test_wait_ready_raises_with_the_reason_for_a_rejected_upload(
+    api_url: str, worker_process: object, tmp_path: Path
+) -> None:
+    """A rejected upload stops the script at ``wait_ready`` with validation's reason, not at
+    the submit that follows with "is rejected, not ready"; ``check=False`` returns it."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, np.zeros((4, 3), dtype=np.float32))  # arr_0, not x
+    (tmp_path / "bad.npz").write_bytes(buffer.getvalue())
+    with Client(api_url, DEV_KEY) as client:
+        upload = client.upload_dataset(tmp_path / "bad.npz")
+        with pytest.raises(UploadRejected) as caught:
+            client.wait_ready("datasets", upload.id, timeout=120)
+        assert caught.value.upload.status == "rejected"
+        assert f"{upload.id} was rejected: npz_members" in str(caught.value), caught.value
+        assert "arr_0" in str(caught.value)
+        same = client.datasets.wait_ready(upload.id, check=False)
+        assert same.status == "rejected" and same.error is not None
+
+    async def scenario() -> None:
+        async with AsyncClient(api_url, DEV_KEY) as aclient:
+            with pytest.raises(UploadRejected):
+                await aclient.datasets.wait_ready(upload.id)
+
+    asyncio.run(scenario())
+    empty_tenant_data()  # the package's API keeps its key: not the `db` fixture's truncate
