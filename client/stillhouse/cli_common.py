@@ -118,6 +118,11 @@ def print_json(obj: Any) -> None:
     typer.echo(json.dumps(plain(obj), indent=2))
 
 
+# A nested value longer than this is summarised in a table (the job's spec and report
+# folded into ~90 lines at 80 columns): ``--json`` prints it whole.
+MAX_CELL_JSON = 160
+
+
 def _cell(value: Any) -> Text:
     """A value as plain text: user data is never read as rich markup (``[null,64]`` is a
     shape, not a style)."""
@@ -126,7 +131,11 @@ def _cell(value: Any) -> Text:
     if isinstance(value, float):
         return Text(f"{value:.4g}")
     if isinstance(value, dict | list):
-        return Text(json.dumps(value, separators=(",", ":")))
+        compact = json.dumps(value, separators=(",", ":"))
+        if len(compact) <= MAX_CELL_JSON:
+            return Text(compact)
+        what = f"{len(value)} fields" if isinstance(value, dict) else f"{len(value)} items"
+        return Text(f"{{{what}: --json shows them}}")
     return Text(str(value))
 
 

@@ -201,11 +201,18 @@ def _summary_rows(job: Job) -> list[tuple[str, str]]:
             ("agreement", _pct(report.agreement_top1)),
             ("accuracy", accuracy),
             ("compression", "unknown" if ratio is None else f"{ratio:.1f}x"),
-            ("speedup", f"{report.speedup:.2f}x"),
+            ("speedup", _speedup(report)),
         ]
     if job.student_formats:
         rows.append(("download", ", ".join(job.student_formats)))
     return rows
+
+
+def _speedup(report: Report) -> str:
+    """The speed-up, marked when a load on the worker's machine disturbed its timing."""
+    spread = report.speedup_spread
+    disturbed = spread is not None and spread.disturbed
+    return f"{report.speedup:.2f}x" + (" (disturbed: the machine was busy)" if disturbed else "")
 
 
 def _mb(size: int | None) -> str:
@@ -238,9 +245,9 @@ def print_report(ctx: Ctx, job_id: str, report: Report) -> None:
     compression = "unknown" if ratio is None else f"{ratio:.1f}x"
     device = escape(report.device_name or report.device)
     out_console().print(
-        f"compression {compression}  speedup {report.speedup:.2f}x  "
-        f"agreement {100 * report.agreement_top1:.2f}%  KL {report.kl_divergence:.4f}  "
-        f"({report.eval_samples} eval samples, {device})"
+        f"compression {compression}  speedup {escape(_speedup(report))}\n"
+        f"agreement {100 * report.agreement_top1:.2f}%  KL {report.kl_divergence:.4f}\n"
+        f"{report.eval_samples} eval samples, {device}"
     )
     _print_sweep(report)
 

@@ -152,3 +152,37 @@ def test_jobs_wait_prints_the_whole_job_as_json_for_scripts(
     finish(Ctx("http://127.0.0.1:8000", "sh_key", Output.json), _finished_job())
     job = json.loads(capsys.readouterr().out)
     assert job["spec"]["training"]["epochs"] == 25 and job["report"]["speedup"] == 3.0
+
+
+def test_jobs_show_summarises_the_spec_and_report_at_80_columns(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The table folds nothing into dozens of lines: a nested value too long for a cell
+    says how many fields it has and that --json prints it whole; a short one stays."""
+    job = _finished_job()
+    print_object(_table(), job)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert len(lines) <= 25, out
+    assert "report" in out and "fields: --json shows them}" in out
+    assert '{"agreement_top1":0.97,"train_loss":0.1417}' in out  # metrics: short, kept
+    assert '"dev' not in out
+
+
+def test_the_report_marks_a_disturbed_speedup_at_80_columns(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from stillhouse.cli_jobs import print_report
+    from stillhouse.models import Report
+    from tests.cli.test_models import _report
+
+    body = _report(parameters=60_000, size_bytes_fp32=240_000, size_bytes_fp16=120_000)
+    spread = {"median": 3.0, "min": 2.1, "max": 5.9, "iqr_relative": 0.4, "rounds": 9}
+    for disturbed in (False, True):
+        report = Report.model_validate(body | {"speedup_spread": spread | {"disturbed": disturbed}})
+        print_report(_table(), "job_1", report)
+        out = capsys.readouterr().out
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+        assert "speedup 3.00x" in out
+        assert ("disturbed: the machine was busy" in out) is disturbed, out
