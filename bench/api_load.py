@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                         drains.append(drain_seconds(bare_url, big))
                         ups.append(upload(api, big, procs[0].pid))
                         # its validation (a worker reads the file) ends before the next round
-                        client.wait_ready("teachers", ups[-1]["teacher"]["id"], timeout=600)
+                        client.wait_ready(
+                            "teachers", ups[-1]["teacher"]["id"], timeout=600, check=False
+                        )
                     big.unlink()
                     job_id = training_job(client, args.out)
                     reads: dict[str, list[dict[str, float]]] = {"api": [], "bare": []}

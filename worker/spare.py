@@ -63,7 +63,8 @@ class Spare:
             host = socket.gethostname()
             self.child = Child(
                 None,
-                workdir=work / f".spare-{host}-{os.getpid()}-{secrets.token_hex(4)}",
+                # The kind in the name: a worker may hold a job's spare and upload ones.
+                workdir=work / f".spare-{host}-{os.getpid()}-{self.preload}-{secrets.token_hex(4)}",
                 threads=threads,
                 memory_bytes=memory_bytes,
                 cpu_seconds=cpu_seconds,

@@ -85,7 +85,8 @@ def test_job_succeeds_and_its_report_matches_the_downloaded_student(
     # its private folder is gone and the worker has started the next spare.
     assert report["sandbox"] == {"preloaded": True}
     work = get_settings().data_dir / "work"
-    assert wait_for(lambda: len(list(work.glob(".spare-*"))) == 1, timeout=30)
+    # (The session's validate worker keeps its own two, named for teachers and datasets.)
+    assert wait_for(lambda: len(list(work.glob(".spare-*-job-*"))) == 1, timeout=30)
 
 
 def _teacher_logits(x: np.ndarray) -> np.ndarray:
