@@ -34,6 +34,7 @@ def client(jobs_client: TestClient) -> TestClient:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # two workers, two jobs: 283 s alone on a loaded 2-core machine
 def test_killed_worker_job_resumes_with_identical_student(
     client: TestClient, inputs: dict[str, str], worker_process: subprocess.Popen[bytes]
 ) -> None:
