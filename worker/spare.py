@@ -81,21 +81,25 @@ class Spare:
         if child is None:
             return None
         limits = (child.threads, child.cpu_seconds, child.memory_bytes)
-        if child.alive() and limits == self.limits(settings):
-            try:
+        try:
+            if child.alive() and limits == self.limits(settings):
                 child.adopt(jobdir)
                 child.send(request)
                 return child
-            except BrokenPipeError:  # it died just now: start cold instead
-                pass
-            except BaseException:  # the request could not be staged: the caller says why
-                child.close() if child.workdir == jobdir else drop(child)
-                raise
-        if child.workdir == jobdir:  # adopted: the folder (and its checkpoints) is the job's
-            child.close()
-        else:
-            drop(child)
+        except BrokenPipeError:  # it died just now: start cold instead
+            pass
+        except BaseException:  # the request could not be staged: the caller says why
+            _discard(child, jobdir)
+            raise
+        _discard(child, jobdir)
         return None
+
+
+def _discard(child: Child, jobdir: Path) -> None:
+    if child.workdir == jobdir:  # adopted: the folder (and its checkpoints) is the job's
+        child.close()
+    else:
+        drop(child)
 
 
 def _remove_orphans(work: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlalchemy.orm import object_session
 
-from core.contracts import InspectDatasetRequest, InspectTeacherRequest
+from core.contracts import AnyEvent, InspectDatasetRequest, InspectTeacherRequest
 from core.db import session_scope
 from core.enums import UploadStatus
 from core.errors import ErrorCode
@@ -46,18 +46,27 @@ SPARES: dict[Kind, Spare] = {
 }
 
 
-def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
-    settings = get_settings()
+def inspect_in_sandbox(
+    request: BaseModel, settings: Settings | None = None, timeout_s: float = VALIDATE_TIMEOUT_S
+) -> AnyEvent:
+    """The upload's inspection by this process's spare of its kind (else a cold child), under
+    the validation's limits; raises ``SandboxError``."""
+    settings = settings or get_settings()
     threads, cpu_seconds, memory_bytes = _child_limits(settings)
+    return run_once(
+        request,
+        threads=threads,
+        memory_bytes=memory_bytes,
+        cpu_seconds=cpu_seconds,
+        timeout_s=timeout_s,
+        settings=settings,
+        spare=SPARES["teacher" if isinstance(request, InspectTeacherRequest) else "dataset"],
+    )
+
+
+def _inspect(request: BaseModel) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     try:
-        result = run_once(
-            request,
-            threads=threads,
-            memory_bytes=memory_bytes,
-            cpu_seconds=cpu_seconds,
-            timeout_s=VALIDATE_TIMEOUT_S,
-            spare=SPARES["teacher" if isinstance(request, InspectTeacherRequest) else "dataset"],
-        )
+        result = inspect_in_sandbox(request)
     except SandboxError as exc:
         return None, {"code": exc.code, "message": exc.message}
     return result.model_dump(exclude={"event"}), None

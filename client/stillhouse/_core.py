@@ -31,9 +31,13 @@ class UploadRejected(Exception):
 
     def __init__(self, upload: Any) -> None:
         self.upload = upload
-        error = getattr(upload, "error", None)
-        reason = f"{error.code}: {error.message}" if error is not None else "no reason given"
-        super().__init__(f"{upload.id} was rejected: {reason}")
+        super().__init__(f"{upload.id} was rejected: {rejection_reason(upload)}")
+
+
+def rejection_reason(upload: Any) -> str:
+    """``code: message`` of a rejected teacher or dataset."""
+    error = getattr(upload, "error", None)
+    return f"{error.code}: {error.message}" if error is not None else "no reason given"
 
 
 def checked_upload(upload: Any, object_id: str, timeout: float) -> Any:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from stillhouse._core import UploadRejected
 from stillhouse.cli_common import (
     DEFAULT_URL,
     CliError,
@@ -122,9 +123,7 @@ def upload_command(
                 obj = client.wait_ready(kind, obj.id, check=False)
     print_object(ctx, obj)
     if obj.status == "rejected":
-        error = obj.error
-        reason = f"{error.code}: {error.message}" if error else "no reason given"
-        raise CliError(f"{kind[:-1]} {obj.id} was rejected: {reason}", code=1)
+        raise CliError(f"{kind[:-1]} {UploadRejected(obj)}", code=1)
 
 
 def _crud(sub: typer.Typer, kind: str) -> None:

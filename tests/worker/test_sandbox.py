@@ -280,17 +280,8 @@ def test_a_validation_takes_its_spare_and_leaves_a_new_one(
         request: Any = InspectTeacherRequest(path=str(path), format="torch_export")
     else:
         request = _dataset(tmp_path)
-    threads, cpu_seconds, memory_bytes = validation._child_limits(settings)
     try:
-        result = run_once(
-            request,
-            threads=threads,
-            memory_bytes=memory_bytes,
-            cpu_seconds=cpu_seconds,
-            timeout_s=120,
-            settings=settings,
-            spare=spare,
-        )
+        result = validation.inspect_in_sandbox(request, settings, timeout_s=120)
         assert result.event == kind, result
         assert not first.alive() and not first.workdir.exists()
         assert spare.child is not None and spare.child is not first and spare.child.alive()
